@@ -1,0 +1,25 @@
+# energy: every target runs the idempotent set-up first (apt packages, the MLX wheel, the
+# patched mlx-sys), so each works on a fresh machine.
+CARGO ?= cargo
+
+.PHONY: setup run test check ci bench
+
+setup:
+	./scripts/setup.sh
+
+# The main job: collect 180 days (synthetic source, offline) and train.
+run: setup
+	$(CARGO) run --release -- train --collect --days 180
+
+# The whole test suite.
+test: setup
+	$(CARGO) test --all-targets
+
+check: setup
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+ci: check test
+
+bench: setup
+	$(CARGO) bench

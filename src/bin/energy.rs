@@ -1,0 +1,21 @@
+//! The `energy` command: parse, set up logging, run, map the error to an exit code.
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match energy::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { 1 } else { 0 });
+        }
+    };
+    energy::commands::init_tracing(cli.verbose, cli.quiet);
+    match energy::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(energy::commands::exit_code(&error))
+        }
+    }
+}

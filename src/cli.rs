@@ -1,0 +1,204 @@
+//! Command-line types (clap). Their doc comments are the `--help` text.
+use crate::ingest::SourceKind;
+use chrono::NaiveDate;
+use clap::{ArgAction, Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Hourly electricity data in, load forecasts out: collect from EIA, CAISO, files or the
+/// built-in synthetic source, build features, train a Ring Attention forecaster (MLX), forecast.
+#[derive(Debug, Parser)]
+#[command(name = "energy", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Store root folder [default: data]
+    #[arg(long, global = true, env = "ENERGY_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+
+    /// Settings file [default: ./energy.toml when present]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Less output: no progress bars (-q), errors only (-qq)
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub quiet: u8,
+
+    /// Print one JSON document on stdout instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Collect hourly series into the store (skips what it already holds)
+    Collect(CollectArgs),
+    /// Show what the store holds: coverage, gaps, rows per series
+    Status(StatusArgs),
+    /// Build the feature table of a region
+    Features(FeaturesArgs),
+    /// Train the forecaster (optionally collecting first)
+    Train(TrainArgs),
+    /// Forecast from the latest data with a trained model
+    Forecast(ForecastArgs),
+    /// Backtest a trained model against baselines
+    Evaluate(EvaluateArgs),
+    /// Measure collection, featurization and model throughput on this machine
+    Bench(BenchArgs),
+}
+
+/// Which data: shared by collect, features, train, forecast and evaluate.
+#[derive(Debug, Clone, Args)]
+pub struct SelectArgs {
+    /// Data source
+    #[arg(long, value_enum, default_value_t = SourceKind::Synthetic)]
+    pub source: SourceKind,
+
+    /// Region code, repeatable (EIA respondent, CAISO TAC area, SYN1…) [default: SYN1]
+    #[arg(long = "region", value_name = "CODE")]
+    pub regions: Vec<String>,
+
+    /// Series kinds, comma-separated (D, DF, NG, TI, ACTUAL, DAM, …) [default: by source]
+    #[arg(long = "kind", value_delimiter = ',', value_name = "KIND")]
+    pub kinds: Vec<String>,
+
+    /// The N whole UTC days up to the last complete hour [default: 180]
+    #[arg(long, allow_negative_numbers = true, conflicts_with_all = ["start", "end"])]
+    pub days: Option<i64>,
+
+    /// First UTC day, included (YYYY-MM-DD)
+    #[arg(long, requires = "end")]
+    pub start: Option<NaiveDate>,
+
+    /// Last UTC day, included (YYYY-MM-DD)
+    #[arg(long, requires = "start")]
+    pub end: Option<NaiveDate>,
+}
+
+/// How to reach the sources.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// Chunks fetched at once [default: 4, or `[collect] concurrency`]
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+
+    /// Seed of the synthetic source [default: 42]
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Synthetic defects: fraction of hours left out
+    #[arg(long, value_name = "FRACTION")]
+    pub missing_rate: Option<f64>,
+
+    /// Synthetic defects: fraction of hours turned into spikes
+    #[arg(long, value_name = "FRACTION")]
+    pub spike_rate: Option<f64>,
+
+    /// Synthetic defects: drop the early hours of each spring DST change day
+    #[arg(long)]
+    pub dst_gap: bool,
+
+    /// File to import (--source file): .csv or .parquet
+    #[arg(long, value_name = "FILE")]
+    pub path: Option<PathBuf>,
+
+    /// Timestamp column of the file
+    #[arg(long, default_value = "timestamp", value_name = "NAME")]
+    pub time_column: String,
+
+    /// Value column of the file
+    #[arg(long, default_value = "value", value_name = "NAME")]
+    pub value_column: String,
+
+    /// EIA API base URL [default: https://api.eia.gov]
+    #[arg(long, value_name = "URL")]
+    pub eia_url: Option<String>,
+
+    /// CAISO OASIS base URL [default: https://oasis.caiso.com]
+    #[arg(long, value_name = "URL")]
+    pub caiso_url: Option<String>,
+
+    /// EIA API key (never printed)
+    #[arg(long, env = "EIA_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub eia_api_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CollectArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {}
+
+#[derive(Debug, Clone, Args)]
+pub struct FeaturesArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Write the feature table here (.parquet)
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// Bring the store up to date for the range first
+    #[arg(long)]
+    pub collect: bool,
+    /// Where the checkpoint goes
+    #[arg(long, value_name = "DIR", default_value = "models/latest")]
+    pub model_dir: PathBuf,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Context length, hours
+    #[arg(long, value_name = "HOURS")]
+    pub context: Option<usize>,
+    /// Forecast horizon, hours
+    #[arg(long, value_name = "HOURS")]
+    pub horizon: Option<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ForecastArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[arg(long, value_name = "DIR", default_value = "models/latest")]
+    pub model_dir: PathBuf,
+    #[arg(long)]
+    pub collect: bool,
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[arg(long, value_name = "DIR", default_value = "models/latest")]
+    pub model_dir: PathBuf,
+    #[arg(long, default_value = "day-ahead")]
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// A short run (under a minute)
+    #[arg(long)]
+    pub quick: bool,
+    /// Print each figure's ratio to an earlier report
+    #[arg(long, value_name = "FILE")]
+    pub compare: Option<PathBuf>,
+}

@@ -1,0 +1,171 @@
+//! `energy collect`
+use super::reporters::BarReporter;
+use super::{BadInput, Context, runtime, unsupported_source};
+use crate::cli::{SelectArgs, SourceArgs};
+use crate::config::SyntheticConfig;
+use crate::ingest::file::FileColumns;
+use crate::ingest::synthetic::{KIND_LOAD, KIND_TEMP, NoiseFloor};
+use crate::ingest::{CollectionResult, FileSource, Orchestrator, Source, SourceKind, SyntheticSource};
+use crate::time::DateRange;
+use anyhow::{Context as _, Result, bail};
+use serde::Serialize;
+
+pub(crate) fn run(context: &Context, select: &SelectArgs, sources: &SourceArgs) -> Result<()> {
+    let (result, floors) = collect(context, select, sources)?;
+    report(context, &result, &floors)?;
+    if !result.succeeded() {
+        bail!(
+            "{} of {} chunks failed; run the same command again to finish them",
+            result.failed_chunks,
+            result.chunks.len()
+        );
+    }
+    Ok(())
+}
+
+/// Collect what the flags select (used by `collect` and `train --collect`).
+pub(crate) fn collect(
+    context: &Context,
+    select: &SelectArgs,
+    sources: &SourceArgs,
+) -> Result<(CollectionResult, Vec<NoiseFloor>)> {
+    let concurrency = sources.concurrency(&context.config)?;
+    match select.source {
+        SourceKind::Synthetic => {
+            let source = synthetic_source(context, select, sources)?;
+            let range = select.range(context.now)?;
+            let result = collect_with(context, &source, range, concurrency)?;
+            Ok((result, source.noise_floors()))
+        }
+        SourceKind::File => {
+            let path = sources.path.as_ref().ok_or_else(|| BadInput("--source file needs --path FILE".into()))?;
+            let default_region = path
+                .file_stem()
+                .map(|s| {
+                    s.to_string_lossy()
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+                        .collect()
+                })
+                .unwrap_or_else(|| "FILE".to_string());
+            let regions = select.regions(&default_region)?;
+            if regions.len() != 1 {
+                return Err(BadInput("--source file takes one --region".into()).into());
+            }
+            let kind = match select.kinds.as_slice() {
+                [] => KIND_LOAD.to_string(),
+                [kind] => kind.clone(),
+                _ => return Err(BadInput("--source file takes one --kind (the value column's)".into()).into()),
+            };
+            let columns = FileColumns {
+                timestamp: sources.time_column.clone(),
+                value: sources.value_column.clone(),
+                region: regions[0].clone(),
+                kind,
+            };
+            let source = FileSource::open(path, &columns).context("cannot import the file")?;
+            let range = if select.start.is_some() || select.days.is_some() {
+                select.range(context.now)?
+            } else {
+                source.range().ok_or_else(|| BadInput(format!("`{}` holds no rows", path.display())))?
+            };
+            Ok((collect_with(context, &source, range, concurrency)?, Vec::new()))
+        }
+        other => Err(unsupported_source(other)),
+    }
+}
+
+pub(crate) fn synthetic_source(
+    context: &Context,
+    select: &SelectArgs,
+    sources: &SourceArgs,
+) -> Result<SyntheticSource> {
+    let regions = select.regions("SYN1")?;
+    for kind in &select.kinds {
+        if kind != KIND_LOAD && kind != KIND_TEMP {
+            return Err(
+                BadInput(format!("the synthetic source has kinds {KIND_LOAD} and {KIND_TEMP}, not `{kind}`")).into()
+            );
+        }
+    }
+    let mut config: SyntheticConfig = context.config.synthetic.clone();
+    if let Some(seed) = sources.seed {
+        config.seed = seed;
+    }
+    for (flag, value, slot) in [
+        ("--missing-rate", sources.missing_rate, &mut config.missing_rate),
+        ("--spike-rate", sources.spike_rate, &mut config.spike_rate),
+    ] {
+        if let Some(value) = value {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(BadInput(format!("{flag} must be between 0 and 1 (got {value})")).into());
+            }
+            *slot = value;
+        }
+    }
+    config.dst_gap |= sources.dst_gap;
+    Ok(SyntheticSource::new(&regions, config))
+}
+
+fn collect_with<S: Source>(
+    context: &Context,
+    source: &S,
+    range: DateRange,
+    concurrency: usize,
+) -> Result<CollectionResult> {
+    let _lock = context.store.lock().context("cannot lock the store")?;
+    let reporter = BarReporter::new(context.quiet || context.json, "rows");
+    let orchestrator = Orchestrator {
+        store: &context.store,
+        concurrency,
+        chunk_retries: context.config.collect.chunk_retries,
+        reporter: &reporter,
+        now: context.now,
+    };
+    runtime()?.block_on(orchestrator.collect(source, range)).context("collection failed")
+}
+
+#[derive(Serialize)]
+struct CollectReport<'a> {
+    store: String,
+    #[serde(flatten)]
+    result: &'a CollectionResult,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    noise_floor: &'a [NoiseFloor],
+}
+
+fn report(context: &Context, result: &CollectionResult, floors: &[NoiseFloor]) -> Result<()> {
+    if context.json {
+        let report = CollectReport { store: context.store.root().display().to_string(), result, noise_floor: floors };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "collected {} {} into `{}`: {} rows, {} chunks fetched, {} already stored, {} failed, {} files written, {:.2} s ({:.0} rows/s)",
+        result.source,
+        result.range,
+        context.store.root().display(),
+        result.rows,
+        result.fetched_chunks,
+        result.skipped_chunks,
+        result.failed_chunks,
+        result.files_written,
+        result.duration_s,
+        result.rows_per_s,
+    );
+    for chunk in result.chunks.iter().filter(|c| c.error.is_some()) {
+        println!("  failed {}: {}", chunk.range, chunk.error.as_deref().unwrap_or(""));
+    }
+    for floor in floors {
+        println!(
+            "  noise floor {}: mean load {:.0} MW, best achievable MAE {:.0} MW ({:.2} %) next-24h, {:.0} MW ({:.2} %) day-ahead",
+            floor.region,
+            floor.mean_load_mw,
+            floor.mae_next_24h_mw,
+            floor.mape_next_24h_percent,
+            floor.mae_day_ahead_mw,
+            floor.mape_day_ahead_percent
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! One handler per subcommand; the only code that prints or draws progress.
+mod collect;
+mod reporters;
+mod status;
+
+use crate::cli::{Cli, Command, SelectArgs, SourceArgs};
+use crate::config::{Config, ConfigError};
+use crate::ingest::{IngestError, SourceKind, Store};
+use crate::time::DateRange;
+use anyhow::{Context as _, Result};
+use chrono::{DateTime, Utc};
+use std::path::PathBuf;
+
+/// Longest range a command accepts, in days (about 50 years).
+pub const MAX_DAYS: i64 = 18_300;
+/// `--days` when no range is given.
+pub const DEFAULT_DAYS: i64 = 180;
+
+/// A problem with what the user asked for: exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// A command that a later release provides: exit code 2, never a fake result.
+#[derive(Debug, thiserror::Error)]
+#[error("`energy {0}` is not implemented yet")]
+pub struct NotImplemented(pub &'static str);
+
+/// Exit code for an error: 1 for bad input or usage, 2 for failures at run time.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    let bad_input = error.chain().any(|cause| {
+        cause.is::<BadInput>()
+            || cause.is::<ConfigError>()
+            || cause.downcast_ref::<IngestError>().is_some_and(IngestError::is_bad_input)
+    });
+    if bad_input { 1 } else { 2 }
+}
+
+/// Set up logging to stderr: warnings by default, `-v` info, `-vv` debug, `-q` errors only;
+/// `RUST_LOG` overrides.
+pub fn init_tracing(verbose: u8, quiet: u8) {
+    let level = match (verbose, quiet) {
+        (_, q) if q > 0 => "error",
+        (0, _) => "warn",
+        (1, _) => "info",
+        (2, _) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("energy={level},warn")));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// What every handler gets: resolved settings and output choices.
+pub(crate) struct Context {
+    pub config: Config,
+    pub store: Store,
+    pub json: bool,
+    pub quiet: bool,
+    pub now: DateTime<Utc>,
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    let root: PathBuf = cli.store.clone().unwrap_or_else(|| config.store.root.clone());
+    let context = Context { store: Store::new(root), config, json: cli.json, quiet: cli.quiet > 0, now: Utc::now() };
+    match cli.command {
+        Command::Collect(args) => collect::run(&context, &args.select, &args.sources),
+        Command::Status(_) => status::run(&context),
+        Command::Features(_) => Err(NotImplemented("features").into()),
+        Command::Train(_) => Err(NotImplemented("train").into()),
+        Command::Forecast(_) => Err(NotImplemented("forecast").into()),
+        Command::Evaluate(_) => Err(NotImplemented("evaluate").into()),
+        Command::Bench(_) => Err(NotImplemented("bench").into()),
+    }
+}
+
+/// A multi-threaded tokio runtime for the async parts of a command.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+impl SelectArgs {
+    /// The range the flags name: `--start/--end` days, or the last `--days` (default 180).
+    pub fn range(&self, now: DateTime<Utc>) -> Result<DateRange, BadInput> {
+        let range = match (self.start, self.end, self.days) {
+            (Some(start), Some(end), None) => DateRange::from_days(start, end).map_err(BadInput)?,
+            (None, None, days) => {
+                let days = days.unwrap_or(DEFAULT_DAYS);
+                if days < 1 {
+                    return Err(BadInput(format!("--days must be at least 1 (got {days})")));
+                }
+                if days > MAX_DAYS {
+                    return Err(BadInput(format!("--days {days} is more than the {MAX_DAYS} days accepted")));
+                }
+                DateRange::last_days(days as u32, now).map_err(BadInput)?
+            }
+            _ => return Err(BadInput("give either --days or both --start and --end".into())),
+        };
+        if range.end > crate::time::floor_hour(now) {
+            return Err(BadInput(format!(
+                "the range {range} ends in the future (now is {})",
+                now.format("%Y-%m-%dT%H:%MZ")
+            )));
+        }
+        if range.hours() > MAX_DAYS * 24 {
+            return Err(BadInput(format!("the range {range} is longer than {MAX_DAYS} days")));
+        }
+        if range.start.timestamp() < 0 {
+            return Err(BadInput(format!("the range {range} starts before 1970")));
+        }
+        Ok(range)
+    }
+
+    /// Region codes, checked, with the source's default.
+    pub fn regions(&self, default: &str) -> Result<Vec<String>, BadInput> {
+        if self.regions.is_empty() {
+            return Ok(vec![default.to_string()]);
+        }
+        let mut out: Vec<String> = Vec::new();
+        for region in &self.regions {
+            let ok = !region.is_empty()
+                && region.len() <= 40
+                && region.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ' ' | '.'));
+            if !ok {
+                return Err(BadInput(format!("invalid region code `{region}`")));
+            }
+            if !out.contains(region) {
+                out.push(region.clone());
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl SourceArgs {
+    pub(crate) fn concurrency(&self, config: &Config) -> Result<usize, BadInput> {
+        match self.concurrency {
+            Some(0) => Err(BadInput("--concurrency must be at least 1".into())),
+            Some(n) => Ok(n),
+            None => Ok(config.collect.concurrency),
+        }
+    }
+}
+
+pub(crate) fn unsupported_source(source: SourceKind) -> anyhow::Error {
+    NotImplemented(match source {
+        SourceKind::Eia => "collect --source eia",
+        SourceKind::Caiso => "collect --source caiso",
+        _ => "collect",
+    })
+    .into()
+}

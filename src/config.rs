@@ -1,0 +1,287 @@
+//! Typed settings: the optional TOML file (`energy.toml` in the working directory, or
+//! `--config FILE`), then environment variables, then command-line flags, resolved once.
+//!
+//! Every key has a documented default (the `DEFAULT_*` constants); unknown keys and wrong
+//! types are errors that name the file, the key and the reason.
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Store root when neither `--store`, `ENERGY_STORE` nor `[store] root` is given.
+pub const DEFAULT_STORE: &str = "data";
+/// The config file read from the working directory when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "energy.toml";
+pub const DEFAULT_CONCURRENCY: usize = 4;
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+pub const DEFAULT_BASE_DELAY_MS: u64 = 500;
+pub const DEFAULT_MAX_DELAY_MS: u64 = 30_000;
+pub const DEFAULT_TIMEOUT_S: u64 = 60;
+pub const DEFAULT_CHUNK_RETRIES: u32 = 2;
+pub const DEFAULT_EIA_URL: &str = "https://api.eia.gov";
+pub const DEFAULT_CAISO_URL: &str = "https://oasis.caiso.com";
+pub const DEFAULT_SEED: u64 = 42;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file `{path}`")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file `{path}`: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+/// The whole settings tree (`energy.toml`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub store: StoreConfig,
+    pub collect: CollectConfig,
+    pub retry: RetryConfig,
+    pub eia: EiaConfig,
+    pub caiso: CaisoConfig,
+    pub synthetic: SyntheticConfig,
+    pub split: SplitConfig,
+    pub model: ModelConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Root folder of the Parquet store.
+    pub root: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { root: PathBuf::from(DEFAULT_STORE) }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectConfig {
+    /// Chunks fetched at once.
+    pub concurrency: usize,
+    /// Extra attempts for a whole chunk after its requests gave up.
+    pub chunk_retries: u32,
+}
+
+impl Default for CollectConfig {
+    fn default() -> Self {
+        Self { concurrency: DEFAULT_CONCURRENCY, chunk_retries: DEFAULT_CHUNK_RETRIES }
+    }
+}
+
+/// Request retry policy (jittered exponential backoff, `Retry-After` honoured).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    pub max_attempts: u32,
+    pub base_delay_ms: u64,
+    pub max_delay_ms: u64,
+    pub timeout_s: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            base_delay_ms: DEFAULT_BASE_DELAY_MS,
+            max_delay_ms: DEFAULT_MAX_DELAY_MS,
+            timeout_s: DEFAULT_TIMEOUT_S,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EiaConfig {
+    pub url: String,
+    /// Burst of requests per second.
+    pub requests_per_second: u32,
+    /// Sustained requests per hour.
+    pub requests_per_hour: u32,
+}
+
+impl Default for EiaConfig {
+    fn default() -> Self {
+        Self { url: DEFAULT_EIA_URL.into(), requests_per_second: 5, requests_per_hour: 9_000 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaisoConfig {
+    pub url: String,
+    /// Seconds between two requests.
+    pub min_interval_s: f64,
+}
+
+impl Default for CaisoConfig {
+    fn default() -> Self {
+        Self { url: DEFAULT_CAISO_URL.into(), min_interval_s: 5.0 }
+    }
+}
+
+/// The synthetic source: see `ingest::synthetic` for the generating process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyntheticConfig {
+    pub seed: u64,
+    /// Fraction of hours left out (0 = none).
+    pub missing_rate: f64,
+    /// Fraction of hours turned into spikes (0 = none).
+    pub spike_rate: f64,
+    /// Drop the local 00:00–05:00 hours of each spring DST change day, as real EIA data does.
+    pub dst_gap: bool,
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        Self { seed: DEFAULT_SEED, missing_rate: 0.0, spike_rate: 0.0, dst_gap: false }
+    }
+}
+
+/// Chronological split fractions (the test split is what remains).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SplitConfig {
+    pub train: f64,
+    pub validation: f64,
+}
+
+impl Default for SplitConfig {
+    fn default() -> Self {
+        Self { train: 0.7, validation: 0.15 }
+    }
+}
+
+/// Model hyper-parameters (the forecaster issue documents their choice).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    pub context: usize,
+    pub horizon: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub n_layers: usize,
+    pub block_size: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            context: 168,
+            horizon: 24,
+            d_model: 64,
+            n_heads: 4,
+            n_layers: 2,
+            block_size: 64,
+            epochs: 8,
+            batch_size: 32,
+            learning_rate: 1e-3,
+        }
+    }
+}
+
+impl Config {
+    /// Read `path` if given (it must exist), else `energy.toml` in the working directory when
+    /// present, else the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            Some(path) => Self::from_file(path),
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => Self::from_file(Path::new(DEFAULT_CONFIG_FILE)),
+            None => Ok(Self::default()),
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })
+    }
+
+    /// Parse TOML text; the error names the key and the reason on one line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: Config = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let check = |ok: bool, key: &str, why: &str| if ok { Ok(()) } else { Err(format!("key `{key}`: {why}")) };
+        check(self.collect.concurrency >= 1, "collect.concurrency", "must be at least 1")?;
+        check(self.retry.max_attempts >= 1, "retry.max_attempts", "must be at least 1")?;
+        check((0.0..=1.0).contains(&self.synthetic.missing_rate), "synthetic.missing_rate", "must be between 0 and 1")?;
+        check((0.0..=1.0).contains(&self.synthetic.spike_rate), "synthetic.spike_rate", "must be between 0 and 1")?;
+        check(
+            self.split.train > 0.0 && self.split.validation >= 0.0 && self.split.train + self.split.validation < 1.0,
+            "split",
+            "train > 0, validation >= 0 and train + validation < 1 are required",
+        )?;
+        check(self.eia.requests_per_second >= 1, "eia.requests_per_second", "must be at least 1")?;
+        check(self.eia.requests_per_hour >= 1, "eia.requests_per_hour", "must be at least 1")?;
+        check(self.model.horizon >= 1 && self.model.context >= 1, "model", "context and horizon must be at least 1")?;
+        check(
+            self.model.n_heads >= 1 && self.model.d_model.is_multiple_of(self.model.n_heads),
+            "model.n_heads",
+            "must divide model.d_model",
+        )?;
+        Ok(())
+    }
+}
+
+/// toml's message spans several lines (with a source excerpt); keep the key and the reason.
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let reason = error.message().trim().to_string();
+    let line = error.span().map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+    let key = error.span().and_then(|span| {
+        let start = text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+        let line = text[start..].lines().next()?;
+        let key = line.split('=').next()?.trim().trim_matches(['[', ']']);
+        (!key.is_empty()).then(|| key.to_string())
+    });
+    match (key, line) {
+        (Some(key), Some(line)) => format!("key `{key}` (line {line}): {reason}"),
+        (None, Some(line)) => format!("line {line}: {reason}"),
+        _ => reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn values_are_read() {
+        let c = Config::parse("[collect]\nconcurrency = 8\n[synthetic]\nseed = 7\n").unwrap();
+        assert_eq!(c.collect.concurrency, 8);
+        assert_eq!(c.synthetic.seed, 7);
+        assert_eq!(c.retry, RetryConfig::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("[collect]\nconcurency = 8\n").unwrap_err();
+        assert!(e.contains("concurency"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = Config::parse("[retry]\nmax_attempts = \"many\"\n").unwrap_err();
+        assert!(e.contains("max_attempts"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let e = Config::parse("[collect]\nconcurrency = 0\n").unwrap_err();
+        assert!(e.contains("collect.concurrency"), "{e}");
+    }
+}

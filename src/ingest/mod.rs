@@ -1,0 +1,182 @@
+//! Ingestion: sources produce [`Batch`]es for a [`DateRange`]; the [`orchestrator`] plans
+//! chunks, runs them with bounded concurrency, skips what the ledger holds and writes through
+//! the [`store`].
+//!
+//! # Layout
+//! - [`synthetic`]: the offline, deterministic default source.
+//! - [`file`]: a user's CSV or Parquet file.
+//! - [`store`]: the hive-partitioned Parquet store and its completed-chunk ledger.
+//! - [`orchestrator`]: chunk plan, concurrency, resume, retries and the collection summary.
+pub mod file;
+pub mod orchestrator;
+pub mod store;
+pub mod synthetic;
+
+use crate::time::DateRange;
+use chrono::TimeDelta;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+
+pub use file::FileSource;
+pub use orchestrator::{ChunkOutcome, CollectionResult, Orchestrator};
+pub use store::Store;
+pub use synthetic::SyntheticSource;
+
+/// Column names of stored rows (in files; `source`, `region`, `kind`, `year`, `month` are the
+/// hive partition keys of their folders).
+pub const COL_TIMESTAMP: &str = "timestamp";
+pub const COL_VALUE: &str = "value";
+
+/// Which provider a series comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Synthetic,
+    Eia,
+    Caiso,
+    File,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Synthetic => "synthetic",
+            SourceKind::Eia => "eia",
+            SourceKind::Caiso => "caiso",
+            SourceKind::File => "file",
+        }
+    }
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A series: `(source, region, kind)`, e.g. `(eia, ERCO, D)` or `(synthetic, SYN1, TEMP)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SeriesId {
+    pub source: String,
+    pub region: String,
+    pub kind: String,
+}
+
+impl SeriesId {
+    pub fn new(source: impl Into<String>, region: impl Into<String>, kind: impl Into<String>) -> Self {
+        Self { source: source.into(), region: region.into(), kind: kind.into() }
+    }
+}
+
+impl fmt::Display for SeriesId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.source, self.region, self.kind)
+    }
+}
+
+/// Hourly rows of one series: UTC interval-end timestamps (epoch µs, strictly increasing)
+/// and values in MW (or °C for `TEMP`); `None` is a reported null.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesRows {
+    pub id: SeriesId,
+    pub timestamps: Vec<i64>,
+    pub values: Vec<Option<f64>>,
+}
+
+impl SeriesRows {
+    pub fn new(id: SeriesId) -> Self {
+        Self { id, timestamps: Vec::new(), values: Vec::new() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.timestamps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.timestamps.is_empty()
+    }
+
+    /// Sort by timestamp; a timestamp given twice is an error naming it.
+    pub fn sort_and_check(&mut self) -> Result<(), IngestError> {
+        if !self.timestamps.is_sorted() {
+            let mut order: Vec<usize> = (0..self.len()).collect();
+            order.sort_by_key(|&i| self.timestamps[i]);
+            self.timestamps = order.iter().map(|&i| self.timestamps[i]).collect();
+            self.values = order.iter().map(|&i| self.values[i]).collect();
+        }
+        if let Some(w) = self.timestamps.windows(2).find(|w| w[0] == w[1]) {
+            return Err(IngestError::DuplicateTimestamp {
+                series: self.id.to_string(),
+                timestamp: crate::time::from_us(w[0]).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What one fetch returned: one entry per series it covers (possibly empty).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub series: Vec<SeriesRows>,
+    /// HTTP requests made (0 for offline sources).
+    pub requests: u32,
+    /// Requests retried.
+    pub retries: u32,
+}
+
+impl Batch {
+    pub fn rows(&self) -> usize {
+        self.series.iter().map(SeriesRows::len).sum()
+    }
+}
+
+/// A provider of hourly series.
+pub trait Source: Send + Sync {
+    /// The provider's name, the `source=` partition of its series.
+    fn name(&self) -> &'static str;
+    /// Longest range one request may cover; the orchestrator splits ranges with it.
+    fn chunk_len(&self) -> TimeDelta;
+    /// The series a fetch returns (the ledger records each).
+    fn series(&self) -> Vec<SeriesId>;
+    /// What distinguishes this source's output beyond its series (a seed, defect settings):
+    /// a chunk collected with other parameters is collected again.
+    fn params(&self) -> String {
+        String::new()
+    }
+    /// How long after an hour its data may still change: chunks ending later than this before
+    /// the collection are fetched again next time.
+    fn settle_time(&self) -> TimeDelta {
+        TimeDelta::zero()
+    }
+    fn fetch(&self, range: DateRange) -> impl Future<Output = Result<Batch, IngestError>> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("duplicate timestamp {timestamp} in {series}")]
+    DuplicateTimestamp { series: String, timestamp: String },
+    #[error("cannot read `{path}`: {message}")]
+    BadFile { path: PathBuf, message: String },
+    #[error("store I/O failed on `{path}`")]
+    StoreIo { path: PathBuf, source: std::io::Error },
+    #[error("store file `{path}` is unreadable: {message}")]
+    StoreData { path: PathBuf, message: String },
+    #[error("store `{path}` is in use by {holder}")]
+    StoreBusy { path: PathBuf, holder: String },
+    #[error("{0}")]
+    Source(String),
+}
+
+impl IngestError {
+    /// Worth another attempt later (network trouble), as opposed to a permanent failure.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, IngestError::Source(_))
+    }
+
+    /// Caused by what the user gave (a bad file), rather than by the run.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, IngestError::BadFile { .. } | IngestError::DuplicateTimestamp { .. })
+    }
+}

@@ -1,0 +1,624 @@
+//! The Parquet store: `{root}/source={s}/region={r}/kind={k}/year={yyyy}/month={mm}/part-0000.parquet`
+//! (zstd, columns `timestamp` as UTC microseconds and `value` as f64), readable by polars,
+//! pyarrow and DuckDB as a hive-partitioned dataset, plus `{root}/_catalog/` holding the
+//! completed-chunk ledger and the store lock.
+//!
+//! Writes are atomic: every partition a chunk touches is merged in memory (rows of the chunk's
+//! range replace what was there, the rest is kept), written to a temporary file, flushed to
+//! disk, and renamed over the old file; the ledger entry is written (the same way) only after
+//! all partitions are in place. A crash leaves the old file or the new one, never a mix, and
+//! a chunk missing from the ledger is simply collected again.
+use super::{COL_TIMESTAMP, COL_VALUE, IngestError, SeriesId, SeriesRows};
+use crate::time::{DateRange, from_us};
+use chrono::{DateTime, Datelike, Utc};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const CATALOG: &str = "_catalog";
+const LEDGER_FILE: &str = "ledger.json";
+const LOCK_FILE: &str = "lock";
+const PART_FILE: &str = "part-0000.parquet";
+const TEMP_MARK: &str = ".tmp-";
+
+/// A store root.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// Held while a process writes to the store; dropped, it releases the lock.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: File,
+}
+
+/// One completed chunk of one series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub series: SeriesId,
+    /// The source's parameters (seed, defects, …) when it was collected.
+    pub params: String,
+    pub range: DateRange,
+    pub rows: usize,
+    /// CRC-32 of the rows written (timestamps and value bits).
+    pub checksum: u32,
+    pub fetched_at: DateTime<Utc>,
+    /// False when the chunk was recent enough that the source may still revise it.
+    pub settled: bool,
+}
+
+/// The ledger file, versioned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "version")]
+enum LedgerFile {
+    #[serde(rename = "1")]
+    V1 { entries: Vec<LedgerEntry> },
+}
+
+/// What one chunk write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub rows: usize,
+    pub files: usize,
+}
+
+/// Coverage of one stored series.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesStatus {
+    pub series: SeriesId,
+    pub rows: usize,
+    pub first: Option<DateTime<Utc>>,
+    pub last: Option<DateTime<Utc>>,
+    /// Hours between first and last with no row.
+    pub missing_hours: i64,
+    /// Rows whose value is null.
+    pub null_values: usize,
+    pub ledger_chunks: usize,
+    pub files: usize,
+}
+
+impl Store {
+    /// A store at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IngestError + '_ {
+        move |source| IngestError::StoreIo { path: path.to_owned(), source }
+    }
+
+    /// Take the store's exclusive lock, failing at once (naming the holder) if another process
+    /// has it. Leftover temporary files of a killed writer are removed.
+    pub fn lock(&self) -> Result<StoreLock, IngestError> {
+        let catalog = self.root.join(CATALOG);
+        fs::create_dir_all(&catalog).map_err(Self::io(&catalog))?;
+        let path = catalog.join(LOCK_FILE);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(Self::io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                let holder = if holder.is_empty() { "another process".to_string() } else { format!("pid {holder}") };
+                return Err(IngestError::StoreBusy { path: self.root.clone(), holder });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Self::io(&path)(e)),
+        }
+        file.set_len(0).map_err(Self::io(&path))?;
+        write!(file, "{}", std::process::id()).map_err(Self::io(&path))?;
+        self.remove_temp_files(&self.root)?;
+        Ok(StoreLock { _file: file })
+    }
+
+    fn remove_temp_files(&self, dir: &Path) -> Result<(), IngestError> {
+        let Ok(entries) = fs::read_dir(dir) else { return Ok(()) };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                self.remove_temp_files(&path)?;
+            } else if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(TEMP_MARK)) {
+                fs::remove_file(&path).map_err(Self::io(&path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The folder of one series.
+    pub fn series_dir(&self, id: &SeriesId) -> PathBuf {
+        self.root
+            .join(format!("source={}", encode(&id.source)))
+            .join(format!("region={}", encode(&id.region)))
+            .join(format!("kind={}", encode(&id.kind)))
+    }
+
+    fn partition_file(&self, id: &SeriesId, year: i32, month: u32) -> PathBuf {
+        self.series_dir(id).join(format!("year={year}")).join(format!("month={month:02}")).join(PART_FILE)
+    }
+
+    /// Replace the rows of `range` of every series in `batch` with the given rows (rows outside
+    /// `range` are ignored). The caller holds the lock.
+    pub fn write_range(&self, batch: &[SeriesRows], range: DateRange) -> Result<WriteStats, IngestError> {
+        let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut stats = WriteStats::default();
+        let result = (|| {
+            for series in batch {
+                for (year, month) in months_of(&range) {
+                    let path = self.partition_file(&series.id, year, month);
+                    let month_range = month_range(year, month);
+                    let replace =
+                        DateRange { start: range.start.max(month_range.start), end: range.end.min(month_range.end) };
+                    let merged = self.merge_partition(&path, series, &replace)?;
+                    stats.rows += merged.1;
+                    match merged.0 {
+                        Some(rows) => {
+                            let temp = temp_path(&path);
+                            write_parquet(&temp, &rows)?;
+                            staged.push((temp, path));
+                        }
+                        None if path.exists() => {
+                            // the month holds nothing any more: an empty file keeps the swap atomic
+                            let temp = temp_path(&path);
+                            write_parquet(&temp, &SeriesRows::new(series.id.clone()))?;
+                            staged.push((temp, path));
+                        }
+                        None => {}
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for (temp, _) in &staged {
+                let _ = fs::remove_file(temp);
+            }
+            return Err(e);
+        }
+        stats.files = staged.len();
+        let mut dirs = Vec::new();
+        for (temp, path) in &staged {
+            fs::rename(temp, path).map_err(Self::io(path))?;
+            if let Some(dir) = path.parent() {
+                dirs.push(dir.to_owned());
+            }
+        }
+        dirs.sort();
+        dirs.dedup();
+        for dir in dirs {
+            sync_dir(&dir)?;
+        }
+        Ok(stats)
+    }
+
+    /// The partition's rows after replacing `replace` with the series' rows in it, and how
+    /// many of the series' rows went in. `None` when nothing remains.
+    fn merge_partition(
+        &self,
+        path: &Path,
+        series: &SeriesRows,
+        replace: &DateRange,
+    ) -> Result<(Option<SeriesRows>, usize), IngestError> {
+        let incoming: Vec<usize> = (0..series.len()).filter(|&i| replace.holds_us(series.timestamps[i])).collect();
+        let mut out = SeriesRows::new(series.id.clone());
+        let existing = if path.exists() { Some(read_parquet(path, &series.id)?) } else { None };
+        let keep = |t: i64| !replace.holds_us(t);
+        let mut old =
+            existing.iter().flat_map(|e| e.timestamps.iter().zip(&e.values)).filter(|(t, _)| keep(**t)).peekable();
+        let mut new = incoming.iter().map(|&i| (&series.timestamps[i], &series.values[i])).peekable();
+        loop {
+            let take_old = match (old.peek(), new.peek()) {
+                (Some(o), Some(n)) => o.0 < n.0,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let (t, v) = if take_old { old.next() } else { new.next() }.expect("peeked");
+            out.timestamps.push(*t);
+            out.values.push(*v);
+        }
+        Ok(((!out.is_empty()).then_some(out), incoming.len()))
+    }
+
+    /// A lazy frame (`timestamp`, `value`) of one series, sorted, limited to `range` if given.
+    pub fn scan(&self, id: &SeriesId, range: Option<DateRange>) -> Result<LazyFrame, IngestError> {
+        let dir = self.series_dir(id);
+        if !dir.is_dir() {
+            return Err(IngestError::StoreData { path: dir, message: format!("no data for series {id} in the store") });
+        }
+        let mut args = ScanArgsParquet::default();
+        args.hive_options.enabled = Some(false);
+        let pattern = format!("{}/**/*.parquet", dir.display());
+        let mut lf = LazyFrame::scan_parquet(PlRefPath::new(pattern), args)
+            .map_err(|e| IngestError::StoreData { path: dir.clone(), message: e.to_string() })?;
+        if let Some(range) = range {
+            let t = col(COL_TIMESTAMP).cast(DataType::Int64);
+            lf = lf.filter(t.clone().gt(lit(range.start_us())).and(t.lt_eq(lit(range.end_us()))));
+        }
+        Ok(lf.sort([COL_TIMESTAMP], SortMultipleOptions::default()))
+    }
+
+    /// The rows of one series (in `range` if given), collected.
+    pub fn read(&self, id: &SeriesId, range: Option<DateRange>) -> Result<SeriesRows, IngestError> {
+        let dir = self.series_dir(id);
+        let df = self
+            .scan(id, range)?
+            .collect()
+            .map_err(|e| IngestError::StoreData { path: dir.clone(), message: e.to_string() })?;
+        rows_from_frame(&df, id).map_err(|message| IngestError::StoreData { path: dir, message })
+    }
+
+    /// Every series with a folder in the store.
+    pub fn list_series(&self) -> Result<Vec<SeriesId>, IngestError> {
+        let mut out = Vec::new();
+        for source in subdirs(&self.root, "source=")? {
+            for region in subdirs(&source.0, "region=")? {
+                for kind in subdirs(&region.0, "kind=")? {
+                    out.push(SeriesId::new(&source.1, &region.1, &kind.1));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Coverage of every stored series.
+    pub fn status(&self) -> Result<Vec<SeriesStatus>, IngestError> {
+        let ledger = self.ledger()?;
+        self.list_series()?
+            .into_iter()
+            .map(|id| {
+                let rows = self.read(&id, None)?;
+                let files = count_files(&self.series_dir(&id));
+                let first = rows.timestamps.first().copied();
+                let last = rows.timestamps.last().copied();
+                let expected = match (first, last) {
+                    (Some(a), Some(b)) => (b - a) / crate::time::HOUR_US + 1,
+                    _ => 0,
+                };
+                Ok(SeriesStatus {
+                    rows: rows.len(),
+                    first: first.map(from_us),
+                    last: last.map(from_us),
+                    missing_hours: expected - rows.len() as i64,
+                    null_values: rows.values.iter().filter(|v| v.is_none()).count(),
+                    ledger_chunks: ledger.iter().filter(|e| e.series == id).count(),
+                    files,
+                    series: id,
+                })
+            })
+            .collect()
+    }
+
+    fn ledger_path(&self) -> PathBuf {
+        self.root.join(CATALOG).join(LEDGER_FILE)
+    }
+
+    /// The completed-chunk ledger (empty for a new store).
+    pub fn ledger(&self) -> Result<Vec<LedgerEntry>, IngestError> {
+        let path = self.ledger_path();
+        match fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<LedgerFile>(&bytes) {
+                Ok(LedgerFile::V1 { entries }) => Ok(entries),
+                Err(e) => Err(IngestError::StoreData { path, message: format!("corrupt ledger: {e}") }),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Self::io(&path)(e)),
+        }
+    }
+
+    /// Record completed chunks: entries for the same series and range are replaced. The
+    /// caller holds the lock.
+    pub fn record(&self, entries: &[LedgerEntry]) -> Result<(), IngestError> {
+        let mut all = self.ledger()?;
+        all.retain(|old| !entries.iter().any(|new| new.series == old.series && new.range == old.range));
+        all.extend_from_slice(entries);
+        all.sort_by(|a, b| (&a.series, a.range).cmp(&(&b.series, b.range)));
+        let path = self.ledger_path();
+        let bytes = serde_json::to_vec_pretty(&LedgerFile::V1 { entries: all })
+            .map_err(|e| IngestError::StoreData { path: path.clone(), message: e.to_string() })?;
+        write_atomic(&path, &bytes)
+    }
+
+    /// Is `range` of `series` covered by settled ledger entries collected with `params`?
+    pub fn covered(ledger: &[LedgerEntry], series: &SeriesId, params: &str, range: &DateRange) -> bool {
+        let mut spans: Vec<(i64, i64)> = ledger
+            .iter()
+            .filter(|e| &e.series == series && e.params == params && e.settled)
+            .map(|e| (e.range.start_us(), e.range.end_us()))
+            .collect();
+        spans.sort();
+        let mut reached = range.start_us();
+        for (start, end) in spans {
+            if start > reached {
+                break;
+            }
+            reached = reached.max(end);
+            if reached >= range.end_us() {
+                return true;
+            }
+        }
+        reached >= range.end_us()
+    }
+}
+
+/// CRC-32 of rows (timestamps and value bits; null as a marker).
+pub fn checksum(rows: &SeriesRows, range: &DateRange) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    for (t, v) in rows.timestamps.iter().zip(&rows.values) {
+        if range.holds_us(*t) {
+            hasher.update(&t.to_le_bytes());
+            hasher.update(&v.map_or(u64::MAX, f64::to_bits).to_le_bytes());
+        }
+    }
+    hasher.finalize()
+}
+
+fn subdirs(dir: &Path, prefix: &str) -> Result<Vec<(PathBuf, String)>, IngestError> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Store::io(dir)(e)),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(value) = name.strip_prefix(prefix)
+            && entry.path().is_dir()
+        {
+            out.push((entry.path(), decode(value)));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn count_files(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        count_files(&e.path())
+                    } else {
+                        usize::from(e.path().extension().is_some_and(|x| x == "parquet"))
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// (year, month) of every calendar month (UTC) that holds an interval end of `range`.
+fn months_of(range: &DateRange) -> Vec<(i32, u32)> {
+    let mut out = Vec::new();
+    if range.hours() <= 0 {
+        return out;
+    }
+    let first = from_us(range.start_us() + crate::time::HOUR_US);
+    let last = range.end;
+    let (mut y, mut m) = (first.year(), first.month());
+    while (y, m) <= (last.year(), last.month()) {
+        out.push((y, m));
+        (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    }
+    out
+}
+
+/// The range whose interval ends fall in the UTC calendar month: ends at (y-m-01T00, next 01T00].
+fn month_range(year: i32, month: u32) -> DateRange {
+    use chrono::TimeZone;
+    let start = Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0).single().expect("valid month");
+    let (ny, nm) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+    let end = Utc.with_ymd_and_hms(ny, nm, 1, 0, 0, 0).single().expect("valid month");
+    // An interval ending exactly at midnight on the 1st belongs to the month it ends in.
+    DateRange { start: start - chrono::TimeDelta::hours(1), end: end - chrono::TimeDelta::hours(1) }
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    path.with_file_name(format!("{name}{TEMP_MARK}{}", std::process::id()))
+}
+
+/// Write `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IngestError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(Store::io(dir))?;
+    let temp = temp_path(path);
+    let mut file = File::create(&temp).map_err(Store::io(&temp))?;
+    file.write_all(bytes).map_err(Store::io(&temp))?;
+    file.sync_all().map_err(Store::io(&temp))?;
+    drop(file);
+    fs::rename(&temp, path).map_err(Store::io(path))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), IngestError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(Store::io(dir))
+}
+
+/// Write rows as a zstd Parquet file at `path` (folders created, file flushed to disk).
+fn write_parquet(path: &Path, rows: &SeriesRows) -> Result<(), IngestError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(Store::io(dir))?;
+    let mut df =
+        frame_from_rows(rows).map_err(|e| IngestError::StoreData { path: path.to_owned(), message: e.to_string() })?;
+    let file = File::create(path).map_err(Store::io(path))?;
+    let zstd = polars::polars_utils::compression::ZstdLevel::try_new(3).expect("3 is a valid zstd level");
+    ParquetWriter::new(&file)
+        .with_compression(ParquetCompression::Zstd(Some(zstd)))
+        .with_statistics(StatisticsOptions::default())
+        .finish(&mut df)
+        .map_err(|e| IngestError::StoreData { path: path.to_owned(), message: e.to_string() })?;
+    file.sync_all().map_err(Store::io(path))
+}
+
+fn read_parquet(path: &Path, id: &SeriesId) -> Result<SeriesRows, IngestError> {
+    let file = File::open(path).map_err(Store::io(path))?;
+    let df = ParquetReader::new(file)
+        .finish()
+        .map_err(|e| IngestError::StoreData { path: path.to_owned(), message: e.to_string() })?;
+    rows_from_frame(&df, id).map_err(|message| IngestError::StoreData { path: path.to_owned(), message })
+}
+
+/// A (`timestamp` Datetime(µs, UTC), `value` f64) frame of the rows.
+pub fn frame_from_rows(rows: &SeriesRows) -> PolarsResult<DataFrame> {
+    let ts = Series::new(COL_TIMESTAMP.into(), &rows.timestamps)
+        .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))?;
+    let values = Series::new(COL_VALUE.into(), &rows.values);
+    DataFrame::new(rows.len(), vec![ts.into(), values.into()])
+}
+
+/// Rows from a frame with `timestamp` (any datetime unit) and `value` columns.
+pub fn rows_from_frame(df: &DataFrame, id: &SeriesId) -> Result<SeriesRows, String> {
+    let ts = df
+        .column(COL_TIMESTAMP)
+        .map_err(|e| e.to_string())?
+        .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))
+        .and_then(|c| c.cast(&DataType::Int64))
+        .map_err(|e| e.to_string())?;
+    let values =
+        df.column(COL_VALUE).map_err(|e| e.to_string())?.cast(&DataType::Float64).map_err(|e| e.to_string())?;
+    let ts = ts.i64().map_err(|e| e.to_string())?;
+    let values = values.f64().map_err(|e| e.to_string())?;
+    Ok(SeriesRows {
+        id: id.clone(),
+        timestamps: ts.iter().map(|t| t.ok_or("null timestamp in store")).collect::<Result<_, _>>()?,
+        values: values.iter().collect(),
+    })
+}
+
+/// Percent-encode a partition value (anything but `A-Za-z0-9._-`), as hive readers decode it.
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&value[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::HOUR_US;
+    use chrono::TimeZone;
+
+    fn rows(id: &SeriesId, hours: std::ops::Range<i64>, value: f64) -> SeriesRows {
+        let base = Utc.with_ymd_and_hms(2024, 1, 30, 0, 0, 0).unwrap().timestamp_micros();
+        SeriesRows {
+            id: id.clone(),
+            timestamps: hours.clone().map(|h| base + h * HOUR_US).collect(),
+            values: hours.map(|h| Some(value + h as f64)).collect(),
+        }
+    }
+
+    fn range(hours: std::ops::Range<i64>) -> DateRange {
+        let base = Utc.with_ymd_and_hms(2024, 1, 30, 0, 0, 0).unwrap();
+        DateRange::new(base + chrono::TimeDelta::hours(hours.start - 1), base + chrono::TimeDelta::hours(hours.end - 1))
+            .unwrap()
+    }
+
+    #[test]
+    fn replaces_a_range_and_never_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let _lock = store.lock().unwrap();
+        let id = SeriesId::new("synthetic", "CA ISO-TAC", "D");
+        // 96 hours across the January/February boundary
+        store.write_range(&[rows(&id, 1..97, 0.0)], range(1..97)).unwrap();
+        store.write_range(&[rows(&id, 40..61, 1000.0)], range(40..61)).unwrap();
+        let back = store.read(&id, None).unwrap();
+        assert_eq!(back.len(), 96);
+        assert!(back.timestamps.windows(2).all(|w| w[1] - w[0] == HOUR_US));
+        assert_eq!(back.values[38], Some(39.0)); // hour 39 kept
+        assert_eq!(back.values[39], Some(1040.0)); // hour 40 replaced
+        assert_eq!(back.values[60], Some(61.0));
+        assert_eq!(store.list_series().unwrap(), vec![id.clone()]);
+        let limited = store.read(&id, Some(range(10..21))).unwrap();
+        assert_eq!(limited.len(), 11);
+        // no temporary files are left behind
+        let leftovers = walk(dir.path()).into_iter().filter(|p| p.to_string_lossy().contains(TEMP_MARK)).count();
+        assert_eq!(leftovers, 0);
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = vec![];
+        for e in fs::read_dir(dir).unwrap().flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn second_lock_is_refused_with_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let _lock = store.lock().unwrap();
+        // a second open file description on the same file cannot take the lock either
+        let err = Store::new(dir.path()).lock().unwrap_err().to_string();
+        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+    }
+
+    #[test]
+    fn ledger_coverage_merges_entries() {
+        let id = SeriesId::new("synthetic", "SYN1", "D");
+        let entry = |r: DateRange| LedgerEntry {
+            series: id.clone(),
+            params: "p".into(),
+            range: r,
+            rows: 1,
+            checksum: 0,
+            fetched_at: Utc::now(),
+            settled: true,
+        };
+        let ledger = vec![entry(range(1..11)), entry(range(11..21))];
+        assert!(Store::covered(&ledger, &id, "p", &range(5..16)));
+        assert!(!Store::covered(&ledger, &id, "p", &range(5..26)));
+        assert!(!Store::covered(&ledger, &id, "other", &range(5..16)));
+    }
+
+    #[test]
+    fn partition_names_round_trip() {
+        assert_eq!(encode("CA ISO-TAC"), "CA%20ISO-TAC");
+        assert_eq!(decode(&encode("CA ISO-TAC/x")), "CA ISO-TAC/x");
+    }
+}

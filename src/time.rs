@@ -1,0 +1,243 @@
+//! Time rules shared by every part: hourly ranges of interval-end timestamps, region time
+//! zones, and US federal holidays computed by rule.
+//!
+//! A [`DateRange`] is a span of time `[start, end)` on whole UTC hours. The rows it holds are
+//! the hours whose interval lies inside it, keyed by their interval **end**: timestamps `t`
+//! with `start < t <= end`. Splitting a range at hour boundaries therefore never loses or
+//! doubles a row.
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeDelta, TimeZone, Timelike, Utc, Weekday};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One hour in microseconds (the store's timestamp unit).
+pub const HOUR_US: i64 = 3_600_000_000;
+
+/// A span `[start, end)` of whole UTC hours; rows are the interval-end hours `(start, end]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DateRange {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl DateRange {
+    /// A range from two whole-hour instants; `end` must not be before `start`.
+    pub fn new(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Self, String> {
+        if start.minute() != 0 || start.second() != 0 || start.nanosecond() != 0 {
+            return Err(format!("range start {start} is not a whole hour"));
+        }
+        if end.minute() != 0 || end.second() != 0 || end.nanosecond() != 0 {
+            return Err(format!("range end {end} is not a whole hour"));
+        }
+        if end < start {
+            return Err(format!("range end {end} is before its start {start}"));
+        }
+        Ok(Self { start, end })
+    }
+
+    /// The UTC days `first..=last`, both included: interval ends `first`T01 to `last+1`T00.
+    pub fn from_days(first: NaiveDate, last: NaiveDate) -> Result<Self, String> {
+        if last < first {
+            return Err(format!("end date {last} is before start date {first}"));
+        }
+        let start = Utc.from_utc_datetime(&first.and_hms_opt(0, 0, 0).expect("midnight exists"));
+        let end = Utc.from_utc_datetime(&(last + Duration::days(1)).and_hms_opt(0, 0, 0).expect("midnight exists"));
+        Self::new(start, end)
+    }
+
+    /// The `days` whole UTC days that end at the last complete hour before `now`.
+    pub fn last_days(days: u32, now: DateTime<Utc>) -> Result<Self, String> {
+        if days == 0 {
+            return Err("--days must be at least 1".into());
+        }
+        let end = floor_hour(now);
+        Ok(Self { start: end - Duration::days(i64::from(days)), end })
+    }
+
+    /// Number of hourly rows the range holds.
+    pub fn hours(&self) -> i64 {
+        (self.end - self.start).num_hours()
+    }
+
+    pub fn start_us(&self) -> i64 {
+        self.start.timestamp_micros()
+    }
+
+    pub fn end_us(&self) -> i64 {
+        self.end.timestamp_micros()
+    }
+
+    /// Does the interval-end timestamp `t_us` belong to this range?
+    pub fn holds_us(&self, t_us: i64) -> bool {
+        t_us > self.start_us() && t_us <= self.end_us()
+    }
+
+    /// The interval-end timestamps of the range, in order, as epoch microseconds.
+    pub fn hour_ends_us(&self) -> impl Iterator<Item = i64> + use<> {
+        let (start, end) = (self.start_us(), self.end_us());
+        (1..).map(move |k| start + k * HOUR_US).take_while(move |t| *t <= end)
+    }
+
+    /// Split into consecutive pieces on a fixed grid of `len` counted from the Unix epoch, so
+    /// that two overlapping requests produce the same chunk boundaries (and a ledger can
+    /// recognise chunks already collected). The pieces cover the range exactly, without overlap.
+    pub fn chunks(&self, len: TimeDelta) -> Vec<DateRange> {
+        let len_us = len.num_microseconds().unwrap_or(i64::MAX).max(HOUR_US);
+        let len_us = len_us - len_us % HOUR_US;
+        let mut out = Vec::new();
+        let (mut at, end) = (self.start_us(), self.end_us());
+        while at < end {
+            let next_grid = (at.div_euclid(len_us) + 1) * len_us;
+            let stop = next_grid.min(end);
+            out.push(DateRange { start: from_us(at), end: from_us(stop) });
+            at = stop;
+        }
+        out
+    }
+}
+
+impl fmt::Display for DateRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..{}", self.start.format("%Y-%m-%dT%H"), self.end.format("%Y-%m-%dT%H"))
+    }
+}
+
+/// Epoch microseconds to a UTC instant (clamped to chrono's range).
+pub fn from_us(us: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_micros(us).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The whole hour at or before `t`.
+pub fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
+    from_us(t.timestamp_micros() - t.timestamp_micros().rem_euclid(HOUR_US))
+}
+
+/// The IANA zone of a region (balancing authority, CAISO TAC area or synthetic region).
+/// Unknown codes fall back to `America/New_York`; synthetic regions `SYN<n>` cycle over the
+/// four contiguous-US zones so that multi-region runs cover them all.
+pub fn region_zone(region: &str) -> Tz {
+    use chrono_tz::America;
+    match region {
+        "CISO" | "CAL" | "BANC" | "LDWP" | "IID" | "TIDC" | "BPAT" | "PACW" | "PGE" | "PSEI" | "SCL" | "TPWR"
+        | "AVA" | "CHPD" | "DOPD" | "GCPD" | "NEVP" | "NW" => America::Los_Angeles,
+        r if r.starts_with("CA ISO") || r.contains("-TAC") => America::Los_Angeles,
+        "AZPS" | "SRP" | "TEPC" | "WALC" => America::Phoenix,
+        "PACE" | "PSCO" | "WACM" | "PNM" | "EPE" | "IPCO" | "NWMT" => America::Denver,
+        "ERCO" | "TEX" | "MISO" | "SWPP" | "SPA" | "AECI" | "CENT" | "MIDW" => America::Chicago,
+        "PJM" | "NYIS" | "ISNE" | "FPL" | "FPC" | "DUK" | "CPLE" | "SOCO" | "TVA" | "SC" | "SCEG" | "US48" | "MIDA"
+        | "NY" | "NE" | "CAR" | "SE" | "FLA" | "TEN" => America::New_York,
+        r => match r.strip_prefix("SYN").and_then(|n| n.parse::<u32>().ok()) {
+            Some(n) => [America::New_York, America::Chicago, America::Denver, America::Los_Angeles]
+                [(n.saturating_sub(1) % 4) as usize],
+            None => America::New_York,
+        },
+    }
+}
+
+/// The US federal holidays of `year` (observed dates: a Saturday holiday is observed on the
+/// Friday before, a Sunday one on the Monday after), computed by rule (5 U.S.C. 6103).
+pub fn us_federal_holidays(year: i32) -> Vec<NaiveDate> {
+    let fixed = |month, day| {
+        let date = NaiveDate::from_ymd_opt(year, month, day).expect("valid fixed holiday");
+        match date.weekday() {
+            Weekday::Sat => date - Duration::days(1),
+            Weekday::Sun => date + Duration::days(1),
+            _ => date,
+        }
+    };
+    let nth =
+        |month, weekday, n| NaiveDate::from_weekday_of_month_opt(year, month, weekday, n).expect("valid nth weekday");
+    let last_monday_of_may = {
+        let mut d = NaiveDate::from_ymd_opt(year, 5, 31).expect("May 31 exists");
+        while d.weekday() != Weekday::Mon {
+            d -= Duration::days(1);
+        }
+        d
+    };
+    let mut days = vec![
+        fixed(1, 1),
+        nth(1, Weekday::Mon, 3),  // Martin Luther King Jr. Day
+        nth(2, Weekday::Mon, 3),  // Washington's Birthday
+        last_monday_of_may,       // Memorial Day
+        fixed(7, 4),              // Independence Day
+        nth(9, Weekday::Mon, 1),  // Labor Day
+        nth(10, Weekday::Mon, 2), // Columbus Day
+        fixed(11, 11),            // Veterans Day
+        nth(11, Weekday::Thu, 4), // Thanksgiving
+        fixed(12, 25),
+    ];
+    if year >= 2021 {
+        days.push(fixed(6, 19)); // Juneteenth, observed from 2021
+    }
+    days.sort();
+    days
+}
+
+/// Is `date` (a local calendar day) a US federal holiday (observed)?
+pub fn is_us_holiday(date: NaiveDate) -> bool {
+    // New Year's Day of the next year can be observed on Dec 31.
+    us_federal_holidays(date.year()).contains(&date)
+        || (date.month() == 12 && us_federal_holidays(date.year() + 1).contains(&date))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).unwrap()
+    }
+
+    #[test]
+    fn days_range_holds_hour_ends_t01_to_next_t00() {
+        let r = DateRange::from_days(d(2024, 1, 1), d(2024, 1, 2)).unwrap();
+        let hours: Vec<_> = r.hour_ends_us().map(from_us).collect();
+        assert_eq!(hours.len(), 48);
+        assert_eq!(hours[0].to_rfc3339(), "2024-01-01T01:00:00+00:00");
+        assert_eq!(hours[47].to_rfc3339(), "2024-01-03T00:00:00+00:00");
+        assert!(DateRange::from_days(d(2024, 1, 2), d(2024, 1, 1)).is_err());
+    }
+
+    #[test]
+    fn holidays_by_rule() {
+        let h = us_federal_holidays(2024);
+        assert!(h.contains(&d(2024, 1, 15))); // MLK
+        assert!(h.contains(&d(2024, 5, 27))); // Memorial Day
+        assert!(h.contains(&d(2024, 11, 28))); // Thanksgiving
+        assert!(h.contains(&d(2024, 6, 19)));
+        // 2022-12-25 was a Sunday: observed Monday the 26th; 2021-12-31 observes New Year 2022.
+        assert!(is_us_holiday(d(2022, 12, 26)));
+        assert!(is_us_holiday(d(2021, 12, 31)));
+        assert!(!us_federal_holidays(2020).contains(&d(2020, 6, 19)));
+    }
+
+    proptest! {
+        #[test]
+        fn chunks_cover_exactly_without_overlap(start_h in 0i64..2_000_000, len_h in 0i64..20_000, chunk_h in 1i64..3_000) {
+            let start = from_us(start_h * HOUR_US);
+            let r = DateRange::new(start, start + Duration::hours(len_h)).unwrap();
+            let chunks = r.chunks(Duration::hours(chunk_h));
+            let mut at = r.start;
+            for c in &chunks {
+                prop_assert_eq!(c.start, at);
+                prop_assert!(c.end > c.start);
+                prop_assert!(c.hours() <= chunk_h);
+                // boundaries inside the range sit on the epoch grid
+                if c.end != r.end { prop_assert_eq!(c.end.timestamp() % (chunk_h * 3600), 0); }
+                at = c.end;
+            }
+            prop_assert_eq!(at, r.end);
+            let total: i64 = chunks.iter().map(DateRange::hours).sum();
+            prop_assert_eq!(total, r.hours());
+        }
+
+        #[test]
+        fn chunks_are_the_same_hours_whatever_the_local_dst(days in 1u32..400, now_h in 400_000i64..500_000) {
+            // UTC chunking never depends on local clocks: a DST day keeps its 23 or 25 hours.
+            let r = DateRange::last_days(days, from_us(now_h * HOUR_US + 1234)).unwrap();
+            let n: usize = r.chunks(Duration::days(30)).iter().map(|c| c.hour_ends_us().count()).sum();
+            prop_assert_eq!(n as i64, i64::from(days) * 24);
+        }
+    }
+}
