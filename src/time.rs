@@ -96,6 +96,27 @@ impl DateRange {
     }
 }
 
+impl DateRange {
+    /// Split at the UTC calendar months of interval ends (the store's partitions), so that each
+    /// piece writes exactly one file per series: pieces `(Y-M-01T00 − 1h, next 01T00 − 1h]`
+    /// clipped to the range.
+    pub fn month_chunks(&self) -> Vec<DateRange> {
+        let mut out = Vec::new();
+        let mut at = self.start;
+        while at < self.end {
+            // the month of the next interval end
+            let first_end = at + Duration::hours(1);
+            let (y, m) = (first_end.year(), first_end.month());
+            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            let next_month = Utc.with_ymd_and_hms(ny, nm, 1, 0, 0, 0).single().expect("valid month start");
+            let stop = (next_month - Duration::hours(1)).min(self.end);
+            out.push(DateRange { start: at, end: stop });
+            at = stop;
+        }
+        out
+    }
+}
+
 impl fmt::Display for DateRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}..{}", self.start.format("%Y-%m-%dT%H"), self.end.format("%Y-%m-%dT%H"))
@@ -212,7 +233,37 @@ mod tests {
         assert!(!us_federal_holidays(2020).contains(&d(2020, 6, 19)));
     }
 
+    #[test]
+    fn month_chunks_follow_interval_end_months() {
+        let r = DateRange::from_days(d(2024, 1, 30), d(2024, 3, 2)).unwrap();
+        let chunks = r.month_chunks();
+        let shown: Vec<String> = chunks.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["2024-01-30T00..2024-01-31T23", "2024-01-31T23..2024-02-29T23", "2024-02-29T23..2024-03-03T00"]
+        );
+        for c in &chunks {
+            let months: std::collections::BTreeSet<_> =
+                c.hour_ends_us().map(|t| (from_us(t).year(), from_us(t).month())).collect();
+            assert_eq!(months.len(), 1, "{c}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn month_chunks_cover_exactly(start_h in 0i64..500_000, len_h in 0i64..30_000) {
+            let start = from_us(start_h * HOUR_US);
+            let r = DateRange::new(start, start + Duration::hours(len_h)).unwrap();
+            let chunks = r.month_chunks();
+            let mut at = r.start;
+            for c in &chunks {
+                prop_assert_eq!(c.start, at);
+                prop_assert!(c.end > c.start);
+                at = c.end;
+            }
+            prop_assert_eq!(at, r.end);
+        }
+
         #[test]
         fn chunks_cover_exactly_without_overlap(start_h in 0i64..2_000_000, len_h in 0i64..20_000, chunk_h in 1i64..3_000) {
             let start = from_us(start_h * HOUR_US);

@@ -1,5 +1,6 @@
 //! One handler per subcommand; the only code that prints or draws progress.
 mod collect;
+mod features;
 mod reporters;
 mod status;
 
@@ -69,7 +70,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Collect(args) => collect::run(&context, &args.select, &args.sources),
         Command::Status(_) => status::run(&context),
-        Command::Features(_) => Err(NotImplemented("features").into()),
+        Command::Features(args) => features::run(&context, &args),
         Command::Train(_) => Err(NotImplemented("train").into()),
         Command::Forecast(_) => Err(NotImplemented("forecast").into()),
         Command::Evaluate(_) => Err(NotImplemented("evaluate").into()),

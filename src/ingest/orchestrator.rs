@@ -1,5 +1,5 @@
-//! The orchestrator: split a range into chunks by the source's `chunk_len` (on a fixed grid,
-//! so repeated requests produce the same chunks), skip chunks the ledger already holds, fetch
+//! The orchestrator: split a range into chunks by the source's `chunk_len` ([`plan`]: on a
+//! fixed grid, so repeated requests produce the same chunks), skip chunks the ledger already holds, fetch
 //! the rest with bounded concurrency, retry failed chunks, write each finished chunk through
 //! one writer thread, and summarise. A failed chunk never stops the others.
 use super::store::{LedgerEntry, Store, checksum};
@@ -76,8 +76,7 @@ impl Orchestrator<'_> {
         let ledger = self.store.ledger()?;
         let series = source.series();
         let params = source.params();
-        let mut outcomes: Vec<ChunkOutcome> = range
-            .chunks(source.chunk_len())
+        let mut outcomes: Vec<ChunkOutcome> = plan(range, source.chunk_len())
             .into_iter()
             .map(|chunk| ChunkOutcome {
                 skipped: !series.is_empty() && series.iter().all(|id| Store::covered(&ledger, id, &params, &chunk)),
@@ -217,6 +216,14 @@ impl Orchestrator<'_> {
         self.reporter.advance(1, done.rows as u64);
         done.files
     }
+}
+
+/// The chunks of `range` for a source whose requests may cover `chunk_len`: calendar months
+/// (the store's partitions, so each chunk writes one file per series) when a request may cover
+/// a whole month, else pieces of `chunk_len` on a fixed grid from the Unix epoch. Either way,
+/// repeated requests produce the same chunk boundaries and the ledger recognises them.
+pub fn plan(range: DateRange, chunk_len: chrono::TimeDelta) -> Vec<DateRange> {
+    if chunk_len >= chrono::TimeDelta::days(31) { range.month_chunks() } else { range.chunks(chunk_len) }
 }
 
 /// Series the source promises that a batch left out (they are written as empty, so the

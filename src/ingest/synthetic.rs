@@ -215,7 +215,8 @@ impl Source for SyntheticSource {
     }
 
     fn chunk_len(&self) -> TimeDelta {
-        TimeDelta::days(30)
+        // a month per chunk: one file per series and chunk
+        TimeDelta::days(31)
     }
 
     fn series(&self) -> Vec<SeriesId> {
