@@ -7,11 +7,13 @@
 //! - [`ingest`]: sources (synthetic, file, EIA, CAISO), the orchestrator and the Parquet store.
 //! - [`features`]: cleaning, calendar, lags, scaling, windows and splits (polars, rayon).
 //! - [`model`]: the Ring Attention forecaster on mlx-rs.
+//! - [`eval`]: metrics (MAPE, MAE, MASE, pinball, coverage) and seasonal-naive baselines.
 //! - [`report`]: the `Reporter` trait through which the library reports progress.
 //! - [`time`]: hourly ranges (interval-end), region time zones, US holidays.
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod eval;
 pub mod features;
 pub mod ingest;
 pub mod model;
