@@ -1,4 +1,5 @@
 //! Command-line types (clap). Their doc comments are the `--help` text.
+use crate::features::Protocol;
 use crate::ingest::SourceKind;
 use chrono::NaiveDate;
 use clap::{ArgAction, Args, Parser, Subcommand};
@@ -167,18 +168,28 @@ pub struct TrainArgs {
     /// Forecast horizon, hours
     #[arg(long, value_name = "HOURS")]
     pub horizon: Option<usize>,
+    /// What the model learns to forecast: the 24 hours after the last observation, or local
+    /// day d from data up to 10:00 local on day d-1
+    #[arg(long, value_enum, default_value_t = Protocol::Next24h)]
+    pub protocol: Protocol,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ForecastArgs {
     #[command(flatten)]
     pub select: SelectArgs,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// The trained model
     #[arg(long, value_name = "DIR", default_value = "models/latest")]
     pub model_dir: PathBuf,
+    /// Bring the store up to date first (the last --days, default 14)
     #[arg(long)]
     pub collect: bool,
+    /// Also write the forecast here (.csv or .json)
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Draw recent history, the forecast and its p10-p90 band (.png)
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
 }
@@ -187,10 +198,12 @@ pub struct ForecastArgs {
 pub struct EvaluateArgs {
     #[command(flatten)]
     pub select: SelectArgs,
+    /// The trained model
     #[arg(long, value_name = "DIR", default_value = "models/latest")]
     pub model_dir: PathBuf,
-    #[arg(long, default_value = "day-ahead")]
-    pub protocol: String,
+    /// The protocol to score (must be the model's) [default: the model's]
+    #[arg(long, value_enum)]
+    pub protocol: Option<Protocol>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -1,9 +1,9 @@
 //! Forecast metrics (MAPE, MAE, MASE, pinball loss, interval coverage) and the seasonal-naive
 //! baselines every model is judged against.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Scores of one forecaster over a set of (forecast, actual) pairs.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Scores {
     pub name: String,
     /// Pairs scored (hours).

@@ -3,9 +3,13 @@ use super::reporters::BarReporter;
 use super::{BadInput, Context, runtime, unsupported_source};
 use crate::cli::{SelectArgs, SourceArgs};
 use crate::config::SyntheticConfig;
+use crate::ingest::eia::MISSING_KEY;
 use crate::ingest::file::FileColumns;
 use crate::ingest::synthetic::{KIND_LOAD, KIND_TEMP, NoiseFloor};
-use crate::ingest::{CollectionResult, FileSource, Orchestrator, Source, SourceKind, SyntheticSource};
+use crate::ingest::{
+    CollectionResult, EiaKind, EiaSource, FileSource, HttpClient, Orchestrator, RateLimits, RetryPolicy, Secret,
+    Source, SourceKind, SyntheticSource,
+};
 use crate::time::DateRange;
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
@@ -71,8 +75,42 @@ pub(crate) fn collect(
             };
             Ok((collect_with(context, &source, range, concurrency)?, Vec::new()))
         }
+        SourceKind::Eia => {
+            let source = eia_source(context, select, sources)?;
+            let range = select.range(context.now)?;
+            Ok((collect_with(context, &source, range, concurrency)?, Vec::new()))
+        }
         other => Err(unsupported_source(other)),
     }
+}
+
+/// The EIA source the flags select: `--region` respondents (required), `--kind` (default `D`;
+/// `D`, `DF`, `NG`, `TI` or `fuel:CODE`), the key from `--eia-api-key` or `EIA_API_KEY`, the base
+/// URL from `--eia-url` or `[eia] url`, rate limits from `[eia]` and retries from `[retry]`.
+pub(crate) fn eia_source(context: &Context, select: &SelectArgs, sources: &SourceArgs) -> Result<EiaSource> {
+    if select.regions.is_empty() {
+        return Err(BadInput(
+            "--source eia needs --region CODE, repeatable: an EIA respondent such as CISO, ERCO, PJM, MISO or US48"
+                .into(),
+        )
+        .into());
+    }
+    let regions = select.regions("")?;
+    let kinds = select
+        .kinds
+        .iter()
+        .map(|kind| EiaKind::parse(kind))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BadInput(e.to_string()))?;
+    let key = match sources.eia_api_key.as_deref().map(str::trim) {
+        Some(key) if !key.is_empty() => Secret::new(key),
+        _ => return Err(BadInput(MISSING_KEY.into()).into()),
+    };
+    let url = sources.eia_url.clone().unwrap_or_else(|| context.config.eia.url.clone());
+    let limits =
+        RateLimits::per_second_and_hour(context.config.eia.requests_per_second, context.config.eia.requests_per_hour);
+    let client = HttpClient::new(RetryPolicy::from(&context.config.retry), limits)?;
+    Ok(EiaSource::new(&url, key, &regions, &kinds, client)?)
 }
 
 pub(crate) fn synthetic_source(

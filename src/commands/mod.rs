@@ -1,8 +1,13 @@
 //! One handler per subcommand; the only code that prints or draws progress.
 mod collect;
+mod evaluate;
 mod features;
+mod forecast;
+mod modeling;
+mod plot;
 mod reporters;
 mod status;
+mod train;
 
 use crate::cli::{Cli, Command, SelectArgs, SourceArgs};
 use crate::config::{Config, ConfigError};
@@ -71,9 +76,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Collect(args) => collect::run(&context, &args.select, &args.sources),
         Command::Status(_) => status::run(&context),
         Command::Features(args) => features::run(&context, &args),
-        Command::Train(_) => Err(NotImplemented("train").into()),
-        Command::Forecast(_) => Err(NotImplemented("forecast").into()),
-        Command::Evaluate(_) => Err(NotImplemented("evaluate").into()),
+        Command::Train(args) => train::run(&context, &args),
+        Command::Forecast(args) => forecast::run(&context, &args, &args.sources),
+        Command::Evaluate(args) => evaluate::run(&context, &args),
         Command::Bench(_) => Err(NotImplemented("bench").into()),
     }
 }

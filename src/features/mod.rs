@@ -1,2 +1,354 @@
-//! Features and sequences (cleaning, calendar, lags, scaling, windows, splits): filled in by
-//! the features issue. It reads data only through `ingest::store`.
+//! Features and sequences: the hourly feature table of one load series, and the windows the
+//! model trains on. It reads data only through [`crate::ingest::store`].
+//!
+//! # Layout
+//! - [`clean`]: reindex onto the complete hourly grid, bounds, robust outliers, imputation.
+//! - [`calendar`]: local-time calendar columns (DST-correct) and US federal holidays.
+//! - [`lags`]: lags and past-only rolling statistics of the cleaned value.
+//! - [`scaler`]: per-column standardisation fit on training rows only.
+//! - [`split`]: chronological train / validation / test row ranges.
+//! - [`windows`]: model inputs and targets (next-24h and day-ahead protocols), built with rayon.
+//!
+//! # The table
+//! One row per hour of the complete UTC grid (interval-end timestamps); no row is ever dropped.
+//! Calendar columns describe the local hour the interval *starts* in (hour 0 is 00:00–01:00
+//! local), so a local day's 23, 24 or 25 rows share its date, weekday and holiday flag.
+pub mod calendar;
+pub mod clean;
+pub mod lags;
+pub mod scaler;
+pub mod split;
+pub mod windows;
+
+use crate::ingest::{IngestError, SeriesId, Store};
+use crate::time::{DateRange, HOUR_US, from_us, region_zone};
+use polars::polars_utils::compression::ZstdLevel;
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub use scaler::Scaler;
+pub use split::{Splits, split};
+pub use windows::{Protocol, WindowSpec, Windows, make_windows, window_at};
+
+/// Column names of the feature table.
+pub const COL_TIMESTAMP: &str = "timestamp";
+pub const COL_VALUE_RAW: &str = "value_raw";
+pub const COL_VALUE: &str = "value";
+pub const COL_FLAGS: &str = "flags";
+pub const COL_HOUR_SIN: &str = "hour_sin";
+pub const COL_HOUR_COS: &str = "hour_cos";
+pub const COL_DOW_SIN: &str = "dow_sin";
+pub const COL_DOW_COS: &str = "dow_cos";
+pub const COL_DOY_SIN: &str = "doy_sin";
+pub const COL_DOY_COS: &str = "doy_cos";
+pub const COL_WEEKEND: &str = "weekend";
+pub const COL_HOLIDAY: &str = "holiday";
+/// Calendar columns, in table order (all in [-1, 1]).
+pub const CALENDAR_COLUMNS: [&str; 8] =
+    [COL_HOUR_SIN, COL_HOUR_COS, COL_DOW_SIN, COL_DOW_COS, COL_DOY_SIN, COL_DOY_COS, COL_WEEKEND, COL_HOLIDAY];
+/// Lags of the cleaned value, in hours, and their columns.
+pub const LAG_HOURS: [usize; 3] = [24, 48, 168];
+pub const LAG_COLUMNS: [&str; 3] = ["lag_24", "lag_48", "lag_168"];
+/// Past-only rolling statistics (the current hour excluded), windows of 24 and 168 hours.
+pub const ROLLING_COLUMNS: [&str; 8] = [
+    "roll24_mean",
+    "roll24_std",
+    "roll24_min",
+    "roll24_max",
+    "roll168_mean",
+    "roll168_std",
+    "roll168_min",
+    "roll168_max",
+];
+
+/// Flag bits of the `flags` column.
+pub const FLAG_MISSING: u8 = 1;
+pub const FLAG_OUT_OF_BOUNDS: u8 = 2;
+pub const FLAG_OUTLIER: u8 = 4;
+pub const FLAG_INTERPOLATED: u8 = 8;
+pub const FLAG_SEASONAL_FILL: u8 = 16;
+/// The flags that mean the stored value was not a usable observation.
+pub const FLAGS_IMPUTED: u8 = FLAG_MISSING | FLAG_OUT_OF_BOUNDS | FLAG_OUTLIER;
+/// Every flag with its name, for summaries.
+pub const FLAG_NAMES: [(u8, &str); 5] = [
+    (FLAG_MISSING, "missing"),
+    (FLAG_OUT_OF_BOUNDS, "out_of_bounds"),
+    (FLAG_OUTLIER, "outlier"),
+    (FLAG_INTERPOLATED, "interpolated"),
+    (FLAG_SEASONAL_FILL, "seasonal_fill"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeatureError {
+    #[error("cannot read the store")]
+    Ingest(#[from] IngestError),
+    #[error("polars failed: {0}")]
+    Polars(String),
+    #[error("no data for series {series} in the store")]
+    MissingSeries { series: String },
+    #[error("series {series} has no rows{within}")]
+    Empty { series: String, within: String },
+    #[error("no column `{0}` in the feature table")]
+    UnknownColumn(String),
+    #[error("scaler: {0}")]
+    Scaler(String),
+    #[error("split: {0}")]
+    Split(String),
+    #[error("windows: {0}")]
+    Window(String),
+    #[error("cannot write the feature table to `{path}`: {message}")]
+    Write { path: PathBuf, message: String },
+}
+
+impl From<PolarsError> for FeatureError {
+    fn from(error: PolarsError) -> Self {
+        FeatureError::Polars(error.to_string())
+    }
+}
+
+/// Cleaning settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct FeatureConfig {
+    /// Gaps up to this many hours are linearly interpolated; longer ones are filled seasonally.
+    pub max_interpolate_hours: usize,
+    /// Centered rolling window (hours) of the robust outlier test's median and MAD.
+    pub outlier_window: usize,
+    /// Robust z (|x − median| / (1.4826 MAD)) above which a value is an outlier.
+    pub outlier_threshold: f64,
+    /// Physical upper bound (MW) of load kinds; values outside [0, bound] are discarded.
+    pub upper_bound_mw: f64,
+}
+
+impl Default for FeatureConfig {
+    fn default() -> Self {
+        Self { max_interpolate_hours: 6, outlier_window: 169, outlier_threshold: 6.0, upper_bound_mw: 1.0e6 }
+    }
+}
+
+/// The feature table of one load series.
+#[derive(Debug, Clone)]
+pub struct FeatureTable {
+    pub region: String,
+    pub zone: chrono_tz::Tz,
+    /// Every column, one row per hour of the complete grid. `flags` is Int8 (this build of
+    /// polars has no UInt8; every flag combination is below 32).
+    pub frame: DataFrame,
+    /// µs, interval end, complete hourly grid.
+    pub timestamps: Vec<i64>,
+    /// Stored value (None where no row or null).
+    pub raw: Vec<Option<f64>>,
+    /// Cleaned and imputed load, MW (NaN only where it could not be imputed).
+    pub target: Vec<f32>,
+    pub flags: Vec<u8>,
+    /// Columns known in advance for any hour (calendar, holiday, exogenous such as
+    /// temperature): usable at horizon positions.
+    pub known_columns: Vec<String>,
+    /// Columns known only up to the forecast origin (value, lags, rolling stats).
+    pub observed_columns: Vec<String>,
+}
+
+impl FeatureTable {
+    /// A column as f32, NaN for null.
+    pub fn column(&self, name: &str) -> Result<Vec<f32>, FeatureError> {
+        let column = self.frame.column(name).map_err(|_| FeatureError::UnknownColumn(name.to_string()))?;
+        let column = column.cast(&DataType::Float64)?;
+        Ok(column.f64()?.iter().map(|v| v.map_or(f32::NAN, |x| x as f32)).collect())
+    }
+
+    pub fn len(&self) -> usize {
+        self.timestamps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.timestamps.is_empty()
+    }
+
+    /// Rows whose flags contain `flag`.
+    pub fn count_flag(&self, flag: u8) -> usize {
+        self.flags.iter().filter(|f| **f & flag != 0).count()
+    }
+
+    /// Write the table as Parquet (zstd).
+    pub fn write_parquet(&self, path: &Path) -> Result<(), FeatureError> {
+        let fail = |message: String| FeatureError::Write { path: path.to_owned(), message };
+        let file = std::fs::File::create(path).map_err(|e| fail(e.to_string()))?;
+        let level = ZstdLevel::try_new(3).map_err(|e| fail(e.to_string()))?;
+        let mut frame = self.frame.clone();
+        ParquetWriter::new(file)
+            .with_compression(ParquetCompression::Zstd(Some(level)))
+            .finish(&mut frame)
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Stored rows of one series: sorted interval-end timestamps (µs) and values.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Rows {
+    pub timestamps: Vec<i64>,
+    pub values: Vec<Option<f64>>,
+}
+
+/// Build the table of one load series (`load`, e.g. (synthetic, SYN1, D)) with exogenous
+/// series joined by timestamp (e.g. (synthetic, SYN1, TEMP); a missing exogenous series is an
+/// error naming it). `range` limits the rows; the grid runs over `range`, or, if the data
+/// covers less, from the series' first to last stored hour within it.
+pub fn build(
+    store: &Store,
+    load: &SeriesId,
+    exogenous: &[SeriesId],
+    range: Option<DateRange>,
+    config: &FeatureConfig,
+) -> Result<FeatureTable, FeatureError> {
+    let rows = read_rows(store, load, range)?;
+    let (Some(&first), Some(&last)) = (rows.timestamps.first(), rows.timestamps.last()) else {
+        return Err(FeatureError::Empty { series: load.to_string(), within: within(range) });
+    };
+    let grid_range = DateRange { start: from_us(first - HOUR_US), end: from_us(last) };
+    let mut exogenous_rows = Vec::with_capacity(exogenous.len());
+    for id in exogenous {
+        let rows = read_rows(store, id, Some(grid_range))?;
+        if rows.values.iter().all(Option::is_none) {
+            return Err(FeatureError::Empty { series: id.to_string(), within: within(Some(grid_range)) });
+        }
+        exogenous_rows.push((id.kind.to_lowercase(), rows));
+    }
+    from_rows(&load.region, &load.kind, &rows, &exogenous_rows, config)
+}
+
+fn within(range: Option<DateRange>) -> String {
+    range.map_or(String::new(), |r| format!(" in {r}"))
+}
+
+/// Read one series from the store (collected, sorted).
+fn read_rows(store: &Store, id: &SeriesId, range: Option<DateRange>) -> Result<Rows, FeatureError> {
+    if !store.series_dir(id).is_dir() {
+        return Err(FeatureError::MissingSeries { series: id.to_string() });
+    }
+    let frame = store
+        .scan(id, range)?
+        .select([
+            col(crate::ingest::COL_TIMESTAMP).cast(DataType::Int64).alias(COL_TIMESTAMP),
+            col(crate::ingest::COL_VALUE).cast(DataType::Float64).alias(COL_VALUE),
+        ])
+        .collect()?;
+    let timestamps: Vec<i64> = frame.column(COL_TIMESTAMP)?.i64()?.iter().flatten().collect();
+    let values: Vec<Option<f64>> = frame.column(COL_VALUE)?.f64()?.iter().collect();
+    if timestamps.len() != values.len() {
+        return Err(FeatureError::Polars(format!("series {id} has rows without a timestamp")));
+    }
+    Ok(Rows { timestamps, values })
+}
+
+/// The table from stored rows of the load series (kind `kind`) and exogenous series named by
+/// their (lower-case) column: grid from the load's first to last row.
+pub(crate) fn from_rows(
+    region: &str,
+    kind: &str,
+    load: &Rows,
+    exogenous: &[(String, Rows)],
+    config: &FeatureConfig,
+) -> Result<FeatureTable, FeatureError> {
+    let (Some(&first), Some(&last)) = (load.timestamps.first(), load.timestamps.last()) else {
+        return Err(FeatureError::Empty { series: format!("{region}:{kind}"), within: String::new() });
+    };
+    let grid = clean::hourly_grid(first, last);
+    let raw = clean::reindex(load, &grid)?;
+    let bounds = clean::is_load_kind(kind).then_some((0.0, config.upper_bound_mw));
+    let cleaned = clean::clean(&raw, bounds, config)?;
+
+    let mut exogenous_columns = Vec::with_capacity(exogenous.len());
+    for (name, rows) in exogenous {
+        let raw = clean::reindex(rows, &grid)?;
+        let cleaned = clean::clean(&raw, None, config)?;
+        exogenous_columns.push((name.clone(), cleaned.value));
+    }
+
+    let zone = region_zone(region);
+    let height = grid.len();
+    let timestamp = Series::new(COL_TIMESTAMP.into(), grid.clone())
+        .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))?;
+    let value_raw = Series::new(COL_VALUE_RAW.into(), raw.clone());
+    let value: Vec<Option<f64>> = cleaned.value.iter().map(|v| v.is_finite().then_some(*v)).collect();
+    let value = Series::new(COL_VALUE.into(), value);
+    let flags: Vec<i8> = cleaned.flags.iter().map(|f| *f as i8).collect();
+    let flags = Series::new(COL_FLAGS.into(), flags);
+    let mut columns: Vec<Column> = vec![timestamp.into(), value_raw.into(), value.into(), flags.into()];
+    for (name, values) in &exogenous_columns {
+        let values: Vec<Option<f64>> = values.iter().map(|v| v.is_finite().then_some(*v)).collect();
+        columns.push(Series::new(name.as_str().into(), values).into());
+    }
+    let base = DataFrame::new(height, columns)?;
+
+    let lf = calendar::with_calendar(base.lazy(), zone)?;
+    let lf = lags::with_lags_and_rolling(lf);
+    let mut order: Vec<&str> = vec![COL_TIMESTAMP, COL_VALUE_RAW, COL_VALUE, COL_FLAGS];
+    order.extend(CALENDAR_COLUMNS);
+    order.extend(LAG_COLUMNS);
+    order.extend(ROLLING_COLUMNS);
+    order.extend(exogenous_columns.iter().map(|(name, _)| name.as_str()));
+    let frame = lf.select(order.iter().map(|name| col(*name)).collect::<Vec<_>>()).collect()?;
+
+    let mut known_columns: Vec<String> = CALENDAR_COLUMNS.iter().map(|c| c.to_string()).collect();
+    known_columns.extend(exogenous_columns.iter().map(|(name, _)| name.clone()));
+    let mut observed_columns = vec![COL_VALUE.to_string()];
+    observed_columns.extend(LAG_COLUMNS.iter().map(|c| c.to_string()));
+    observed_columns.extend(ROLLING_COLUMNS.iter().map(|c| c.to_string()));
+
+    Ok(FeatureTable {
+        region: region.to_string(),
+        zone,
+        frame,
+        timestamps: grid,
+        raw,
+        target: cleaned.value.iter().map(|v| *v as f32).collect(),
+        flags: cleaned.flags,
+        known_columns,
+        observed_columns,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::SyntheticConfig;
+    use crate::ingest::{Source, SyntheticSource};
+    use chrono::{TimeZone as _, Utc};
+
+    /// Synthetic rows of one region over `days` days from 2024-01-01 (`defects` as given).
+    pub(crate) fn synthetic(region: &str, days: i64, config: SyntheticConfig) -> (Rows, Rows) {
+        let start = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+        let range = DateRange::new(start, start + chrono::TimeDelta::days(days)).unwrap();
+        let source = SyntheticSource::new(&[region.to_string()], config);
+        let batch = futures::executor::block_on(source.fetch(range)).unwrap();
+        let rows =
+            |i: usize| Rows { timestamps: batch.series[i].timestamps.clone(), values: batch.series[i].values.clone() };
+        (rows(0), rows(1))
+    }
+
+    /// A clean synthetic table (with temperature) of `days` days.
+    pub(crate) fn synthetic_table(days: i64) -> FeatureTable {
+        let (load, temp) = synthetic("SYN1", days, SyntheticConfig::default());
+        from_rows("SYN1", "D", &load, &[("temp".into(), temp)], &FeatureConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn table_has_every_column_and_hour() {
+        let table = synthetic_table(30);
+        assert_eq!(table.len(), 30 * 24);
+        assert_eq!(table.frame.height(), table.len());
+        for name in table.known_columns.iter().chain(&table.observed_columns) {
+            assert_eq!(table.column(name).unwrap().len(), table.len(), "{name}");
+        }
+        assert!(table.known_columns.contains(&"temp".to_string()));
+        assert!(matches!(table.column("nope"), Err(FeatureError::UnknownColumn(_))));
+        assert!(table.flags.iter().all(|f| *f == 0));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("table.parquet");
+        table.write_parquet(&path).unwrap();
+        let back = ParquetReader::new(std::fs::File::open(&path).unwrap()).finish().unwrap();
+        assert!(back.equals_missing(&table.frame));
+    }
+}

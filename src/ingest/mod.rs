@@ -5,9 +5,13 @@
 //! # Layout
 //! - [`synthetic`]: the offline, deterministic default source.
 //! - [`file`]: a user's CSV or Parquet file.
+//! - [`eia`]: the EIA API v2 hourly grid monitor (EIA-930).
+//! - [`http`]: the one HTTP client of the network sources: rate limiter, retries, redaction.
 //! - [`store`]: the hive-partitioned Parquet store and its completed-chunk ledger.
 //! - [`orchestrator`]: chunk plan, concurrency, resume, retries and the collection summary.
+pub mod eia;
 pub mod file;
+pub mod http;
 pub mod orchestrator;
 pub mod store;
 pub mod synthetic;
@@ -18,8 +22,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
+use std::time::Duration;
 
+pub use eia::{EiaKind, EiaSource};
 pub use file::FileSource;
+pub use http::{HttpClient, RateLimits, RetryPolicy, Secret};
 pub use orchestrator::{ChunkOutcome, CollectionResult, Orchestrator};
 pub use store::Store;
 pub use synthetic::SyntheticSource;
@@ -167,16 +174,62 @@ pub enum IngestError {
     StoreBusy { path: PathBuf, holder: String },
     #[error("{0}")]
     Source(String),
+    /// No reply: connection refused or reset, timeout (`transient`), or a request that cannot
+    /// be sent (not transient). The URL never holds a secret.
+    #[error("request to `{url}` failed: {message}")]
+    Network { url: String, message: String, transient: bool },
+    /// A failed HTTP status; `message` is the API's own when it gave one.
+    #[error("`{url}` answered HTTP {status}: {message}")]
+    Http { url: String, status: u16, message: String, retry_after: Option<Duration> },
+    /// A body that cannot be read (truncated, HTML instead of JSON) or that lacks rows it promised.
+    #[error("incomplete or unreadable answer from `{url}`: {message}")]
+    Body { url: String, message: String },
+    /// A readable body that is not what the API documents.
+    #[error("unexpected answer from `{url}`: {message}")]
+    Format { url: String, message: String },
+    /// An error the API reported in a successful reply.
+    #[error("the API refused `{url}`: {message}")]
+    Api { url: String, message: String },
+    /// The API key is missing or refused; the message says how to set it.
+    #[error("{message}")]
+    ApiKey { message: String },
+    /// A selection the source cannot ask for (a bad region code, kind or base URL).
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("cannot start the HTTP client: {0}")]
+    Client(String),
 }
 
 impl IngestError {
     /// Worth another attempt later (network trouble), as opposed to a permanent failure.
     pub fn is_transient(&self) -> bool {
-        matches!(self, IngestError::Source(_))
+        match self {
+            IngestError::Source(_) | IngestError::Body { .. } => true,
+            IngestError::Network { transient, .. } => *transient,
+            // 408 request timeout, 429 too many requests, 5xx but 501 not implemented
+            IngestError::Http { status, .. } => {
+                matches!(status, 408 | 429) || (500..600).contains(status) && *status != 501
+            }
+            _ => false,
+        }
+    }
+
+    /// How long the server asked to wait before another attempt (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            IngestError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 
     /// Caused by what the user gave (a bad file), rather than by the run.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, IngestError::BadFile { .. } | IngestError::DuplicateTimestamp { .. })
+        matches!(
+            self,
+            IngestError::BadFile { .. }
+                | IngestError::DuplicateTimestamp { .. }
+                | IngestError::ApiKey { .. }
+                | IngestError::InvalidRequest(_)
+        )
     }
 }

@@ -4,4 +4,8 @@
 //! The Ring Attention model, training, checkpoints and forecasts are filled in by the
 //! forecaster issue; what is here is the engine check every build runs.
 pub mod attention;
+pub mod checkpoint;
+pub mod memory;
 pub mod smoke;
+pub mod train;
+pub mod transformer;

@@ -1,4 +1,5 @@
 //! Integration tests: one binary of modules.
 mod cli;
 mod collect;
+mod eia;
 mod realdata;

@@ -1,0 +1,109 @@
+//! `energy evaluate`: a rolling-origin backtest of a trained model, one forecast per day,
+//! beside the seasonal-naive baselines and the operator's own forecast where stored.
+use super::modeling::{self, ModelMeta};
+use super::{BadInput, Context};
+use crate::cli::EvaluateArgs;
+use crate::eval::{self, Scores};
+use crate::features::{self, WindowSpec};
+use crate::time::{DateRange, HOUR_US, from_us};
+use anyhow::{Context as _, Result};
+use chrono::TimeDelta;
+use serde::Serialize;
+
+/// Days scored when no range is given.
+pub const DEFAULT_EVALUATE_DAYS: i64 = 30;
+
+#[derive(Serialize)]
+struct EvaluateReport<'a> {
+    model_dir: String,
+    series: String,
+    protocol: features::Protocol,
+    first_target: String,
+    last_target: String,
+    forecasts: usize,
+    skipped_imputed: usize,
+    overlaps_training: bool,
+    scores: &'a [Scores],
+}
+
+pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
+    let (mut model, meta): (_, ModelMeta) = modeling::load_model(&args.model_dir)?;
+    if let Some(protocol) = args.protocol
+        && protocol != meta.spec.protocol
+    {
+        return Err(BadInput(format!(
+            "the model in `{}` was trained for the {:?} protocol, not {:?}: train one with `energy train --protocol …`",
+            args.model_dir.display(),
+            meta.spec.protocol,
+            protocol
+        ))
+        .into());
+    }
+    if !args.select.regions.is_empty() && args.select.regions != [meta.region.clone()] {
+        return Err(BadInput(format!(
+            "the model in `{}` was trained on region {}, not {}",
+            args.model_dir.display(),
+            meta.region,
+            args.select.regions.join(", ")
+        ))
+        .into());
+    }
+    let range = if args.select.start.is_some() || args.select.days.is_some() {
+        args.select.range(context.now)?
+    } else {
+        // the last DEFAULT_EVALUATE_DAYS days of stored data
+        let rows = context.store.read(&meta.load, None).context("cannot read the store")?;
+        let last =
+            *rows.timestamps.last().ok_or_else(|| BadInput(format!("the store holds no rows of {}", meta.load)))?;
+        let end = from_us(last);
+        DateRange::new(end - TimeDelta::days(DEFAULT_EVALUATE_DAYS), end).map_err(BadInput)?
+    };
+    let spec = WindowSpec { stride: 24, ..meta.spec };
+    // history before the range: the windows' context, plus a week for lags
+    let lead = (spec.context + spec.gap() + 168) as i64;
+    let table_range = DateRange::new(range.start - TimeDelta::hours(lead), range.end).map_err(BadInput)?;
+    let table = features::build(&context.store, &meta.load, &meta.exogenous, Some(table_range), &meta.feature_config)
+        .context("cannot build the features")?;
+    let first_row = table.timestamps.iter().position(|t| *t > range.start_us()).unwrap_or(table.len());
+    let windows = features::make_windows(&table, &meta.scaler, &spec, first_row..table.len())?;
+    if windows.count == 0 {
+        return Err(BadInput(format!("no complete forecast day in {range}: give a longer range")).into());
+    }
+    let forecasts = modeling::predict(&mut model, &windows, &meta.scaler, 64)?;
+    let cleaned: Vec<f64> = table.target.iter().map(|v| f64::from(*v)).collect();
+    let scale = eval::naive_scale(&cleaned, 24).unwrap_or(f64::NAN);
+    let operator = match modeling::operator_series(context, &meta.load) {
+        Some(id) => Some(modeling::operator_aligned(context, &table, &id)?),
+        None => None,
+    };
+    let scores = modeling::score_windows(&table, &spec, &windows, &forecasts, operator.as_deref(), scale);
+    let first_target = table.timestamps[modeling::target_rows(&spec, windows.origins[0]).start];
+    let last_origin = *windows.origins.last().unwrap_or(&0);
+    let last_target = table.timestamps[modeling::target_rows(&spec, last_origin).end - 1];
+    // the training split covers the first part of the training range
+    let train_end = meta.data_range.start_us() + (meta.data_range.hours() as f64 * 0.85) as i64 * HOUR_US;
+    let report = EvaluateReport {
+        model_dir: args.model_dir.display().to_string(),
+        series: meta.load.to_string(),
+        protocol: spec.protocol,
+        first_target: modeling::format_time(first_target),
+        last_target: modeling::format_time(last_target),
+        forecasts: windows.count,
+        skipped_imputed: windows.skipped_imputed,
+        overlaps_training: first_target <= train_end && meta.data_range.holds_us(first_target),
+        scores: &scores,
+    };
+    if context.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "backtest of {} ({:?}): {} daily forecasts, targets {} .. {}",
+        report.series, report.protocol, report.forecasts, report.first_target, report.last_target
+    );
+    if report.overlaps_training {
+        println!("note: the range overlaps the model's training or validation data; scores there are in-sample");
+    }
+    modeling::print_scores(&scores);
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! `energy forecast`: load a checkpoint, bring the store up to date when asked, forecast from
+//! the latest data, print a table, optionally write CSV/JSON and a PNG plot.
+use super::modeling::{self, ModelMeta};
+use super::{BadInput, Context, collect, plot};
+use crate::cli::{ForecastArgs, SelectArgs, SourceArgs};
+use crate::config::SyntheticConfig;
+use crate::features::{self, Protocol, Rows};
+use crate::ingest::{Source, SourceKind, SyntheticSource};
+use crate::time::{DateRange, HOUR_US, from_us};
+use anyhow::{Context as _, Result};
+use chrono::Timelike;
+use serde::Serialize;
+use std::io::Write;
+
+/// Days collected by `forecast --collect` when `--days` is not given.
+pub const DEFAULT_COLLECT_DAYS: i64 = 14;
+
+/// One forecast hour.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ForecastRow {
+    pub timestamp_utc: String,
+    pub local_time: String,
+    pub p10: f64,
+    pub p50: f64,
+    pub p90: f64,
+}
+
+#[derive(Serialize)]
+struct ForecastReport<'a> {
+    model_dir: String,
+    series: String,
+    protocol: Protocol,
+    issued_with_data_up_to: String,
+    rows: &'a [ForecastRow],
+}
+
+pub(crate) fn run(context: &Context, args: &ForecastArgs, sources: &SourceArgs) -> Result<()> {
+    let (mut model, meta): (_, ModelMeta) = modeling::load_model(&args.model_dir)?;
+    if !args.select.regions.is_empty() && args.select.regions != [meta.region.clone()] {
+        return Err(BadInput(format!(
+            "the model in `{}` was trained on region {}, not {}",
+            args.model_dir.display(),
+            meta.region,
+            args.select.regions.join(", ")
+        ))
+        .into());
+    }
+    if args.select.source != SourceKind::Synthetic && args.select.source != meta.source {
+        return Err(
+            BadInput(format!("the model was trained on source {}, not {}", meta.source, args.select.source)).into()
+        );
+    }
+    if args.collect {
+        let select = SelectArgs {
+            source: meta.source,
+            regions: vec![meta.region.clone()],
+            kinds: Vec::new(),
+            days: Some(args.select.days.unwrap_or(DEFAULT_COLLECT_DAYS)),
+            start: None,
+            end: None,
+        };
+        let mut sources = sources.clone();
+        sources.seed = Some(meta.seed);
+        let (result, _) = collect::collect(context, &select, &sources)?;
+        if !result.succeeded() {
+            anyhow::bail!("{} chunks failed to collect; run again", result.failed_chunks);
+        }
+    }
+
+    let spec = meta.spec;
+    let stored = context.store.read(&meta.load, None).context("cannot read the store")?;
+    let last =
+        *stored.timestamps.last().ok_or_else(|| BadInput(format!("the store holds no rows of {}", meta.load)))?;
+    // history for the context, the lags and the outlier test; future rows for the horizon
+    let history_hours = (spec.positions() + 2 * 168) as i64;
+    let future_hours = (spec.gap() + spec.horizon + 24) as i64;
+    let first = last - history_hours * HOUR_US;
+    let mut load = to_rows(&stored, first);
+    load.timestamps.extend((1..=future_hours).map(|h| last + h * HOUR_US));
+    load.values.extend((0..future_hours).map(|_| None));
+
+    let mut exogenous = Vec::new();
+    for id in &meta.exogenous {
+        let stored = context.store.read(id, None).with_context(|| format!("the model needs {id}"))?;
+        let mut rows = to_rows(&stored, first);
+        rows.timestamps.retain(|t| *t <= last);
+        rows.values.truncate(rows.timestamps.len());
+        let future = future_exogenous(&meta, id, last, future_hours)?;
+        rows.timestamps.extend(future.timestamps);
+        rows.values.extend(future.values);
+        exogenous.push((id.kind.to_lowercase(), rows));
+    }
+    let table = features::from_rows(&meta.region, &meta.load.kind, &load, &exogenous, &meta.feature_config)
+        .context("cannot build the features")?;
+    let last_row = table.timestamps.iter().position(|t| *t == last).unwrap_or(0);
+    let origin = match spec.protocol {
+        Protocol::Next24h => last_row,
+        Protocol::DayAhead => (0..=last_row)
+            .rev()
+            .find(|&row| from_us(table.timestamps[row]).with_timezone(&table.zone).hour() == 10)
+            .ok_or_else(|| BadInput("no 10:00 local hour in the stored data".into()))?,
+    };
+    if origin + 1 < spec.context + 168 {
+        return Err(BadInput(format!("the store holds too little history of {}: collect more days", meta.load)).into());
+    }
+    let windows = features::window_at(&table, &meta.scaler, &spec, origin)?;
+    let forecasts = modeling::predict(&mut model, &windows, &meta.scaler, 1)?;
+    let rows: Vec<ForecastRow> = modeling::target_rows(&spec, origin)
+        .zip(&forecasts[0])
+        .map(|(row, q)| {
+            let t = from_us(table.timestamps[row]);
+            ForecastRow {
+                timestamp_utc: t.format("%Y-%m-%dT%H:%MZ").to_string(),
+                local_time: t.with_timezone(&table.zone).format("%Y-%m-%d %H:%M %Z").to_string(),
+                p10: q.p10,
+                p50: q.p50,
+                p90: q.p90,
+            }
+        })
+        .collect();
+
+    if let Some(path) = &args.out {
+        write_out(path, &rows)?;
+    }
+    if let Some(path) = &args.plot {
+        let history: Vec<(i64, f64)> = (origin.saturating_sub(7 * 24)..=origin)
+            .map(|row| (table.timestamps[row], f64::from(table.target[row])))
+            .collect();
+        let future: Vec<(i64, crate::eval::Quantiles)> = modeling::target_rows(&spec, origin)
+            .zip(&forecasts[0])
+            .map(|(row, q)| (table.timestamps[row], *q))
+            .collect();
+        plot::forecast_png(path, &format!("{} forecast", meta.load), &history, &future)?;
+    }
+    let report = ForecastReport {
+        model_dir: args.model_dir.display().to_string(),
+        series: meta.load.to_string(),
+        protocol: spec.protocol,
+        issued_with_data_up_to: modeling::format_time(table.timestamps[origin]),
+        rows: &rows,
+    };
+    if context.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} forecast of {} from data up to {}",
+        protocol_name(spec.protocol),
+        report.series,
+        report.issued_with_data_up_to
+    );
+    println!("{:<18} {:<24} {:>10} {:>10} {:>10}", "timestamp (UTC)", "local time", "p10 MW", "p50 MW", "p90 MW");
+    for r in &rows {
+        println!("{:<18} {:<24} {:>10.0} {:>10.0} {:>10.0}", r.timestamp_utc, r.local_time, r.p10, r.p50, r.p90);
+    }
+    Ok(())
+}
+
+fn protocol_name(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Next24h => "next-24h",
+        Protocol::DayAhead => "day-ahead",
+    }
+}
+
+fn to_rows(stored: &crate::ingest::SeriesRows, first: i64) -> Rows {
+    let keep: Vec<usize> = (0..stored.len()).filter(|&i| stored.timestamps[i] > first).collect();
+    Rows {
+        timestamps: keep.iter().map(|&i| stored.timestamps[i]).collect(),
+        values: keep.iter().map(|&i| stored.values[i]).collect(),
+    }
+}
+
+/// Known-future values of an exogenous series for the hours after `last`. The synthetic
+/// source provides its own temperature (a perfect weather forecast); other sources have none.
+fn future_exogenous(meta: &ModelMeta, id: &crate::ingest::SeriesId, last: i64, hours: i64) -> Result<Rows> {
+    if meta.source != SourceKind::Synthetic {
+        return Err(BadInput(format!(
+            "the model needs future values of {id}, which source {} does not provide",
+            meta.source
+        ))
+        .into());
+    }
+    let source = SyntheticSource::new(
+        std::slice::from_ref(&meta.region),
+        SyntheticConfig { seed: meta.seed, ..Default::default() },
+    );
+    let range = DateRange::new(from_us(last), from_us(last + hours * HOUR_US)).map_err(BadInput)?;
+    let batch = futures::executor::block_on(source.fetch(range))?;
+    let series = batch
+        .series
+        .into_iter()
+        .find(|s| s.id.kind == id.kind)
+        .ok_or_else(|| BadInput(format!("the synthetic source has no kind {}", id.kind)))?;
+    Ok(Rows { timestamps: series.timestamps, values: series.values })
+}
+
+fn write_out(path: &std::path::Path, rows: &[ForecastRow]) -> Result<()> {
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let mut text = Vec::new();
+    match extension.as_str() {
+        "json" => serde_json::to_writer_pretty(&mut text, rows)?,
+        "csv" => {
+            writeln!(text, "timestamp_utc,local_time,p10,p50,p90")?;
+            for r in rows {
+                writeln!(text, "{},{},{:.1},{:.1},{:.1}", r.timestamp_utc, r.local_time, r.p10, r.p50, r.p90)?;
+            }
+        }
+        other => return Err(BadInput(format!("--out must end in .csv or .json, not `.{other}`")).into()),
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write `{}`", path.display()))
+}

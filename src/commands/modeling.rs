@@ -1,0 +1,193 @@
+//! What `train`, `forecast` and `evaluate` share: which series a model uses, the metadata saved
+//! beside its weights, and turning windows into scored forecasts.
+use super::{BadInput, Context};
+use crate::cli::SelectArgs;
+use crate::eval::{self, Quantiles, Scores};
+use crate::features::{self, FLAGS_IMPUTED, FeatureConfig, FeatureTable, Scaler, WindowSpec, Windows};
+use crate::ingest::synthetic::{KIND_LOAD, KIND_TEMP};
+use crate::ingest::{SeriesId, SourceKind};
+use crate::model::transformer::Forecaster;
+use crate::model::{checkpoint, train};
+use crate::time::{DateRange, from_us};
+use anyhow::{Context as _, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Everything `forecast` and `evaluate` need besides the weights (saved in `config.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ModelMeta {
+    pub source: SourceKind,
+    pub region: String,
+    pub load: SeriesId,
+    pub exogenous: Vec<SeriesId>,
+    pub spec: WindowSpec,
+    pub scaler: Scaler,
+    pub feature_names: Vec<String>,
+    pub feature_config: FeatureConfig,
+    pub data_range: DateRange,
+    pub trained_at: DateTime<Utc>,
+    pub seed: u64,
+    /// Test-split scores at training time (model and baselines).
+    pub test_scores: Vec<Scores>,
+}
+
+/// The load series and the exogenous series (those the store holds) a model of `region` uses.
+pub(crate) fn series_for(context: &Context, source: SourceKind, region: &str) -> Result<(SeriesId, Vec<SeriesId>)> {
+    let load_kind = match source {
+        SourceKind::Caiso => "ACTUAL",
+        _ => KIND_LOAD,
+    };
+    let load = SeriesId::new(source.as_str(), region, load_kind);
+    let stored = context.store.list_series().context("cannot read the store")?;
+    if !stored.contains(&load) {
+        return Err(BadInput(format!(
+            "the store `{}` holds no series {load}; run `energy collect --source {source} --region {region}` first",
+            context.store.root().display()
+        ))
+        .into());
+    }
+    let temp = SeriesId::new(source.as_str(), region, KIND_TEMP);
+    let exogenous = if stored.contains(&temp) { vec![temp] } else { Vec::new() };
+    Ok((load, exogenous))
+}
+
+/// The one region the flags select.
+pub(crate) fn one_region(select: &SelectArgs) -> Result<String, BadInput> {
+    let regions = select.regions("SYN1")?;
+    match regions.as_slice() {
+        [region] => Ok(region.clone()),
+        _ => Err(BadInput(format!("a model is trained for one region at a time (got {})", regions.join(", ")))),
+    }
+}
+
+/// The operator's own day-ahead forecast of a load series, where the store holds one.
+pub(crate) fn operator_series(context: &Context, load: &SeriesId) -> Option<SeriesId> {
+    let kind = match load.source.as_str() {
+        "eia" => "DF",
+        "caiso" => "DAM",
+        _ => return None,
+    };
+    let id = SeriesId::new(&load.source, &load.region, kind);
+    context.store.list_series().ok()?.contains(&id).then_some(id)
+}
+
+/// Forecasts of every window, in MW: `[window][hour]` quantiles.
+pub(crate) fn predict(
+    model: &mut Forecaster,
+    windows: &Windows,
+    scaler: &Scaler,
+    batch_size: usize,
+) -> Result<Vec<Vec<Quantiles>>> {
+    let flat = train::predict(model, &windows.inputs, windows.count, windows.positions, windows.n_features, batch_size)
+        .map_err(|e| anyhow::anyhow!("forecasting failed: {e}"))?;
+    let q = model.config().quantiles.len();
+    let inverse = |v: f32| f64::from(scaler.inverse(features::COL_VALUE, v));
+    Ok((0..windows.count)
+        .map(|w| {
+            (0..windows.horizon)
+                .map(|h| {
+                    let at = (w * windows.horizon + h) * q;
+                    let mut values = [inverse(flat[at]), inverse(flat[at + q / 2]), inverse(flat[at + q - 1])];
+                    values.sort_by(f64::total_cmp);
+                    Quantiles { p10: values[0], p50: values[1], p90: values[2] }
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// The table rows each window forecasts.
+pub(crate) fn target_rows(spec: &WindowSpec, origin: usize) -> std::ops::Range<usize> {
+    let first = origin + spec.gap() + 1;
+    first..first + spec.horizon
+}
+
+/// Score the model's forecasts and the baselines over the same target hours: seasonal naive
+/// with lag 24 (the same hour yesterday, or two days back where yesterday is not known at
+/// issue time) and lag 168, and the operator's forecast when given. Only real observations are
+/// scored (imputed hours are not).
+pub(crate) fn score_windows(
+    table: &FeatureTable,
+    spec: &WindowSpec,
+    windows: &Windows,
+    forecasts: &[Vec<Quantiles>],
+    operator: Option<&[f64]>,
+    scale: f64,
+) -> Vec<Scores> {
+    let observed: Vec<f64> = table.target.iter().map(|v| f64::from(*v)).collect();
+    let mut actuals = Vec::new();
+    let mut model = Vec::new();
+    let (mut naive_day, mut naive_week, mut operator_points) = (Vec::new(), Vec::new(), Vec::new());
+    for (w, &origin) in windows.origins.iter().enumerate() {
+        let rows = target_rows(spec, origin);
+        naive_day.extend(eval::seasonal_naive(&observed, origin, rows.clone(), 24));
+        naive_week.extend(eval::seasonal_naive(&observed, origin, rows.clone(), 168));
+        for (h, row) in rows.enumerate() {
+            let real = table.flags[row] & FLAGS_IMPUTED == 0;
+            actuals.push(if real { observed[row] } else { f64::NAN });
+            model.push(forecasts[w][h]);
+            if let Some(op) = operator {
+                operator_points.push(op[row]);
+            }
+        }
+    }
+    let mut scores = vec![
+        eval::score_quantiles("model", &model, &actuals, scale),
+        eval::score_points("seasonal naive (24 h)", &naive_day, &actuals, scale),
+        eval::score_points("seasonal naive (168 h)", &naive_week, &actuals, scale),
+    ];
+    if operator.is_some() {
+        scores.push(eval::score_points("operator day-ahead forecast", &operator_points, &actuals, scale));
+    }
+    scores
+}
+
+/// The operator forecast aligned to the table's rows (NaN where absent).
+pub(crate) fn operator_aligned(context: &Context, table: &FeatureTable, id: &SeriesId) -> Result<Vec<f64>> {
+    let rows = context.store.read(id, None)?;
+    let mut out = vec![f64::NAN; table.timestamps.len()];
+    let first = table.timestamps.first().copied().unwrap_or(0);
+    for (t, v) in rows.timestamps.iter().zip(&rows.values) {
+        let index = (t - first) / crate::time::HOUR_US;
+        if index >= 0 && (index as usize) < out.len() && table.timestamps[index as usize] == *t {
+            out[index as usize] = v.unwrap_or(f64::NAN);
+        }
+    }
+    Ok(out)
+}
+
+/// Load a checkpoint and its metadata.
+pub(crate) fn load_model(dir: &Path) -> Result<(Forecaster, ModelMeta)> {
+    let (model, _config, extra) =
+        checkpoint::load(dir).with_context(|| format!("cannot load the model in `{}`", dir.display()))?;
+    let meta: ModelMeta = serde_json::from_value(extra).with_context(|| {
+        format!("the model in `{}` lacks its metadata (was it saved by `energy train`?)", dir.display())
+    })?;
+    Ok((model, meta))
+}
+
+/// A table of scores for the terminal.
+pub(crate) fn print_scores(scores: &[Scores]) {
+    println!(
+        "{:<30} {:>7} {:>9} {:>11} {:>7} {:>10} {:>9}",
+        "forecaster", "hours", "MAPE %", "MAE MW", "MASE", "pinball", "p10-p90"
+    );
+    for s in scores {
+        let coverage = s.coverage_p10_p90.map_or("-".to_string(), |c| format!("{:.0} %", 100.0 * c));
+        println!(
+            "{:<30} {:>7} {:>9.2} {:>11.1} {:>7.3} {:>10.1} {:>9}",
+            s.name, s.hours, s.mape_percent, s.mae, s.mase, s.pinball, coverage
+        );
+    }
+}
+
+pub(crate) fn format_time(us: i64) -> String {
+    from_us(us).format("%Y-%m-%dT%H:%MZ").to_string()
+}
+
+/// Trainable scalars of a model.
+pub(crate) fn parameter_count(model: &Forecaster) -> usize {
+    use mlx_rs::module::ModuleParameters;
+    model.parameters().flatten().values().map(|a| a.size()).sum()
+}

@@ -1,0 +1,417 @@
+//! Cleaning: reindex onto the complete hourly UTC grid, discard values outside physical bounds
+//! and robust outliers, then impute. Rows are never dropped; every change is flagged.
+//!
+//! # Outliers
+//! A value is an outlier when its robust z exceeds `outlier_threshold` against **both** of two
+//! centered rolling medians (polars, nulls skipped):
+//! - the median of the same hour on the surrounding days, the hour itself left out (the hours
+//!   ±24, ±48, … inside the `outlier_window`: ±3 days for the default 169 hours), which follows
+//!   the daily cycle;
+//! - the median of the neighbouring 7 hours, which follows a real but unusual day (a holiday,
+//!   a heat wave) that the same-hour median would call abnormal.
+//!
+//! The scale is 1.4826 × the centered rolling median (over `outlier_window` hours) of the
+//! absolute deviations from the same-hour median. An isolated spike, or a run of up to three,
+//! is far from both medians; a whole unusual day is far only from the first.
+//!
+//! # Imputation
+//! Gaps (missing, out of bounds or outlier) of at most `max_interpolate_hours` with a value on
+//! both sides are interpolated linearly (`INTERPOLATED`). Other hours take the value of the
+//! same hour one week earlier, else one day earlier (already imputed values count), else one
+//! week later, else one day later (`SEASONAL_FILL`). Flags accumulate.
+use super::{
+    FLAG_INTERPOLATED, FLAG_MISSING, FLAG_OUT_OF_BOUNDS, FLAG_OUTLIER, FLAG_SEASONAL_FILL, FeatureConfig, FeatureError,
+    Rows,
+};
+use crate::time::HOUR_US;
+use polars::prelude::*;
+
+/// Kinds measured in MW of load, bounded to [0, upper_bound_mw].
+pub const LOAD_KINDS: [&str; 6] = ["D", "DF", "ACTUAL", "DAM", "2DA", "7DA"];
+/// 1.4826 × MAD estimates the standard deviation of normal data.
+const MAD_TO_STD: f64 = 1.4826;
+/// Hours of the neighbourhood median.
+const LOCAL_WINDOW: usize = 7;
+/// Smallest scale of the robust z, relative to the baseline (a flat series is not all outliers).
+const SCALE_FLOOR: f64 = 1e-3;
+
+const COL_X: &str = "x";
+const COL_SEASONAL_DEV: &str = "seasonal_dev";
+const COL_LOCAL_DEV: &str = "local_dev";
+const COL_MAD: &str = "mad";
+const COL_BASE: &str = "base";
+
+pub fn is_load_kind(kind: &str) -> bool {
+    LOAD_KINDS.contains(&kind)
+}
+
+/// The complete hourly grid `first..=last` (µs, interval end).
+pub fn hourly_grid(first_us: i64, last_us: i64) -> Vec<i64> {
+    if last_us < first_us {
+        return Vec::new();
+    }
+    (0..=(last_us - first_us) / HOUR_US).map(|k| first_us + k * HOUR_US).collect()
+}
+
+/// Stored rows on `grid` (polars left join): `None` where no row or a null value. Rows off
+/// the grid are ignored.
+pub(crate) fn reindex(rows: &Rows, grid: &[i64]) -> Result<Vec<Option<f64>>, FeatureError> {
+    let stored = DataFrame::new(
+        rows.timestamps.len(),
+        vec![
+            Series::new("t".into(), rows.timestamps.clone()).into(),
+            Series::new(COL_X.into(), rows.values.clone()).into(),
+        ],
+    )?;
+    let grid_frame = DataFrame::new(grid.len(), vec![Series::new("t".into(), grid.to_vec()).into()])?;
+    let mut args = JoinArgs::new(JoinType::Left);
+    args.maintain_order = MaintainOrderJoin::Left;
+    let joined = grid_frame.lazy().join(stored.lazy(), [col("t")], [col("t")], args).collect()?;
+    if joined.height() != grid.len() {
+        return Err(FeatureError::Polars(format!(
+            "reindexing gave {} rows for a grid of {} (duplicate timestamps?)",
+            joined.height(),
+            grid.len()
+        )));
+    }
+    Ok(joined.column(COL_X)?.f64()?.iter().collect())
+}
+
+/// Cleaned values (NaN where nothing could be imputed) and their flags.
+#[derive(Debug, Clone)]
+pub struct Cleaned {
+    pub value: Vec<f64>,
+    pub flags: Vec<u8>,
+}
+
+/// Clean one series on the complete grid. `bounds` (load kinds only) discards values outside.
+pub fn clean(raw: &[Option<f64>], bounds: Option<(f64, f64)>, config: &FeatureConfig) -> Result<Cleaned, FeatureError> {
+    let n = raw.len();
+    let mut flags = vec![0u8; n];
+    let mut value = vec![f64::NAN; n];
+    for i in 0..n {
+        match raw[i] {
+            Some(x) if x.is_finite() => match bounds {
+                Some((low, high)) if !(low..=high).contains(&x) => flags[i] |= FLAG_OUT_OF_BOUNDS,
+                _ => value[i] = x,
+            },
+            _ => flags[i] |= FLAG_MISSING,
+        }
+    }
+    let z = robust_z(&value, config)?;
+    for i in 0..n {
+        if z[i] > config.outlier_threshold {
+            flags[i] |= FLAG_OUTLIER;
+            value[i] = f64::NAN;
+        }
+    }
+    impute(&mut value, &mut flags, config.max_interpolate_hours);
+    Ok(Cleaned { value, flags })
+}
+
+/// The robust z of each value (0 where it cannot be computed), see the module documentation.
+pub fn robust_z(value: &[f64], config: &FeatureConfig) -> Result<Vec<f64>, FeatureError> {
+    let n = value.len();
+    let window = config.outlier_window.max(3);
+    let base = same_hour_median(value, (window / 48).max(1));
+    let x: Vec<Option<f64>> = value.iter().map(|v| v.is_finite().then_some(*v)).collect();
+    let frame =
+        DataFrame::new(n, vec![Series::new(COL_X.into(), x).into(), Series::new(COL_BASE.into(), base).into()])?;
+    let centered = |window_size: usize, min_periods: usize| RollingOptionsFixedWindow {
+        window_size,
+        min_periods,
+        center: true,
+        ..Default::default()
+    };
+    let abs = |e: Expr| when(e.clone().lt(lit(0.0))).then(-e.clone()).otherwise(e);
+    let frame = frame
+        .lazy()
+        .with_columns([
+            abs(col(COL_X) - col(COL_BASE)).alias(COL_SEASONAL_DEV),
+            abs(col(COL_X) - col(COL_X).rolling_median(centered(LOCAL_WINDOW, LOCAL_WINDOW / 2 + 1)))
+                .alias(COL_LOCAL_DEV),
+        ])
+        .with_columns([col(COL_SEASONAL_DEV).rolling_median(centered(window, (window / 4).max(3))).alias(COL_MAD)])
+        .collect()?;
+    let get =
+        |name: &str| -> Result<Vec<Option<f64>>, FeatureError> { Ok(frame.column(name)?.f64()?.iter().collect()) };
+    let (base, seasonal, local, mad) = (get(COL_BASE)?, get(COL_SEASONAL_DEV)?, get(COL_LOCAL_DEV)?, get(COL_MAD)?);
+    Ok((0..n)
+        .map(|i| match (base[i], seasonal[i], local[i], mad[i]) {
+            (Some(base), Some(seasonal), Some(local), Some(mad)) => {
+                let scale = (MAD_TO_STD * mad).max(SCALE_FLOOR * base.abs().max(1.0));
+                seasonal.min(local) / scale
+            }
+            _ => 0.0,
+        })
+        .collect())
+}
+
+/// Median of the same hour on the `days` days before and after each hour (the hour itself
+/// left out, so a value is never its own baseline); `None` with fewer than 3 such values.
+fn same_hour_median(value: &[f64], days: usize) -> Vec<Option<f64>> {
+    let n = value.len();
+    let mut around = Vec::with_capacity(2 * days);
+    (0..n)
+        .map(|i| {
+            around.clear();
+            for k in 1..=days {
+                let offset = 24 * k;
+                if let Some(j) = i.checked_sub(offset) {
+                    around.push(value[j]);
+                }
+                if i + offset < n {
+                    around.push(value[i + offset]);
+                }
+            }
+            around.retain(|v| v.is_finite());
+            if around.len() < 3 {
+                return None;
+            }
+            around.sort_by(f64::total_cmp);
+            let m = around.len();
+            Some(if m % 2 == 1 { around[m / 2] } else { 0.5 * (around[m / 2 - 1] + around[m / 2]) })
+        })
+        .collect()
+}
+
+/// Fill the NaN hours of `value` in place (see the module documentation).
+pub fn impute(value: &mut [f64], flags: &mut [u8], max_interpolate_hours: usize) {
+    let n = value.len();
+    let mut long_gap = vec![false; n];
+    let mut i = 0;
+    while i < n {
+        if value[i].is_finite() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < n && !value[i].is_finite() {
+            i += 1;
+        }
+        let len = i - start;
+        if start > 0 && i < n && len <= max_interpolate_hours {
+            let (left, right) = (value[start - 1], value[i]);
+            for (k, j) in (start..i).enumerate() {
+                let w = (k + 1) as f64 / (len + 1) as f64;
+                value[j] = left + w * (right - left);
+                flags[j] |= FLAG_INTERPOLATED;
+            }
+        } else {
+            long_gap[start..i].iter_mut().for_each(|g| *g = true);
+        }
+    }
+    let pick = |value: &[f64], candidates: &[Option<usize>]| {
+        candidates.iter().flatten().map(|&j| value[j]).find(|v| v.is_finite())
+    };
+    for i in 0..n {
+        if long_gap[i] {
+            let earlier = [i.checked_sub(168), i.checked_sub(24)];
+            if let Some(v) = pick(value, &earlier) {
+                value[i] = v;
+                flags[i] |= FLAG_SEASONAL_FILL;
+            }
+        }
+    }
+    for i in (0..n).rev() {
+        if long_gap[i] && !value[i].is_finite() {
+            let later = [Some(i + 168).filter(|j| *j < n), Some(i + 24).filter(|j| *j < n)];
+            if let Some(v) = pick(value, &later) {
+                value[i] = v;
+                flags[i] |= FLAG_SEASONAL_FILL;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SyntheticConfig;
+    use crate::features::tests::synthetic;
+    use crate::features::{FLAGS_IMPUTED, from_rows};
+    use crate::ingest::{FileSource, SeriesId, Source, Store, file::FileColumns};
+    use crate::time::{DateRange, from_us};
+    use chrono::{TimeZone as _, Utc};
+
+    #[test]
+    fn impute_interpolates_short_gaps_and_fills_long_ones_seasonally() {
+        let n = 24 * 21;
+        let truth: Vec<f64> = (0..n).map(|i| 100.0 + (i % 24) as f64).collect();
+        let mut value = truth.clone();
+        let mut flags = vec![0u8; n];
+        for i in [5, 6, 7] {
+            value[i] = f64::NAN;
+        }
+        for v in &mut value[300..320] {
+            *v = f64::NAN;
+        }
+        for v in &mut value[..3] {
+            *v = f64::NAN; // no left neighbour: filled from later days
+        }
+        impute(&mut value, &mut flags, 6);
+        assert!(value.iter().all(|v| v.is_finite()));
+        assert_eq!(flags[6], FLAG_INTERPOLATED);
+        assert!((value[6] - 106.0).abs() < 1e-9);
+        assert_eq!(flags[310], FLAG_SEASONAL_FILL);
+        assert_eq!(value[310], truth[310]); // same hour one week earlier
+        assert_eq!(flags[0], FLAG_SEASONAL_FILL);
+        assert_eq!(value[0], truth[0]);
+        assert_eq!(flags[100], 0);
+    }
+
+    #[test]
+    fn reindex_of_a_store_with_hours_removed_keeps_every_hour() {
+        let (mut load, _) = synthetic("SYN1", 28, SyntheticConfig::default());
+        let truth = load.clone();
+        // remove 3 hours (short gap), one stored null, and a 30-hour run (long gap)
+        let removed: Vec<usize> = (100..103).chain(400..430).collect();
+        load.values[200] = None;
+        let keep: Vec<usize> = (0..load.timestamps.len()).filter(|i| !removed.contains(i)).collect();
+        let rows = crate::ingest::SeriesRows {
+            id: SeriesId::new("synthetic", "SYN1", "D"),
+            timestamps: keep.iter().map(|&i| load.timestamps[i]).collect(),
+            values: keep.iter().map(|&i| load.values[i]).collect(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let _lock = store.lock().unwrap();
+        let start = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+        let range = DateRange::new(start, start + chrono::TimeDelta::days(28)).unwrap();
+        store.write_range(&[rows], range).unwrap();
+
+        let table = crate::features::build(&store, &rows_id(), &[], None, &FeatureConfig::default()).unwrap();
+        assert_eq!(table.len(), 28 * 24, "no row dropped");
+        assert_eq!(table.timestamps, truth.timestamps);
+        for i in removed.iter().copied().chain([200]) {
+            assert!(table.flags[i] & FLAG_MISSING != 0, "row {i}");
+            assert!(table.raw[i].is_none());
+            assert!(table.target[i].is_finite());
+        }
+        for i in 100..103 {
+            assert_eq!(table.flags[i], FLAG_MISSING | FLAG_INTERPOLATED);
+        }
+        for i in 400..430 {
+            assert_eq!(table.flags[i], FLAG_MISSING | FLAG_SEASONAL_FILL);
+            assert_eq!(table.target[i], truth.values[i - 168].unwrap() as f32);
+        }
+        assert_eq!(table.flags.iter().filter(|f| **f != 0).count(), removed.len() + 1);
+        // a range limits the rows
+        let part = DateRange::new(start + chrono::TimeDelta::days(7), start + chrono::TimeDelta::days(14)).unwrap();
+        let table = crate::features::build(&store, &rows_id(), &[], Some(part), &FeatureConfig::default()).unwrap();
+        assert_eq!(table.len(), 7 * 24);
+        assert_eq!(table.timestamps[0], part.start_us() + HOUR_US);
+        // absent series are named
+        let absent = SeriesId::new("synthetic", "SYN1", "TEMP");
+        let e = crate::features::build(&store, &rows_id(), &[absent], None, &FeatureConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("synthetic:SYN1:TEMP"), "{e}");
+    }
+
+    fn rows_id() -> SeriesId {
+        SeriesId::new("synthetic", "SYN1", "D")
+    }
+
+    #[test]
+    fn synthetic_spikes_are_all_flagged() {
+        let defects = SyntheticConfig { missing_rate: 0.03, spike_rate: 0.01, dst_gap: true, ..Default::default() };
+        let (clean_load, _) = synthetic("SYN2", 366, SyntheticConfig::default());
+        let (load, temp) = synthetic("SYN2", 366, defects);
+        let table = from_rows("SYN2", "D", &load, &[("temp".into(), temp)], &FeatureConfig::default()).unwrap();
+        assert_eq!(table.len(), clean_load.timestamps.len());
+        let mut spikes = 0;
+        for i in 0..table.len() {
+            let truth = clean_load.values[i].unwrap();
+            match table.raw[i] {
+                Some(raw) if raw > 2.0 * truth => {
+                    spikes += 1;
+                    assert!(
+                        table.flags[i] & FLAG_OUTLIER != 0,
+                        "spike at {} not flagged",
+                        from_us(table.timestamps[i])
+                    );
+                }
+                Some(_) => assert!(table.flags[i] & FLAG_OUTLIER == 0, "false outlier at row {i}"),
+                None => assert!(table.flags[i] & FLAG_MISSING != 0),
+            }
+            // every imputed value is close to the truth
+            assert!((f64::from(table.target[i]) - truth).abs() < 0.1 * truth, "row {i}");
+        }
+        assert!(spikes > 40, "{spikes} spikes");
+        assert!(table.count_flag(FLAG_MISSING) > 200);
+        assert!(table.target.iter().all(|v| v.is_finite()));
+        assert!(table.column("temp").unwrap().iter().all(|v| v.is_finite()));
+    }
+
+    fn realdata_file(name: &str) -> Option<std::path::PathBuf> {
+        let dir = std::env::var("ENERGY_REALDATA")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/realdata").to_string());
+        let path = std::path::Path::new(&dir).join("series").join(name);
+        if path.is_file() {
+            Some(path)
+        } else {
+            eprintln!("skipping: real data file {} is absent (set ENERGY_REALDATA)", path.display());
+            None
+        }
+    }
+
+    #[test]
+    fn pjm_real_defects_are_flagged_and_replaced() {
+        let Some(path) = realdata_file("PJM_2020-2024_D.csv") else { return };
+        let columns = FileColumns {
+            timestamp: "date_time".into(),
+            value: "demand (MW)".into(),
+            region: "PJM".into(),
+            kind: "D".into(),
+        };
+        let source = FileSource::open(&path, &columns).unwrap();
+        let range = source.range().unwrap();
+        let batch = futures::executor::block_on(source.fetch(range)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let _lock = store.lock().unwrap();
+        store.write_range(&batch.series, range).unwrap();
+        let id = SeriesId::new("file", "PJM", "D");
+        let table = crate::features::build(&store, &id, &[], None, &FeatureConfig::default()).unwrap();
+
+        // every hour of 2020-2024
+        let first = Utc.with_ymd_and_hms(2020, 1, 1, 0, 0, 0).unwrap().timestamp_micros();
+        let last = Utc.with_ymd_and_hms(2024, 12, 31, 23, 0, 0).unwrap().timestamp_micros();
+        assert!(table.timestamps[0] <= first && *table.timestamps.last().unwrap() >= last);
+        assert!(table.timestamps.windows(2).all(|w| w[1] - w[0] == HOUR_US));
+        let row = |y, m, d, h| {
+            let t = Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap().timestamp_micros();
+            table.timestamps.iter().position(|x| *x == t).unwrap()
+        };
+        for h in [3, 4, 5] {
+            let i = row(2021, 10, 19, h);
+            assert!(table.raw[i].unwrap() > 1e8);
+            assert!(table.flags[i] & FLAG_OUT_OF_BOUNDS != 0);
+            let v = table.target[i];
+            assert!((50_000.0..120_000.0).contains(&v), "2021-10-19T{h}: {v}");
+        }
+        let mut spikes = 0;
+        for i in 0..table.len() {
+            if let Some(raw) = table.raw[i]
+                && (190_000.0..1e6).contains(&raw)
+            {
+                spikes += 1;
+                assert!(
+                    table.flags[i] & FLAG_OUTLIER != 0,
+                    "spike {raw} at {} not flagged",
+                    from_us(table.timestamps[i])
+                );
+            }
+            assert!(table.target[i].is_finite() && table.target[i] < 200_000.0, "row {i}: {}", table.target[i]);
+            if table.flags[i] & FLAGS_IMPUTED != 0 {
+                assert!(table.flags[i] & (FLAG_INTERPOLATED | FLAG_SEASONAL_FILL) != 0);
+            }
+        }
+        assert!(spikes >= 6, "{spikes} spikes");
+        let missing = table.count_flag(FLAG_MISSING);
+        assert!(missing > 50, "{missing} missing hours");
+        // few false outliers: well under 0.1% of the hours
+        let outliers = table.count_flag(FLAG_OUTLIER);
+        eprintln!("PJM: {} rows, {missing} missing, {outliers} outliers", table.len());
+        assert!(outliers < table.len() / 1000, "{outliers} outliers");
+    }
+}

@@ -1,0 +1,503 @@
+//! Model windows: inputs `[count, positions, n_features]` and scaled targets `[count, horizon]`,
+//! filled in parallel (rayon), contiguous for `mlx_rs::Array::from_slice`.
+//!
+//! A window has an **origin** row (the last observed hour). Its positions p = 0..positions cover
+//! rows `origin + 1 − context + p`: `context` rows up to the origin, then `gap` rows, then the
+//! `horizon` target rows. Per position the features are, in order ([`Windows::feature_names`]):
+//! every observed column, scaled, set to 0 after the origin; the `observed` indicator (1 up to
+//! the origin, 0 after); every known column, scaled (calendar columns pass through unscaled, see
+//! [`super::scaler`]).
+//!
+//! Protocols ([`crate`] architecture, "Day-ahead protocol"):
+//! - `next-24h`: origins every `stride` rows, the first one right before the first target row
+//!   of the split; targets are the `horizon` hours after the origin (gap 0).
+//! - `day-ahead`: origins are the rows whose interval ends at 10:00 local time (data up to 10:00
+//!   on day d−1); after a gap of 14 hours the targets start with the hour beginning at local
+//!   midnight of day d. US DST changes happen at 02:00, never between 10:00 and midnight, so
+//!   the gap is always 14 hours. `stride` does not apply: one origin per local day. On a
+//!   23-hour (25-hour) day the 24 targets end one hour after (before) the day's end.
+//!
+//! Windows are not made when they need rows outside the table, or when an input is NaN (the
+//! first 168 rows have no `lag_168`, no `roll168_*`). Windows with a target whose stored value
+//! was missing, out of bounds or an outlier are skipped and counted in `skipped_imputed`.
+use super::calendar::calendar_frame;
+use super::scaler::needs_scaling;
+use super::{CALENDAR_COLUMNS, COL_VALUE, FLAGS_IMPUTED, FeatureError, FeatureTable, Scaler};
+use crate::time::{HOUR_US, from_us};
+use chrono::Timelike;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+
+/// Hours between the day-ahead origin (10:00 local) and the first target hour (00:00 local).
+pub const DAY_AHEAD_GAP: usize = 14;
+/// Interval-end local hour of a day-ahead origin.
+pub const DAY_AHEAD_ISSUE_HOUR: u32 = 10;
+/// Name of the observed-indicator feature.
+pub const OBSERVED_INDICATOR: &str = "observed";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// The 24 hours after the last observation.
+    #[value(name = "next-24h")]
+    #[serde(rename = "next-24h")]
+    Next24h,
+    /// At 10:00 local on day d−1, hours 00–23 local of day d.
+    DayAhead,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct WindowSpec {
+    pub context: usize,
+    pub horizon: usize,
+    pub stride: usize,
+    pub protocol: Protocol,
+}
+
+impl WindowSpec {
+    /// Rows between the origin and the first target: 0 for next-24h, 14 for day-ahead.
+    pub fn gap(&self) -> usize {
+        match self.protocol {
+            Protocol::Next24h => 0,
+            Protocol::DayAhead => DAY_AHEAD_GAP,
+        }
+    }
+
+    /// context + gap + horizon.
+    pub fn positions(&self) -> usize {
+        self.context + self.gap() + self.horizon
+    }
+
+    fn check(&self) -> Result<(), FeatureError> {
+        if self.context == 0 || self.horizon == 0 || self.stride == 0 {
+            return Err(FeatureError::Window(format!(
+                "context ({}), horizon ({}) and stride ({}) must be at least 1",
+                self.context, self.horizon, self.stride
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Windows {
+    pub count: usize,
+    pub positions: usize,
+    pub horizon: usize,
+    pub n_features: usize,
+    pub feature_names: Vec<String>,
+    /// `[count, positions, n_features]`, row-major, contiguous.
+    pub inputs: Vec<f32>,
+    /// `[count, horizon]`, scaled with the scaler's `value` statistics.
+    pub targets: Vec<f32>,
+    /// Table row of the origin (the last observed hour) of each window.
+    pub origins: Vec<usize>,
+    /// Windows dropped because a target hour was imputed (not a real observation).
+    pub skipped_imputed: usize,
+}
+
+/// Windows whose target rows all lie in `target_rows` (a split); see the module documentation.
+pub fn make_windows(
+    table: &FeatureTable,
+    scaler: &Scaler,
+    spec: &WindowSpec,
+    target_rows: Range<usize>,
+) -> Result<Windows, FeatureError> {
+    spec.check()?;
+    if target_rows.end > table.len() || target_rows.start > target_rows.end {
+        return Err(FeatureError::Window(format!(
+            "target rows {}..{} are outside the table of {} rows",
+            target_rows.start,
+            target_rows.end,
+            table.len()
+        )));
+    }
+    let features = Features::new(table, scaler, 0)?;
+    let (gap, horizon, context) = (spec.gap(), spec.horizon, spec.context);
+    // origin o: targets o+gap+1 ..= o+gap+horizon must lie in target_rows
+    let lowest = target_rows.start.saturating_sub(gap + 1);
+    let fits = |o: usize| o + gap + 1 >= target_rows.start && o + gap + horizon < target_rows.end;
+    let candidates: Vec<usize> = match spec.protocol {
+        Protocol::Next24h => {
+            let first = target_rows.start as i64 - gap as i64 - 1;
+            (0..)
+                .map(|k| first + k * spec.stride as i64)
+                .take_while(|o| *o + ((gap + horizon) as i64) < (target_rows.end as i64))
+                .filter_map(|o| usize::try_from(o).ok())
+                .collect()
+        }
+        Protocol::DayAhead => (lowest..target_rows.end)
+            .filter(|&o| {
+                let local = from_us(table.timestamps[o]).with_timezone(&table.zone);
+                local.hour() == DAY_AHEAD_ISSUE_HOUR && local.minute() == 0
+            })
+            .collect(),
+    };
+    let mut origins = Vec::with_capacity(candidates.len());
+    let mut skipped_imputed = 0;
+    for o in candidates {
+        if o + 1 < context || !fits(o) || !features.complete(o, spec) {
+            continue;
+        }
+        let targets = o + gap + 1..o + gap + horizon + 1;
+        if !features.value[targets.clone()].iter().all(|v| v.is_finite()) {
+            continue;
+        }
+        if table.flags[targets].iter().any(|f| f & FLAGS_IMPUTED != 0) {
+            skipped_imputed += 1;
+            continue;
+        }
+        origins.push(o);
+    }
+    Ok(features.fill(spec, origins, skipped_imputed))
+}
+
+/// The single window whose origin is `origin_row` (for forecasting from the latest data).
+/// Targets after the table's end are NaN. Known columns after the table's end are computed:
+/// calendar columns from the hours' timestamps, exogenous columns repeat the value of 24 hours
+/// earlier (the last known day), as no forecast of them is stored.
+pub fn window_at(
+    table: &FeatureTable,
+    scaler: &Scaler,
+    spec: &WindowSpec,
+    origin_row: usize,
+) -> Result<Windows, FeatureError> {
+    spec.check()?;
+    if origin_row >= table.len() || origin_row + 1 < spec.context {
+        return Err(FeatureError::Window(format!(
+            "origin row {origin_row} needs {} rows of context in a table of {} rows",
+            spec.context,
+            table.len()
+        )));
+    }
+    let end = origin_row + spec.gap() + spec.horizon + 1;
+    let features = Features::new(table, scaler, end.saturating_sub(table.len()))?;
+    if !features.complete(origin_row, spec) {
+        return Err(FeatureError::Window(format!(
+            "the window at origin row {origin_row} has missing inputs (lags and rolling statistics need {} hours of history)",
+            super::LAG_HOURS[super::LAG_HOURS.len() - 1]
+        )));
+    }
+    Ok(features.fill(spec, vec![origin_row], 0))
+}
+
+/// Scaled feature columns of a table, possibly extended past its end (known columns only).
+struct Features {
+    names: Vec<String>,
+    observed: Vec<Vec<f32>>,
+    known: Vec<Vec<f32>>,
+    /// Scaled `value`, NaN past the table's end.
+    value: Vec<f32>,
+    /// Prefix counts of rows with a NaN observed (known) feature.
+    observed_bad: Vec<u32>,
+    known_bad: Vec<u32>,
+}
+
+impl Features {
+    fn new(table: &FeatureTable, scaler: &Scaler, extra_rows: usize) -> Result<Self, FeatureError> {
+        let scaled = |name: &str, values: Vec<f32>| -> Result<Vec<f32>, FeatureError> {
+            match scaler.index(name) {
+                Some(i) => {
+                    let (mean, std) = (scaler.mean[i], scaler.std[i]);
+                    Ok(values.iter().map(|v| ((f64::from(*v) - mean) / std) as f32).collect())
+                }
+                None if needs_scaling(name) => {
+                    Err(FeatureError::Scaler(format!("no statistics for column `{name}` (fit the scaler on it)")))
+                }
+                None => Ok(values),
+            }
+        };
+        let future_calendar = if extra_rows > 0 {
+            let last = table.timestamps.last().copied().unwrap_or_default();
+            let hours: Vec<i64> = (1..=extra_rows as i64).map(|k| last + k * HOUR_US).collect();
+            Some(calendar_frame(&hours, table.zone)?)
+        } else {
+            None
+        };
+        let mut observed = Vec::with_capacity(table.observed_columns.len());
+        for name in &table.observed_columns {
+            observed.push(scaled(name, table.column(name)?)?);
+        }
+        let mut known = Vec::with_capacity(table.known_columns.len());
+        for name in &table.known_columns {
+            let mut values = table.column(name)?;
+            if let Some(calendar) = &future_calendar {
+                if CALENDAR_COLUMNS.contains(&name.as_str()) {
+                    let future = calendar.column(name)?.f64()?;
+                    values.extend(future.iter().map(|v| v.map_or(f32::NAN, |x| x as f32)));
+                } else {
+                    for _ in 0..extra_rows {
+                        let earlier = values.len().checked_sub(24).map_or(f32::NAN, |i| values[i]);
+                        values.push(earlier);
+                    }
+                }
+            }
+            known.push(scaled(name, values)?);
+        }
+        if scaler.index(COL_VALUE).is_none() {
+            return Err(FeatureError::Scaler(format!("no statistics for the target column `{COL_VALUE}`")));
+        }
+        let mut value = scaled(COL_VALUE, table.column(COL_VALUE)?)?;
+        value.resize(table.len() + extra_rows, f32::NAN);
+        let prefix = |columns: &[Vec<f32>], rows: usize| {
+            let mut out = Vec::with_capacity(rows + 1);
+            out.push(0u32);
+            for r in 0..rows {
+                let bad = columns.iter().any(|c| !c[r].is_finite());
+                out.push(out[r] + u32::from(bad));
+            }
+            out
+        };
+        let observed_bad = prefix(&observed, table.len());
+        let known_bad = prefix(&known, table.len() + extra_rows);
+        let mut names: Vec<String> = table.observed_columns.clone();
+        names.push(OBSERVED_INDICATOR.to_string());
+        names.extend(table.known_columns.iter().cloned());
+        Ok(Self { names, observed, known, value, observed_bad, known_bad })
+    }
+
+    /// Are all inputs of the window at origin `o` finite (rows inside the prepared columns)?
+    fn complete(&self, o: usize, spec: &WindowSpec) -> bool {
+        let first = o + 1 - spec.context;
+        let last = o + spec.gap() + spec.horizon; // inclusive
+        last + 1 < self.known_bad.len()
+            && self.observed_bad[o + 1] == self.observed_bad[first]
+            && self.known_bad[last + 1] == self.known_bad[first]
+    }
+
+    fn fill(&self, spec: &WindowSpec, origins: Vec<usize>, skipped_imputed: usize) -> Windows {
+        let (positions, horizon) = (spec.positions(), spec.horizon);
+        let n_features = self.names.len();
+        let n_observed = self.observed.len();
+        let per_window = positions * n_features;
+        let mut inputs = vec![0f32; origins.len() * per_window];
+        let mut targets = vec![0f32; origins.len() * horizon];
+        inputs.par_chunks_mut(per_window.max(1)).zip(targets.par_chunks_mut(horizon)).zip(origins.par_iter()).for_each(
+            |((input, target), &o)| {
+                let first = o + 1 - spec.context;
+                for (p, features) in input.chunks_mut(n_features).enumerate() {
+                    let row = first + p;
+                    if p < spec.context {
+                        for (j, column) in self.observed.iter().enumerate() {
+                            features[j] = column[row];
+                        }
+                        features[n_observed] = 1.0;
+                    }
+                    for (j, column) in self.known.iter().enumerate() {
+                        features[n_observed + 1 + j] = column[row];
+                    }
+                }
+                let start = o + spec.gap() + 1;
+                target.copy_from_slice(&self.value[start..start + horizon]);
+            },
+        );
+        Windows {
+            count: origins.len(),
+            positions,
+            horizon,
+            n_features,
+            feature_names: self.names.clone(),
+            inputs,
+            targets,
+            origins,
+            skipped_imputed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SplitConfig, SyntheticConfig};
+    use crate::features::tests::{synthetic, synthetic_table};
+    use crate::features::{FLAG_MISSING, FeatureConfig, from_rows, split};
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    fn table() -> &'static (FeatureTable, Scaler) {
+        static TABLE: OnceLock<(FeatureTable, Scaler)> = OnceLock::new();
+        TABLE.get_or_init(|| {
+            // 2024-01-01 .. 2024-04-09: crosses the New York spring DST change (2024-03-10)
+            let table = synthetic_table(100);
+            let scaler = Scaler::fit_table(&table, 0..1700).unwrap();
+            (table, scaler)
+        })
+    }
+
+    fn next24(context: usize, stride: usize) -> WindowSpec {
+        WindowSpec { context, horizon: 24, stride, protocol: Protocol::Next24h }
+    }
+
+    fn at(w: &Windows, window: usize, position: usize, feature: usize) -> f32 {
+        w.inputs[(window * w.positions + position) * w.n_features + feature]
+    }
+
+    #[test]
+    fn shapes_and_observed_features_after_the_origin() {
+        let (table, scaler) = table();
+        let spec = next24(48, 12);
+        let w = make_windows(table, scaler, &spec, 0..table.len()).unwrap();
+        assert_eq!(w.positions, 72);
+        assert_eq!(w.n_features, table.observed_columns.len() + 1 + table.known_columns.len());
+        assert_eq!(w.feature_names.len(), w.n_features);
+        assert_eq!(w.feature_names[table.observed_columns.len()], OBSERVED_INDICATOR);
+        assert_eq!(w.inputs.len(), w.count * w.positions * w.n_features);
+        assert_eq!(w.targets.len(), w.count * 24);
+        assert_eq!(w.origins.len(), w.count);
+        // first origin: enough context for lag_168 / roll168 (rows 168..) plus 48 rows
+        assert_eq!(w.origins[0], 215); // origins 11, 23, …; the first with rows o-47.. ≥ 168
+        assert!(w.origins.windows(2).all(|o| o[1] - o[0] == 12));
+        assert!(w.inputs.iter().all(|x| x.is_finite()));
+        let n_observed = table.observed_columns.len();
+        let temp = w.feature_names.iter().position(|n| n == "temp").unwrap();
+        let temp_column = table.column("temp").unwrap();
+        for k in [0, w.count / 2, w.count - 1] {
+            let o = w.origins[k];
+            for p in 0..w.positions {
+                let row = o + 1 - 48 + p;
+                if p < 48 {
+                    assert_eq!(at(&w, k, p, n_observed), 1.0);
+                    assert_eq!(at(&w, k, p, 0), scaler.transform(COL_VALUE, table.target[row]));
+                } else {
+                    assert!((0..=n_observed).all(|j| at(&w, k, p, j) == 0.0), "window {k} position {p}");
+                }
+                // known features are present at every position
+                assert_eq!(at(&w, k, p, temp), scaler.transform("temp", temp_column[row]));
+            }
+        }
+    }
+
+    #[test]
+    fn day_ahead_origins_at_10_local_and_targets_from_local_midnight_across_dst() {
+        use chrono::Timelike;
+        let (table, scaler) = table();
+        let spec = WindowSpec { context: 24, horizon: 24, stride: 1, protocol: Protocol::DayAhead };
+        let w = make_windows(table, scaler, &spec, 0..table.len()).unwrap();
+        assert!(w.count > 80, "{} windows", w.count);
+        let local = |row: usize| from_us(table.timestamps[row]).with_timezone(&table.zone);
+        let mut crossed_dst = false;
+        for (k, &o) in w.origins.iter().enumerate() {
+            assert_eq!(local(o).hour(), 10);
+            let first_target = o + 15;
+            // the first target hour begins at local midnight of the next day
+            let begins = from_us(table.timestamps[first_target] - HOUR_US).with_timezone(&table.zone);
+            assert_eq!((begins.hour(), begins.date_naive()), (0, local(o).date_naive().succ_opt().unwrap()));
+            assert_eq!(w.targets[k * 24], scaler.transform(COL_VALUE, table.target[first_target]));
+            if k > 0 && o - w.origins[k - 1] == 23 {
+                crossed_dst = true;
+            }
+            if k > 0 {
+                assert!(matches!(o - w.origins[k - 1], 23..=25));
+            }
+        }
+        assert!(crossed_dst, "the range includes the spring DST change");
+    }
+
+    #[test]
+    fn windows_with_imputed_targets_are_skipped_and_counted() {
+        let (mut load, temp) = synthetic("SYN1", 30, SyntheticConfig::default());
+        load.values[400] = None;
+        load.values[500] = Some(1e9);
+        let table = from_rows("SYN1", "D", &load, &[("temp".into(), temp)], &FeatureConfig::default()).unwrap();
+        assert_eq!(table.flags[400], FLAG_MISSING | crate::features::FLAG_INTERPOLATED);
+        let scaler = Scaler::fit_table(&table, 0..500).unwrap();
+        let spec = next24(24, 1);
+        let w = make_windows(&table, &scaler, &spec, 0..table.len()).unwrap();
+        assert_eq!(w.skipped_imputed, 48, "24 windows cover each imputed hour");
+        for &o in &w.origins {
+            assert!(!(o + 1..=o + 24).contains(&400) && !(o + 1..=o + 24).contains(&500));
+        }
+        assert_eq!(w.count + w.skipped_imputed, table.len() - 24 - 192 + 1);
+    }
+
+    #[test]
+    fn split_windows_never_straddle_a_boundary() {
+        let (table, scaler) = table();
+        let splits = split(table.len(), &SplitConfig::default(), 24 + 168).unwrap();
+        for protocol in [Protocol::Next24h, Protocol::DayAhead] {
+            let spec = WindowSpec { context: 24, horizon: 24, stride: 5, protocol };
+            let mut seen = std::collections::HashSet::new();
+            for rows in [&splits.train, &splits.validation, &splits.test] {
+                let w = make_windows(table, scaler, &spec, rows.clone()).unwrap();
+                assert!(w.count > 0);
+                for &o in &w.origins {
+                    let targets = o + spec.gap() + 1..o + spec.gap() + 25;
+                    assert!(rows.start <= targets.start && targets.end <= rows.end, "{protocol:?} origin {o}");
+                    assert!(seen.insert(o));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn window_at_the_last_row_extends_known_columns() {
+        let (table, scaler) = table();
+        let last = table.len() - 1;
+        let spec = next24(48, 1);
+        let w = window_at(table, scaler, &spec, last).unwrap();
+        assert_eq!((w.count, w.origins[0]), (1, last));
+        assert!(w.targets.iter().all(|t| t.is_nan()));
+        assert!(w.inputs.iter().all(|x| x.is_finite()));
+        // the calendar continues: hour_sin of the first future hour follows the last row's
+        let hour_sin = w.feature_names.iter().position(|n| n == "hour_sin").unwrap();
+        let hour_cos = w.feature_names.iter().position(|n| n == "hour_cos").unwrap();
+        let hour = |p: usize| {
+            let (s, c) = (at(&w, 0, p, hour_sin), at(&w, 0, p, hour_cos));
+            (f64::from(s).atan2(f64::from(c)) * 24.0 / std::f64::consts::TAU).round().rem_euclid(24.0) as i64
+        };
+        for p in 47..71 {
+            assert_eq!((hour(p) + 1) % 24, hour(p + 1));
+        }
+        // inside the table it matches make_windows
+        let o = last - 24;
+        let one = window_at(table, scaler, &spec, o).unwrap();
+        let all = make_windows(table, scaler, &spec, o + 1..o + 25).unwrap();
+        assert_eq!(all.origins, vec![o]);
+        assert_eq!(one.inputs, all.inputs);
+        assert_eq!(one.targets, all.targets);
+        assert!(window_at(table, scaler, &spec, 100).is_err(), "no lag_168 yet");
+        assert!(window_at(table, scaler, &spec, table.len()).is_err());
+    }
+
+    #[test]
+    fn a_scaler_without_a_needed_column_is_refused() {
+        let (table, _) = table();
+        let scaler = Scaler::fit(table, &[COL_VALUE], 0..1000).unwrap();
+        let e = make_windows(table, &scaler, &next24(24, 1), 0..table.len()).unwrap_err();
+        assert!(e.to_string().contains("lag_24"), "{e}");
+        assert_eq!(serde_json::to_string(&Protocol::Next24h).unwrap(), "\"next-24h\"");
+        assert_eq!(serde_json::to_string(&Protocol::DayAhead).unwrap(), "\"day-ahead\"");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn targets_are_the_scaled_value_at_the_right_rows(
+            context in 1usize..200,
+            horizon in 1usize..48,
+            stride in 1usize..50,
+            day_ahead in any::<bool>(),
+            start in 0usize..2000,
+            len in 0usize..600,
+        ) {
+            let (table, scaler) = table();
+            let protocol = if day_ahead { Protocol::DayAhead } else { Protocol::Next24h };
+            let spec = WindowSpec { context, horizon, stride, protocol };
+            let rows = start..(start + len).min(table.len());
+            let w = make_windows(table, scaler, &spec, rows.clone()).unwrap();
+            let value = table.column(COL_VALUE).unwrap();
+            prop_assert_eq!(w.inputs.len(), w.count * spec.positions() * w.n_features);
+            for (k, &o) in w.origins.iter().enumerate() {
+                prop_assert!(o + 1 >= context);
+                for h in 0..horizon {
+                    let row = o + spec.gap() + 1 + h;
+                    prop_assert!(rows.contains(&row));
+                    prop_assert_eq!(w.targets[k * horizon + h], scaler.transform(COL_VALUE, value[row]));
+                }
+                // the last observed position holds the origin's value
+                prop_assert_eq!(at(&w, k, context - 1, 0), scaler.transform(COL_VALUE, value[o]));
+            }
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! The Ring Attention forecaster: a pre-norm Transformer encoder over `positions` hourly steps
+//! (the context followed by the horizon) whose attention is [`ring_attention`], and a quantile
+//! head on the last `horizon` positions.
+//!
+//! The horizon positions carry the known-future features (calendar, weather forecasts, …) and
+//! an `observed = 0` indicator in place of the target, so attention is non-causal over all
+//! positions: every horizon step can read the whole context and the other horizon steps.
+//!
+//! The head predicts quantiles that are monotone by construction (see [`QuantileHead`]), so
+//! the p10/p50/p90 forecasts never cross.
+use crate::config::ModelConfig;
+use crate::model::attention::ring_attention;
+use mlx_rs::builder::Builder;
+use mlx_rs::error::Exception;
+use mlx_rs::macros::ModuleParameters;
+use mlx_rs::module::{Module, Param};
+use mlx_rs::nn::{self, LayerNorm, LayerNormBuilder, Linear};
+use mlx_rs::ops::indexing::TryIndexOp;
+use mlx_rs::{Array, ops, random};
+use serde::{Deserialize, Serialize};
+
+/// The quantiles forecast when nothing else is asked for.
+pub const DEFAULT_QUANTILES: [f32; 3] = [0.1, 0.5, 0.9];
+/// Standard deviation of the positional embedding's initial values.
+const POSITION_INIT_STD: f32 = 0.02;
+
+/// Shape and attention settings of a [`Forecaster`]; saved as `config.json` beside the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForecasterConfig {
+    /// Features per position (the target column, its `observed` indicator, calendar, …).
+    pub n_features: usize,
+    /// Positions per window: the context followed by the horizon.
+    pub positions: usize,
+    /// The last `horizon` positions are forecast.
+    pub horizon: usize,
+    pub d_model: usize,
+    pub n_heads: usize,
+    pub n_layers: usize,
+    /// Width of the MLP hidden layer, as a multiple of `d_model`.
+    pub mlp_ratio: usize,
+    /// Rows per attention block (query and key/value) inside each ring shard.
+    pub block_size: usize,
+    /// Ring Attention shards; 1 is plain blockwise attention. The output does not depend on it.
+    pub ring_shards: usize,
+    /// Strictly increasing, each in (0, 1).
+    pub quantiles: Vec<f32>,
+}
+
+impl ForecasterConfig {
+    /// The forecaster for `model` (positions = context + horizon) over `n_features` features,
+    /// with an MLP ratio of 4, one ring shard and the [`DEFAULT_QUANTILES`].
+    pub fn from_model_config(model: &ModelConfig, n_features: usize) -> Self {
+        Self {
+            n_features,
+            positions: model.context + model.horizon,
+            horizon: model.horizon,
+            d_model: model.d_model,
+            n_heads: model.n_heads,
+            n_layers: model.n_layers,
+            mlp_ratio: 4,
+            block_size: model.block_size,
+            ring_shards: 1,
+            quantiles: DEFAULT_QUANTILES.to_vec(),
+        }
+    }
+
+    /// Every size positive and within `i32`, `d_model` divisible by `n_heads`, `horizon <=
+    /// positions`, quantiles strictly increasing in (0, 1).
+    pub fn validate(&self) -> Result<(), Exception> {
+        let sizes = [
+            ("n_features", self.n_features),
+            ("positions", self.positions),
+            ("horizon", self.horizon),
+            ("d_model", self.d_model),
+            ("n_heads", self.n_heads),
+            ("n_layers", self.n_layers),
+            ("mlp_ratio", self.mlp_ratio),
+            ("block_size", self.block_size),
+            ("ring_shards", self.ring_shards),
+        ];
+        for (name, value) in sizes {
+            if value == 0 || i32::try_from(value).is_err() {
+                return Err(invalid(format!("{name} must be between 1 and i32::MAX, got {value}")));
+            }
+        }
+        let widest = self.d_model.saturating_mul(self.mlp_ratio.max(3));
+        if i32::try_from(widest).is_err() {
+            return Err(invalid(format!("d_model × max(mlp_ratio, 3) = {widest} does not fit in i32")));
+        }
+        if !self.d_model.is_multiple_of(self.n_heads) {
+            return Err(invalid(format!("d_model ({}) must be divisible by n_heads ({})", self.d_model, self.n_heads)));
+        }
+        if self.horizon > self.positions {
+            return Err(invalid(format!("horizon ({}) exceeds positions ({})", self.horizon, self.positions)));
+        }
+        let in_range = self.quantiles.iter().all(|q| *q > 0.0 && *q < 1.0);
+        let increasing = self.quantiles.windows(2).all(|pair| pair[0] < pair[1]);
+        if self.quantiles.is_empty() || !in_range || !increasing {
+            return Err(invalid(format!(
+                "quantiles must be non-empty, strictly increasing and in (0, 1), got {:?}",
+                self.quantiles
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn n_quantiles(&self) -> usize {
+        self.quantiles.len()
+    }
+}
+
+fn invalid(message: String) -> Exception {
+    Exception::custom(format!("invalid forecaster config: {message}"))
+}
+
+/// `value` as an `i32` dimension (checked by [`ForecasterConfig::validate`]).
+fn dim(value: usize) -> Result<i32, Exception> {
+    i32::try_from(value).map_err(|_| invalid(format!("{value} does not fit in i32")))
+}
+
+/// Multi-head self-attention computed with [`ring_attention`] (non-causal).
+#[derive(Debug, ModuleParameters)]
+pub struct SelfAttention {
+    /// d_model → 3·d_model: queries, keys and values of every head.
+    #[param]
+    qkv: Linear,
+    /// d_model → d_model.
+    #[param]
+    output: Linear,
+    n_heads: i32,
+    block_size: i32,
+    ring_shards: usize,
+}
+
+impl SelfAttention {
+    fn new(config: &ForecasterConfig) -> Result<Self, Exception> {
+        let d_model = dim(config.d_model)?;
+        Ok(Self {
+            qkv: Linear::new(d_model, 3 * d_model)?,
+            output: Linear::new(d_model, d_model)?,
+            n_heads: dim(config.n_heads)?,
+            block_size: dim(config.block_size)?,
+            ring_shards: config.ring_shards,
+        })
+    }
+}
+
+impl Module<&Array> for SelfAttention {
+    type Error = Exception;
+    type Output = Array;
+
+    /// # Shapes
+    /// `x`: [batch, positions, d_model] → [batch, positions, d_model]
+    fn forward(&mut self, x: &Array) -> Result<Array, Exception> {
+        let (batch, positions, d_model) = match *x.shape() {
+            [batch, positions, d_model] => (batch, positions, d_model),
+            ref shape => {
+                return Err(Exception::custom(format!("attention needs [batch, positions, d_model], got {shape:?}")));
+            }
+        };
+        let head_dim = d_model / self.n_heads;
+        // [batch, positions, 3, heads, head_dim] → [3, batch, heads, positions, head_dim]
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape(&[batch, positions, 3, self.n_heads, head_dim])?
+            .transpose_axes(&[2, 0, 3, 1, 4])?;
+        let (query, key, value) = (qkv.try_index(0)?, qkv.try_index(1)?, qkv.try_index(2)?);
+        let attended = ring_attention(&query, &key, &value, self.ring_shards, self.block_size, false)?;
+        let merged = attended.swap_axes(1, 2)?.reshape(&[batch, positions, d_model])?;
+        self.output.forward(&merged)
+    }
+
+    fn training_mode(&mut self, _: bool) {}
+}
+
+/// Pre-norm encoder block: `x + attention(norm(x))`, then `x + mlp(norm(x))` with GELU.
+#[derive(Debug, ModuleParameters)]
+pub struct EncoderBlock {
+    #[param]
+    attention_norm: LayerNorm,
+    #[param]
+    attention: SelfAttention,
+    #[param]
+    mlp_norm: LayerNorm,
+    #[param]
+    mlp_in: Linear,
+    #[param]
+    mlp_out: Linear,
+}
+
+impl EncoderBlock {
+    fn new(config: &ForecasterConfig) -> Result<Self, Exception> {
+        let d_model = dim(config.d_model)?;
+        let hidden = dim(config.d_model * config.mlp_ratio)?;
+        Ok(Self {
+            attention_norm: layer_norm(d_model)?,
+            attention: SelfAttention::new(config)?,
+            mlp_norm: layer_norm(d_model)?,
+            mlp_in: Linear::new(d_model, hidden)?,
+            mlp_out: Linear::new(hidden, d_model)?,
+        })
+    }
+}
+
+impl Module<&Array> for EncoderBlock {
+    type Error = Exception;
+    type Output = Array;
+
+    /// # Shapes
+    /// `x`: [batch, positions, d_model] → [batch, positions, d_model]
+    fn forward(&mut self, x: &Array) -> Result<Array, Exception> {
+        let attended = self.attention.forward(&self.attention_norm.forward(x)?)?;
+        let x = x.add(&attended)?;
+        let hidden = nn::gelu(self.mlp_in.forward(&self.mlp_norm.forward(&x)?)?)?;
+        x.add(self.mlp_out.forward(&hidden)?)
+    }
+
+    fn training_mode(&mut self, _: bool) {}
+}
+
+fn layer_norm(d_model: i32) -> Result<LayerNorm, Exception> {
+    LayerNormBuilder::new(d_model).build()
+}
+
+/// Quantiles that never cross. A linear layer gives one raw value per quantile; the one
+/// closest to 0.5 (the anchor, index `m`) is used as is, and the others are placed at
+/// softplus-positive distances from it:
+/// `q[i] = q[m] + Σ_{j=m+1..=i} softplus(raw[j])` above and
+/// `q[i] = q[m] - Σ_{j=i..m-1} softplus(raw[j])` below, so `q[0] <= … <= q[n-1]` always.
+#[derive(Debug, ModuleParameters)]
+pub struct QuantileHead {
+    /// d_model → n_quantiles.
+    #[param]
+    linear: Linear,
+    anchor: i32,
+    n_quantiles: i32,
+}
+
+impl QuantileHead {
+    fn new(config: &ForecasterConfig) -> Result<Self, Exception> {
+        let anchor = config
+            .quantiles
+            .iter()
+            .enumerate()
+            .min_by(|(_, a), (_, b)| (*a - 0.5).abs().total_cmp(&(*b - 0.5).abs()))
+            .map_or(0, |(index, _)| index);
+        Ok(Self {
+            linear: Linear::new(dim(config.d_model)?, dim(config.n_quantiles())?)?,
+            anchor: dim(anchor)?,
+            n_quantiles: dim(config.n_quantiles())?,
+        })
+    }
+}
+
+impl Module<&Array> for QuantileHead {
+    type Error = Exception;
+    type Output = Array;
+
+    /// # Shapes
+    /// `x`: [batch, horizon, d_model] → [batch, horizon, n_quantiles] (non-decreasing along the
+    /// last axis)
+    fn forward(&mut self, x: &Array) -> Result<Array, Exception> {
+        let raw = self.linear.forward(x)?;
+        let (anchor, count) = (self.anchor, self.n_quantiles);
+        let center = raw.try_index((.., .., anchor..anchor + 1))?;
+        let mut parts = Vec::with_capacity(3);
+        if anchor > 0 {
+            let gaps = nn::softplus(raw.try_index((.., .., 0..anchor))?)?;
+            parts.push(center.subtract(gaps.cumsum(-1, true, true)?)?);
+        }
+        parts.push(center.clone());
+        if anchor + 1 < count {
+            let gaps = nn::softplus(raw.try_index((.., .., anchor + 1..count))?)?;
+            parts.push(center.add(gaps.cumsum(-1, false, true)?)?);
+        }
+        match parts.as_slice() {
+            [single] => Ok(single.clone()),
+            _ => ops::concatenate(&parts, -1),
+        }
+    }
+
+    fn training_mode(&mut self, _: bool) {}
+}
+
+/// The encoder forecaster (see the module documentation).
+#[derive(Debug, ModuleParameters)]
+pub struct Forecaster {
+    /// Per-position input embedding, n_features → d_model.
+    #[param]
+    input: Linear,
+    /// Learned positional embedding, [positions, d_model].
+    #[param]
+    position: Param<Array>,
+    #[param]
+    blocks: Vec<EncoderBlock>,
+    #[param]
+    final_norm: LayerNorm,
+    #[param]
+    head: QuantileHead,
+    config: ForecasterConfig,
+}
+
+impl Forecaster {
+    /// A freshly initialised model, drawing from the thread's MLX random state (see
+    /// [`Forecaster::with_seed`] for a reproducible one).
+    pub fn new(config: &ForecasterConfig) -> Result<Self, Exception> {
+        config.validate()?;
+        let d_model = dim(config.d_model)?;
+        let position = random::normal::<f32>(&[dim(config.positions)?, d_model], None, POSITION_INIT_STD, None)?;
+        Ok(Self {
+            input: Linear::new(dim(config.n_features)?, d_model)?,
+            position: Param::new(position),
+            blocks: (0..config.n_layers).map(|_| EncoderBlock::new(config)).collect::<Result<_, _>>()?,
+            final_norm: layer_norm(d_model)?,
+            head: QuantileHead::new(config)?,
+            config: config.clone(),
+        })
+    }
+
+    /// Seed this thread's MLX random state with `seed`, then [`Forecaster::new`]: the same seed
+    /// gives the same initial weights.
+    pub fn with_seed(config: &ForecasterConfig, seed: u64) -> Result<Self, Exception> {
+        random::seed(seed)?;
+        Self::new(config)
+    }
+
+    pub fn config(&self) -> &ForecasterConfig {
+        &self.config
+    }
+}
+
+impl Module<&Array> for Forecaster {
+    type Error = Exception;
+    type Output = Array;
+
+    /// # Shapes
+    /// `inputs`: [batch, positions, n_features] f32 → [batch, horizon, n_quantiles] f32
+    fn forward(&mut self, inputs: &Array) -> Result<Array, Exception> {
+        let shape = inputs.shape();
+        let expected = [dim(self.config.positions)?, dim(self.config.n_features)?];
+        if shape.len() != 3 || shape[1..] != expected {
+            return Err(Exception::custom(format!(
+                "forecaster needs inputs [batch, {}, {}], got {shape:?}",
+                expected[0], expected[1]
+            )));
+        }
+        let mut hidden = self.input.forward(inputs)?.add(&*self.position)?;
+        for block in &mut self.blocks {
+            hidden = block.forward(&hidden)?;
+        }
+        let hidden = self.final_norm.forward(&hidden)?;
+        let first = expected[0] - dim(self.config.horizon)?;
+        let horizon = hidden.try_index((.., first.., ..))?;
+        self.head.forward(&horizon)
+    }
+
+    fn training_mode(&mut self, _: bool) {}
+}
+
+/// Pinball (quantile) loss averaged over batch, horizon and quantiles:
+/// `mean(max(q·(y - ŷ_q), (q - 1)·(y - ŷ_q)))`.
+///
+/// # Shapes
+/// `pred`: [batch, horizon, n_quantiles], `target`: [batch, horizon] → scalar
+pub fn pinball_loss(pred: &Array, target: &Array, quantiles: &[f32]) -> Result<Array, Exception> {
+    let (pred_shape, target_shape) = (pred.shape(), target.shape());
+    let quantile_count = dim(quantiles.len())?;
+    if pred_shape.len() != 3 || pred_shape[..2] != *target_shape || pred_shape[2] != quantile_count {
+        return Err(Exception::custom(format!(
+            "pinball loss needs pred [batch, horizon, {quantile_count}] and target [batch, horizon], got \
+             {pred_shape:?} and {target_shape:?}"
+        )));
+    }
+    let levels = Array::from_slice(quantiles, &[quantile_count]);
+    let error = target.expand_dims(-1)?.subtract(pred)?;
+    let under = error.multiply(&levels)?;
+    let over = error.multiply(levels.subtract(Array::from_f32(1.0))?)?;
+    ops::maximum(&under, &over)?.mean(None)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use mlx_rs::module::ModuleParameters;
+    use std::rc::Rc;
+
+    pub(crate) fn tiny_config() -> ForecasterConfig {
+        ForecasterConfig {
+            n_features: 5,
+            positions: 20,
+            horizon: 6,
+            d_model: 16,
+            n_heads: 2,
+            n_layers: 2,
+            mlp_ratio: 2,
+            block_size: 4,
+            ring_shards: 1,
+            quantiles: DEFAULT_QUANTILES.to_vec(),
+        }
+    }
+
+    fn max_abs_difference(a: &Array, b: &Array) -> f32 {
+        assert_eq!(a.shape(), b.shape());
+        a.subtract(b).unwrap().abs().unwrap().max(None).unwrap().item_exact::<f32>()
+    }
+
+    fn copy_weights(from: &Forecaster, to: &mut Forecaster) {
+        let weights: std::collections::HashMap<Rc<str>, Array> =
+            from.parameters().flatten().into_iter().map(|(key, value)| (key, value.clone())).collect();
+        mlx_rs::module::ModuleParameters::update_flattened(to, weights);
+    }
+
+    #[test]
+    fn forward_shapes() -> Result<(), Exception> {
+        let config = tiny_config();
+        let mut model = Forecaster::with_seed(&config, 1)?;
+        let inputs = random::normal::<f32>(&[3, 20, 5], None, None, None)?;
+        let output = model.forward(&inputs)?;
+        assert_eq!(output.shape(), &[3, 6, 3]);
+        assert!(output.abs()?.max(None)?.item_exact::<f32>().is_finite());
+        // Wrong positions or features are errors, not panics.
+        assert!(model.forward(&random::normal::<f32>(&[3, 19, 5], None, None, None)?).is_err());
+        assert!(model.forward(&random::normal::<f32>(&[3, 20, 4], None, None, None)?).is_err());
+        // input 2 + position 1 + 2 blocks × (2 norms × 2 + qkv 2 + output 2 + mlp 4) + final norm 2 + head 2.
+        assert_eq!(model.parameters().flatten().len(), 31);
+        Ok(())
+    }
+
+    #[test]
+    fn single_quantile_and_even_quantiles_work() -> Result<(), Exception> {
+        for quantiles in [vec![0.5], vec![0.05, 0.25, 0.75, 0.95], vec![0.9, 0.95]] {
+            let config = ForecasterConfig { quantiles: quantiles.clone(), ..tiny_config() };
+            let mut model = Forecaster::with_seed(&config, 2)?;
+            let output = model.forward(&random::normal::<f32>(&[2, 20, 5], None, None, None)?)?;
+            assert_eq!(output.shape(), &[2, 6, quantiles.len() as i32]);
+            let gaps = output.try_index((.., .., 1..))?.subtract(output.try_index((.., .., ..-1))?)?;
+            if quantiles.len() > 1 {
+                assert!(gaps.min(None)?.item_exact::<f32>() >= 0.0, "{quantiles:?}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn ring_shards_do_not_change_the_output() -> Result<(), Exception> {
+        let config = tiny_config();
+        let mut single = Forecaster::with_seed(&config, 3)?;
+        let inputs = random::normal::<f32>(&[2, 20, 5], None, None, None)?;
+        let expected = single.forward(&inputs)?;
+        for shards in [2, 4] {
+            let mut sharded = Forecaster::new(&ForecasterConfig { ring_shards: shards, ..config.clone() })?;
+            // Different initial weights before the copy, so the comparison is not vacuous.
+            assert!(max_abs_difference(&sharded.forward(&inputs)?, &expected) > 1e-3);
+            copy_weights(&single, &mut sharded);
+            let difference = max_abs_difference(&sharded.forward(&inputs)?, &expected);
+            assert!(difference < 1e-5, "{shards} shards: {difference}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn pinball_loss_matches_hand_computation() -> Result<(), Exception> {
+        // One batch, two horizon steps, quantiles 0.1 / 0.5 / 0.9.
+        // y = 1: preds 0, 1, 3 → errors 1, 0, -2 → 0.1·1, 0, (0.9-1)·(-2) = 0.1, 0, 0.2
+        // y = -2: preds -1, -3, 0 → errors -1, 1, -2 → 0.9·1, 0.5·1, 0.1·2 = 0.9, 0.5, 0.2
+        let pred = Array::from_slice(&[0.0f32, 1.0, 3.0, -1.0, -3.0, 0.0], &[1, 2, 3]);
+        let target = Array::from_slice(&[1.0f32, -2.0], &[1, 2]);
+        let loss = pinball_loss(&pred, &target, &DEFAULT_QUANTILES)?.item_exact::<f32>();
+        let expected = (0.1 + 0.0 + 0.2 + 0.9 + 0.5 + 0.2) / 6.0;
+        assert!((loss - expected).abs() < 1e-6, "{loss} vs {expected}");
+        assert!(pinball_loss(&pred, &target, &[0.5]).is_err());
+        assert!(pinball_loss(&pred, &Array::from_slice(&[1.0f32], &[1, 1]), &DEFAULT_QUANTILES).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn invalid_configs_are_rejected() {
+        let bad = [
+            ForecasterConfig { d_model: 15, ..tiny_config() },
+            ForecasterConfig { horizon: 21, ..tiny_config() },
+            ForecasterConfig { n_layers: 0, ..tiny_config() },
+            ForecasterConfig { quantiles: vec![0.5, 0.1], ..tiny_config() },
+            ForecasterConfig { quantiles: vec![0.0, 0.5], ..tiny_config() },
+            ForecasterConfig { quantiles: vec![], ..tiny_config() },
+        ];
+        for config in bad {
+            assert!(Forecaster::new(&config).is_err(), "{config:?}");
+        }
+    }
+}
