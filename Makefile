@@ -7,9 +7,12 @@ CARGO ?= cargo
 setup:
 	./scripts/setup.sh
 
-# The main job: collect 180 days (synthetic source, offline) and train.
+# The main job: collect 180 days (synthetic source, offline) and train. It uses the same build
+# as the tests (dependencies optimised, see Cargo.toml), so a fresh machine compiles once; MLX
+# itself is the optimised library either way. `cargo build --release` makes a faster binary for
+# the Rust-side work (collection, features) at the cost of a second, ~16-minute build.
 run: setup
-	$(CARGO) run --release -- train --collect --days 180
+	$(CARGO) run -- train --collect --days 180
 
 # The whole test suite.
 test: setup

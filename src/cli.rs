@@ -137,7 +137,17 @@ pub struct CollectArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct StatusArgs {}
+pub struct StatusArgs {
+    /// Compare two stored series, written SOURCE:REGION:KIND (e.g. `eia:CISO:D` `caiso:CA
+    /// ISO-TAC:ACTUAL`): overlap hours, mean absolute difference, MAPE of the second against the
+    /// first, and the hours that disagree by more than --threshold
+    #[arg(long, num_args = 2, value_names = ["SERIES", "SERIES"])]
+    pub compare: Vec<String>,
+
+    /// With --compare: list the hours whose difference exceeds this percentage of the first series
+    #[arg(long, value_name = "PERCENT", default_value_t = 5.0, requires = "compare")]
+    pub threshold: f64,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct FeaturesArgs {
@@ -206,12 +216,24 @@ pub struct EvaluateArgs {
     pub protocol: Option<Protocol>,
 }
 
+/// `energy bench`: collection through a local EIA server, featurization, training, inference
+/// and attention memory, measured on this machine; no network, the store is not touched.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// A short run (under a minute)
-    #[arg(long)]
+    /// A short run (under a minute): fewer rows, one year of features, fewer sequences
+    #[arg(long, conflicts_with = "smoke")]
     pub quick: bool,
-    /// Print each figure's ratio to an earlier report
+    /// Print each figure's ratio to the same figure of an earlier report (a JSON file of the
+    /// history folder)
     #[arg(long, value_name = "FILE")]
     pub compare: Option<PathBuf>,
+    /// Latency the local EIA server adds to each request, in milliseconds
+    #[arg(long, value_name = "MS", default_value_t = crate::bench::DEFAULT_LATENCY_MS)]
+    pub latency_ms: u64,
+    /// Folder the JSON report is written to (one file per run, named by UTC time)
+    #[arg(long, value_name = "DIR", default_value = crate::bench::DEFAULT_HISTORY)]
+    pub history: PathBuf,
+    /// The smallest sizes, for tests (a few seconds)
+    #[arg(long, hide = true)]
+    pub smoke: bool,
 }

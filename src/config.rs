@@ -222,7 +222,32 @@ impl Config {
         )?;
         check(self.eia.requests_per_second >= 1, "eia.requests_per_second", "must be at least 1")?;
         check(self.eia.requests_per_hour >= 1, "eia.requests_per_hour", "must be at least 1")?;
+        check(self.retry.timeout_s >= 1, "retry.timeout_s", "must be at least 1")?;
+        check(
+            self.retry.base_delay_ms <= self.retry.max_delay_ms,
+            "retry.base_delay_ms",
+            "must not exceed retry.max_delay_ms",
+        )?;
+        check(
+            self.caiso.min_interval_s.is_finite() && self.caiso.min_interval_s >= 0.0,
+            "caiso.min_interval_s",
+            "must be a number of seconds, at least 0",
+        )?;
         check(self.model.horizon >= 1 && self.model.context >= 1, "model", "context and horizon must be at least 1")?;
+        for (key, value) in [
+            ("model.d_model", self.model.d_model),
+            ("model.n_layers", self.model.n_layers),
+            ("model.block_size", self.model.block_size),
+            ("model.epochs", self.model.epochs),
+            ("model.batch_size", self.model.batch_size),
+        ] {
+            check(value >= 1, key, "must be at least 1")?;
+        }
+        check(
+            self.model.learning_rate.is_finite() && self.model.learning_rate > 0.0,
+            "model.learning_rate",
+            "must be a positive number",
+        )?;
         check(
             self.model.n_heads >= 1 && self.model.d_model.is_multiple_of(self.model.n_heads),
             "model.n_heads",

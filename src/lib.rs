@@ -10,6 +10,8 @@
 //! - [`eval`]: metrics (MAPE, MAE, MASE, pinball, coverage) and seasonal-naive baselines.
 //! - [`report`]: the `Reporter` trait through which the library reports progress.
 //! - [`time`]: hourly ranges (interval-end), region time zones, US holidays.
+//! - [`bench`]: `energy bench`: the local EIA server, end-to-end throughput figures and reports.
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -1,14 +1,15 @@
 //! `energy collect`
 use super::reporters::BarReporter;
-use super::{BadInput, Context, runtime, unsupported_source};
+use super::{BadInput, Context, check_span, runtime, unsupported_source};
 use crate::cli::{SelectArgs, SourceArgs};
 use crate::config::SyntheticConfig;
+use crate::ingest::caiso;
 use crate::ingest::eia::MISSING_KEY;
 use crate::ingest::file::FileColumns;
 use crate::ingest::synthetic::{KIND_LOAD, KIND_TEMP, NoiseFloor};
 use crate::ingest::{
-    CollectionResult, EiaKind, EiaSource, FileSource, HttpClient, Orchestrator, RateLimits, RetryPolicy, Secret,
-    Source, SourceKind, SyntheticSource,
+    CaisoKind, CaisoSource, CollectionResult, EiaKind, EiaSource, FileSource, HttpClient, Orchestrator, RateLimits,
+    RetryPolicy, Secret, Source, SourceKind, SyntheticSource,
 };
 use crate::time::DateRange;
 use anyhow::{Context as _, Result, bail};
@@ -71,7 +72,8 @@ pub(crate) fn collect(
             let range = if select.start.is_some() || select.days.is_some() {
                 select.range(context.now)?
             } else {
-                source.range().ok_or_else(|| BadInput(format!("`{}` holds no rows", path.display())))?
+                let range = source.range().ok_or_else(|| BadInput(format!("`{}` holds no rows", path.display())))?;
+                check_span(range).map_err(|e| BadInput(format!("`{}`: {e}", path.display())))?
             };
             Ok((collect_with(context, &source, range, concurrency)?, Vec::new()))
         }
@@ -80,8 +82,35 @@ pub(crate) fn collect(
             let range = select.range(context.now)?;
             Ok((collect_with(context, &source, range, concurrency)?, Vec::new()))
         }
+        SourceKind::Caiso => {
+            let source = caiso_source(context, select, sources)?;
+            let range = select.range(context.now)?;
+            if concurrency > 1 {
+                tracing::debug!(concurrency, "CAISO OASIS takes one request at a time: concurrency 1");
+            }
+            Ok((collect_with(context, &source, range, 1)?, Vec::new()))
+        }
+        #[allow(unreachable_patterns)]
         other => Err(unsupported_source(other)),
     }
+}
+
+/// The CAISO source the flags select: `--region` TAC areas (default `CA ISO-TAC`), `--kind`
+/// (default `ACTUAL`; `ACTUAL`, `DAM`, `2DA`, `7DA`, `RTPD`, `RTD`), the base URL from
+/// `--caiso-url` or `[caiso] url`, one request per `[caiso] min_interval_s` and retries from
+/// `[retry]` with a backoff of at least 5 s.
+pub(crate) fn caiso_source(context: &Context, select: &SelectArgs, sources: &SourceArgs) -> Result<CaisoSource> {
+    let regions = select.regions(caiso::SYSTEM_AREA)?;
+    let kinds = select
+        .kinds
+        .iter()
+        .map(|kind| CaisoKind::parse(kind))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BadInput(e.to_string()))?;
+    let url = sources.caiso_url.clone().unwrap_or_else(|| context.config.caiso.url.clone());
+    let limits = RateLimits::every(std::time::Duration::from_secs_f64(context.config.caiso.min_interval_s));
+    let client = HttpClient::new(caiso::retry_policy(&RetryPolicy::from(&context.config.retry)), limits)?;
+    Ok(CaisoSource::new(&url, &regions, &kinds, client)?)
 }
 
 /// The EIA source the flags select: `--region` respondents (required), `--kind` (default `D`;

@@ -48,6 +48,9 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
         ))
         .into());
     }
+    for id in std::iter::once(&meta.load).chain(&meta.exogenous) {
+        modeling::require_series(context, &meta, id)?;
+    }
     let range = if args.select.start.is_some() || args.select.days.is_some() {
         args.select.range(context.now)?
     } else {
@@ -62,8 +65,7 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
     // history before the range: the windows' context, plus a week for lags
     let lead = (spec.context + spec.gap() + 168) as i64;
     let table_range = DateRange::new(range.start - TimeDelta::hours(lead), range.end).map_err(BadInput)?;
-    let table = features::build(&context.store, &meta.load, &meta.exogenous, Some(table_range), &meta.feature_config)
-        .context("cannot build the features")?;
+    let table = modeling::build_features(context, &meta.load, &meta.exogenous, table_range, &meta.feature_config)?;
     let first_row = table.timestamps.iter().position(|t| *t > range.start_us()).unwrap_or(table.len());
     let windows = features::make_windows(&table, &meta.scaler, &spec, first_row..table.len())?;
     if windows.count == 0 {

@@ -41,6 +41,11 @@ pub(crate) fn run(context: &Context, args: &FeaturesArgs) -> Result<()> {
         [kind] => kind.clone(),
         _ => return Err(BadInput("`energy features` takes one --kind (the load series')".into()).into()),
     };
+    if let Some(out) = &args.out
+        && !out.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+    {
+        return Err(BadInput(format!("--out must end in .parquet, not `{}`", out.display())).into());
+    }
     let source = select.source.as_str();
     let load = SeriesId::new(source, region, kind);
     let collect_hint = || {
@@ -49,12 +54,11 @@ pub(crate) fn run(context: &Context, args: &FeaturesArgs) -> Result<()> {
             context.store.root().display()
         )
     };
-    if !context.store.series_dir(&load).is_dir() {
+    if !context.store.has_series(&load) {
         return Err(BadInput(collect_hint()).into());
     }
     let temperature = SeriesId::new(source, region, KIND_TEMP);
-    let exogenous: Vec<SeriesId> =
-        if context.store.series_dir(&temperature).is_dir() { vec![temperature] } else { Vec::new() };
+    let exogenous: Vec<SeriesId> = if context.store.has_series(&temperature) { vec![temperature] } else { Vec::new() };
     let range = if select.start.is_some() || select.end.is_some() || select.days.is_some() {
         Some(select.range(context.now)?)
     } else {

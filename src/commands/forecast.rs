@@ -68,6 +68,9 @@ pub(crate) fn run(context: &Context, args: &ForecastArgs, sources: &SourceArgs) 
     }
 
     let spec = meta.spec;
+    for id in std::iter::once(&meta.load).chain(&meta.exogenous) {
+        modeling::require_series(context, &meta, id)?;
+    }
     let stored = context.store.read(&meta.load, None).context("cannot read the store")?;
     let last =
         *stored.timestamps.last().ok_or_else(|| BadInput(format!("the store holds no rows of {}", meta.load)))?;

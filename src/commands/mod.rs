@@ -1,4 +1,5 @@
 //! One handler per subcommand; the only code that prints or draws progress.
+mod bench;
 mod collect;
 mod evaluate;
 mod features;
@@ -74,13 +75,24 @@ pub fn run(cli: Cli) -> Result<()> {
     let context = Context { store: Store::new(root), config, json: cli.json, quiet: cli.quiet > 0, now: Utc::now() };
     match cli.command {
         Command::Collect(args) => collect::run(&context, &args.select, &args.sources),
-        Command::Status(_) => status::run(&context),
+        Command::Status(args) => status::run(&context, &args),
         Command::Features(args) => features::run(&context, &args),
         Command::Train(args) => train::run(&context, &args),
         Command::Forecast(args) => forecast::run(&context, &args, &args.sources),
         Command::Evaluate(args) => evaluate::run(&context, &args),
-        Command::Bench(_) => Err(NotImplemented("bench").into()),
+        Command::Bench(args) => bench::run(&context, &args),
     }
+}
+
+/// A range no command accepts: longer than [`MAX_DAYS`] or starting before 1970.
+pub(crate) fn check_span(range: DateRange) -> Result<DateRange, BadInput> {
+    if range.start.timestamp() < 0 {
+        return Err(BadInput(format!("the range {range} starts before 1970")));
+    }
+    if range.hours() > MAX_DAYS * 24 {
+        return Err(BadInput(format!("the range {range} is longer than {MAX_DAYS} days")));
+    }
+    Ok(range)
 }
 
 /// A multi-threaded tokio runtime for the async parts of a command.
@@ -111,13 +123,7 @@ impl SelectArgs {
                 now.format("%Y-%m-%dT%H:%MZ")
             )));
         }
-        if range.hours() > MAX_DAYS * 24 {
-            return Err(BadInput(format!("the range {range} is longer than {MAX_DAYS} days")));
-        }
-        if range.start.timestamp() < 0 {
-            return Err(BadInput(format!("the range {range} starts before 1970")));
-        }
-        Ok(range)
+        check_span(range)
     }
 
     /// Region codes, checked, with the source's default.

@@ -52,6 +52,38 @@ pub(crate) fn series_for(context: &Context, source: SourceKind, region: &str) ->
     Ok((load, exogenous))
 }
 
+/// Fail with a hint to collect when the store lacks a series the model needs.
+pub(crate) fn require_series(context: &Context, meta: &ModelMeta, id: &SeriesId) -> Result<(), BadInput> {
+    if context.store.has_series(id) {
+        return Ok(());
+    }
+    Err(BadInput(format!(
+        "the store `{}` holds no series {id}, which the model (region {}) needs; run `energy collect --source {} --region {}` first",
+        context.store.root().display(),
+        meta.region,
+        id.source,
+        id.region
+    )))
+}
+
+/// The feature table of `load` in `range`; a range the store holds no rows of is the user's
+/// choice (exit code 1), not a failure.
+pub(crate) fn build_features(
+    context: &Context,
+    load: &SeriesId,
+    exogenous: &[SeriesId],
+    range: DateRange,
+    config: &FeatureConfig,
+) -> Result<FeatureTable> {
+    match features::build(&context.store, load, exogenous, Some(range), config) {
+        Ok(table) => Ok(table),
+        Err(e @ features::FeatureError::Empty { .. }) => {
+            Err(BadInput(format!("{e}: choose a range the store holds (see `energy status`)")).into())
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("cannot build the features")),
+    }
+}
+
 /// The one region the flags select.
 pub(crate) fn one_region(select: &SelectArgs) -> Result<String, BadInput> {
     let regions = select.regions("SYN1")?;
@@ -159,6 +191,14 @@ pub(crate) fn operator_aligned(context: &Context, table: &FeatureTable, id: &Ser
 
 /// Load a checkpoint and its metadata.
 pub(crate) fn load_model(dir: &Path) -> Result<(Forecaster, ModelMeta)> {
+    if !dir.is_dir() {
+        return Err(BadInput(format!(
+            "no model in `{}`: the folder does not exist (train one with `energy train --model-dir {}`)",
+            dir.display(),
+            dir.display()
+        ))
+        .into());
+    }
     let (model, _config, extra) =
         checkpoint::load(dir).with_context(|| format!("cannot load the model in `{}`", dir.display()))?;
     let meta: ModelMeta = serde_json::from_value(extra).with_context(|| {

@@ -1,8 +1,17 @@
-//! `energy status`
-use super::Context;
+//! `energy status`, and `energy status --compare A B`: how far two stored series agree.
+use super::{BadInput, Context};
+use crate::cli::StatusArgs;
+use crate::ingest::{SeriesId, SeriesRows};
 use anyhow::{Context as _, Result};
+use serde::Serialize;
 
-pub(crate) fn run(context: &Context) -> Result<()> {
+/// Disagreeing hours the table lists (`--json` lists them all).
+const SHOWN_HOURS: usize = 20;
+
+pub(crate) fn run(context: &Context, args: &StatusArgs) -> Result<()> {
+    if let [first, second] = args.compare.as_slice() {
+        return compare(context, first, second, args.threshold);
+    }
     let status = context.store.status().context("cannot read the store")?;
     if context.json {
         let doc = serde_json::json!({ "store": context.store.root().display().to_string(), "series": status });
@@ -35,4 +44,193 @@ pub(crate) fn run(context: &Context) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `SOURCE:REGION:KIND`; the region may hold colons (source and kind may not).
+fn parse_series(text: &str) -> Result<SeriesId, BadInput> {
+    let bad = || {
+        BadInput(format!("series `{text}` is not SOURCE:REGION:KIND, such as eia:CISO:D or `caiso:CA ISO-TAC:ACTUAL`"))
+    };
+    let (source, rest) = text.split_once(':').ok_or_else(bad)?;
+    let (region, kind) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let (source, region, kind) = (source.trim(), region.trim(), kind.trim());
+    if source.is_empty() || region.is_empty() || kind.is_empty() {
+        return Err(bad());
+    }
+    Ok(SeriesId::new(source.to_ascii_lowercase(), region, kind))
+}
+
+/// One hour where the series disagree by more than the threshold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct Disagreement {
+    /// Interval end, UTC.
+    pub timestamp: String,
+    pub first: f64,
+    pub second: f64,
+    /// `second − first`.
+    pub difference: f64,
+    /// `|second − first| / |first|`, percent (absent where `first` is 0).
+    pub percent: Option<f64>,
+}
+
+/// How two series agree over the hours both hold a value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct Comparison {
+    pub first: String,
+    pub second: String,
+    pub first_rows: usize,
+    pub second_rows: usize,
+    pub overlap_hours: usize,
+    /// Mean of `|second − first|` (MW); `None` without overlap.
+    pub mean_absolute_difference: Option<f64>,
+    /// Mean of `second − first` (MW): positive when the second reads higher.
+    pub mean_difference: Option<f64>,
+    /// Mean of `|second − first| / |first|`, percent, over overlap hours where `first` ≠ 0.
+    pub mape_percent: Option<f64>,
+    pub threshold_percent: f64,
+    pub disagreeing_hours: usize,
+    pub disagreements: Vec<Disagreement>,
+}
+
+/// Compare `second` against `first` hour by hour (both sorted by timestamp).
+pub(crate) fn compare_rows(first: &SeriesRows, second: &SeriesRows, threshold: f64) -> Comparison {
+    let (mut i, mut j) = (0, 0);
+    let (mut n, mut abs_sum, mut sum, mut pct_sum, mut pct_n) = (0usize, 0.0, 0.0, 0.0, 0usize);
+    let mut disagreements = Vec::new();
+    while i < first.len() && j < second.len() {
+        let (a_t, b_t) = (first.timestamps[i], second.timestamps[j]);
+        if a_t < b_t {
+            i += 1;
+            continue;
+        }
+        if b_t < a_t {
+            j += 1;
+            continue;
+        }
+        if let (Some(a), Some(b)) = (first.values[i], second.values[j]) {
+            let difference = b - a;
+            n += 1;
+            abs_sum += difference.abs();
+            sum += difference;
+            let percent = (a != 0.0).then(|| difference.abs() / a.abs() * 100.0);
+            if let Some(p) = percent {
+                pct_sum += p;
+                pct_n += 1;
+            }
+            if percent.is_none_or(|p| p > threshold) && difference != 0.0 {
+                disagreements.push(Disagreement {
+                    timestamp: crate::time::from_us(a_t).format("%Y-%m-%dT%H:%MZ").to_string(),
+                    first: a,
+                    second: b,
+                    difference,
+                    percent,
+                });
+            }
+        }
+        i += 1;
+        j += 1;
+    }
+    Comparison {
+        first: first.id.to_string(),
+        second: second.id.to_string(),
+        first_rows: first.len(),
+        second_rows: second.len(),
+        overlap_hours: n,
+        mean_absolute_difference: (n > 0).then(|| abs_sum / n as f64),
+        mean_difference: (n > 0).then(|| sum / n as f64),
+        mape_percent: (pct_n > 0).then(|| pct_sum / pct_n as f64),
+        threshold_percent: threshold,
+        disagreeing_hours: disagreements.len(),
+        disagreements,
+    }
+}
+
+fn compare(context: &Context, first: &str, second: &str, threshold: f64) -> Result<()> {
+    if !threshold.is_finite() || threshold < 0.0 {
+        return Err(BadInput(format!("--threshold must be a percentage of 0 or more (got {threshold})")).into());
+    }
+    let ids = [parse_series(first)?, parse_series(second)?];
+    let mut rows = Vec::with_capacity(2);
+    for id in &ids {
+        if !context.store.has_series(id) {
+            let known: Vec<String> =
+                context.store.list_series().unwrap_or_default().iter().map(ToString::to_string).collect();
+            let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+            return Err(BadInput(format!(
+                "store `{}` holds no series `{id}` (it holds: {known})",
+                context.store.root().display()
+            ))
+            .into());
+        }
+        rows.push(context.store.read(id, None).with_context(|| format!("cannot read `{id}`"))?);
+    }
+    let comparison = compare_rows(&rows[0], &rows[1], threshold);
+    if context.json {
+        println!("{}", serde_json::to_string_pretty(&comparison)?);
+        return Ok(());
+    }
+    let number = |v: Option<f64>, unit: &str| v.map_or("-".to_string(), |v| format!("{v:.2}{unit}"));
+    println!(
+        "{} ({} rows) against {} ({} rows)",
+        comparison.second, comparison.second_rows, comparison.first, comparison.first_rows
+    );
+    println!("  overlap hours            {}", comparison.overlap_hours);
+    println!("  mean absolute difference {}", number(comparison.mean_absolute_difference, " MW"));
+    println!("  mean difference          {}", number(comparison.mean_difference, " MW"));
+    println!("  MAPE                     {}", number(comparison.mape_percent, " %"));
+    println!("  hours over {:.2} %        {}", comparison.threshold_percent, comparison.disagreeing_hours);
+    if !comparison.disagreements.is_empty() {
+        println!("  {:<17} {:>12} {:>12} {:>12} {:>8}", "hour", "first", "second", "difference", "%");
+        for d in comparison.disagreements.iter().take(SHOWN_HOURS) {
+            println!(
+                "  {:<17} {:>12.2} {:>12.2} {:>12.2} {:>8}",
+                d.timestamp,
+                d.first,
+                d.second,
+                d.difference,
+                d.percent.map_or("-".to_string(), |p| format!("{p:.2}"))
+            );
+        }
+        if comparison.disagreements.len() > SHOWN_HOURS {
+            println!("  … {} more (--json lists them all)", comparison.disagreements.len() - SHOWN_HOURS);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::HOUR_US;
+
+    fn rows(source: &str, start_hour: i64, values: &[Option<f64>]) -> SeriesRows {
+        let mut series = SeriesRows::new(SeriesId::new(source, "R", "K"));
+        for (k, v) in values.iter().enumerate() {
+            series.timestamps.push((start_hour + k as i64) * HOUR_US);
+            series.values.push(*v);
+        }
+        series
+    }
+
+    #[test]
+    fn series_names_split_at_the_first_and_last_colon() {
+        assert_eq!(parse_series("caiso:CA ISO-TAC:ACTUAL").unwrap(), SeriesId::new("caiso", "CA ISO-TAC", "ACTUAL"));
+        assert_eq!(parse_series("EIA:a:b:D").unwrap(), SeriesId::new("eia", "a:b", "D"));
+        assert!(parse_series("eia:CISO").is_err());
+        assert!(parse_series("eia::D").is_err());
+    }
+
+    #[test]
+    fn compares_over_the_hours_both_hold() {
+        let first = rows("a", 10, &[Some(100.0), Some(200.0), None, Some(400.0), Some(0.0)]);
+        let second = rows("b", 11, &[Some(210.0), Some(300.0), Some(404.0), Some(5.0), Some(9.0)]);
+        let c = compare_rows(&first, &second, 4.0);
+        // hours 11 (200→210), 13 (400→404) and 14 (0→5): 12 has a null
+        assert_eq!(c.overlap_hours, 3);
+        assert!((c.mean_absolute_difference.unwrap() - (10.0 + 4.0 + 5.0) / 3.0).abs() < 1e-9);
+        assert!((c.mape_percent.unwrap() - (5.0 + 1.0) / 2.0).abs() < 1e-9);
+        let hours: Vec<_> = c.disagreements.iter().map(|d| (d.first, d.second)).collect();
+        assert_eq!(hours, vec![(200.0, 210.0), (0.0, 5.0)]);
+        assert_eq!(compare_rows(&first, &rows("c", 100, &[Some(1.0)]), 5.0).mape_percent, None);
+    }
 }

@@ -59,6 +59,9 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     let range = args.select.range(context.now)?;
     let mut model_config = context.config.model.clone();
     if let Some(epochs) = args.epochs {
+        if epochs == 0 {
+            return Err(BadInput("--epochs must be at least 1".into()).into());
+        }
         model_config.epochs = epochs;
     }
     for (flag, value, slot) in
@@ -99,8 +102,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     let (load, exogenous) = modeling::series_for(context, args.select.source, &region)?;
     let featurize = Instant::now();
     let feature_config = FeatureConfig::default();
-    let table = features::build(&context.store, &load, &exogenous, Some(range), &feature_config)
-        .context("cannot build the features")?;
+    let table = modeling::build_features(context, &load, &exogenous, range, &feature_config)?;
     let spec = WindowSpec {
         context: model_config.context,
         horizon: model_config.horizon,

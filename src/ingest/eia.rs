@@ -17,11 +17,18 @@
 //! One request per route asks for every respondent and kind of that route at once
 //! (`facets[respondent][]=…&facets[type][]=…`), `frequency=hourly`, `data[0]=value`, sorted by
 //! period, respondent and type, so that pages fill up: the API serves at most [`PAGE_ROWS`]
-//! rows a page. A chunk ([`Source::chunk_len`]) holds about [`PAGES_PER_CHUNK`] pages of rows
-//! (a calendar month when that holds fewer). The first page of a chunk gives `total`; the other
-//! pages are then fetched concurrently, all through the shared [`HttpClient`] and its rate
-//! limiter. The chunk `(start, end]` of interval ends is asked as `start=` the hour after
-//! `start` and `end=` `end`, both inclusive, in the `YYYY-MM-DDTHH` form.
+//! rows a page. A chunk ([`Source::chunk_len`]) is a calendar month (the store's partition), or
+//! shorter when a month of every series would pass [`MAX_PAGES_PER_CHUNK`] pages. The first page
+//! of a chunk gives `total`; the other pages are then fetched concurrently, all through the
+//! shared [`HttpClient`] and its rate limiter.
+//!
+//! Why months rather than chunks of a few pages: every chunk rewrites one partition file per
+//! series, so short chunks of many series spend their time in the store. Measured (debug build,
+//! 280 series, 397,600 rows, a local server adding 200 ms a reply, default limits): 4-page chunks
+//! collected 6,546 rows/s, month chunks 22,616 rows/s, 90 % of the 25,000 rows/s the limits allow.
+//!
+//! The chunk `(start, end]` of interval ends is asked as `start=` the hour after `start` and
+//! `end=` `end`, both inclusive, in the `YYYY-MM-DDTHH` form.
 //!
 //! # Time
 //! With `frequency=hourly`, `period` is the UTC hour **ending** at that time (`2019-01-02T00`
@@ -53,8 +60,8 @@ use std::fmt;
 
 /// Most rows the API serves in one JSON page.
 pub const PAGE_ROWS: u64 = 5000;
-/// Pages of rows a chunk aims at.
-pub const PAGES_PER_CHUNK: u64 = 4;
+/// Most pages of rows in a chunk: a calendar month of every series unless that holds more.
+pub const MAX_PAGES_PER_CHUNK: u64 = 64;
 /// Pages of one chunk in flight at once (the rate limiter is the real bound).
 const PAGE_CONCURRENCY: usize = 8;
 /// Recent hours get revised: chunks ending less than this before the collection are fetched
@@ -467,11 +474,11 @@ impl Source for EiaSource {
         "eia"
     }
 
-    /// About [`PAGES_PER_CHUNK`] pages of rows (every series, every route); a calendar month
-    /// when that holds fewer.
+    /// A calendar month (31 days or more make the orchestrator split at months), or the hours
+    /// that fill [`MAX_PAGES_PER_CHUNK`] pages when a month of every series holds more.
     fn chunk_len(&self) -> TimeDelta {
         let rows_per_hour = self.series.len().max(1) as i64;
-        let hours = ((PAGES_PER_CHUNK * PAGE_ROWS) as i64 / rows_per_hour).max(1);
+        let hours = ((MAX_PAGES_PER_CHUNK * PAGE_ROWS) as i64 / rows_per_hour).max(1);
         if hours >= 31 * 24 { TimeDelta::days(31) } else { TimeDelta::hours(hours) }
     }
 
@@ -1059,12 +1066,21 @@ mod tests {
     }
 
     #[test]
-    fn chunks_hold_a_few_pages() {
+    fn chunks_are_months_unless_a_month_passes_the_page_cap() {
         assert_eq!(source(&["CISO"], &["D", "DF"]).chunk_len(), TimeDelta::days(31));
         let many: Vec<String> = (0..70).map(|i| format!("R{i}")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
-        let s = source(&many, &["D", "DF", "NG", "TI"]);
-        assert_eq!(s.chunk_len(), TimeDelta::hours(71)); // 280 rows an hour: 19,880 rows, 4 pages
+        // 280 series: a month is 208,320 rows, 42 pages
+        assert_eq!(source(&many, &["D", "DF", "NG", "TI"]).chunk_len(), TimeDelta::days(31));
+        // 840 series: 380 hours make 319,200 rows, 64 pages
+        let s = source(
+            &many,
+            &[
+                "D", "DF", "NG", "TI", "fuel:COL", "fuel:NG", "fuel:NUC", "fuel:OIL", "fuel:SUN", "fuel:WAT",
+                "fuel:WND", "fuel:OTH",
+            ],
+        );
+        assert_eq!(s.chunk_len(), TimeDelta::hours(380));
         assert_eq!(s.settle_time(), TimeDelta::hours(48));
     }
 

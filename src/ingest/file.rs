@@ -5,6 +5,7 @@
 //! its kind. Empty cells and `MISSING`, `EMPTY`, `NA`, `NaN`, `null` are nulls; anything else that is
 //! not a number, a timestamp that cannot be read or is not on a whole hour, a duplicate
 //! timestamp or a missing column is an error naming the row and the value.
+use super::store::guard_reader;
 use super::{Batch, IngestError, SeriesId, SeriesRows, Source};
 use crate::time::{DateRange, HOUR_US};
 use chrono::{DateTime, NaiveDateTime, TimeDelta};
@@ -32,17 +33,22 @@ pub struct FileColumns {
 impl FileSource {
     /// Read and check the whole file.
     pub fn open(path: &Path, columns: &FileColumns) -> Result<Self, IngestError> {
-        let bad = |message: String| IngestError::BadFile { path: path.to_owned(), message };
+        let bad = |message: String| IngestError::BadFile { path: path.to_owned(), message: one_line(&message) };
+        if path.is_dir() {
+            return Err(bad("is a folder, not a .csv or .parquet file".into()));
+        }
         let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-        let df = match extension.as_str() {
+        let read = || match extension.as_str() {
             "csv" | "txt" => CsvReadOptions::default()
                 .with_has_header(true)
                 .with_infer_schema_length(Some(0)) // every column as text: we parse and report
                 .try_into_reader_with_file_path(Some(path.to_owned()))
                 .and_then(|r| r.finish()),
-            "parquet" | "pq" => {
-                std::fs::File::open(path).map_err(PolarsError::from).and_then(|f| ParquetReader::new(f).finish())
-            }
+            _ => std::fs::File::open(path).map_err(PolarsError::from).and_then(|f| ParquetReader::new(f).finish()),
+        };
+        let df = match extension.as_str() {
+            "csv" | "txt" | "parquet" | "pq" => guard_reader(read).map_err(bad)?,
+            "" => return Err(bad("the file name has no extension (use .csv or .parquet)".into())),
             other => return Err(bad(format!("unsupported file type `.{other}` (use .csv or .parquet)"))),
         }
         .map_err(|e| bad(e.to_string()))?;
@@ -134,6 +140,17 @@ impl Source for FileSource {
     }
 }
 
+/// A reader's message on one line: polars adds paragraphs of hints (for its Python API) and
+/// may quote a field with its line break. Keeps the first paragraph and, where given, the
+/// original error that follows the hints.
+fn one_line(message: &str) -> String {
+    let paragraphs: Vec<&str> = message.split("\n\n").map(str::trim).filter(|p| !p.is_empty()).collect();
+    let original = paragraphs.iter().position(|p| p.starts_with("Original error")).unwrap_or(paragraphs.len());
+    let kept: Vec<&str> = paragraphs.iter().take(1).chain(paragraphs.iter().skip(original.max(1))).copied().collect();
+    let text = kept.join("; ").replace("```", "");
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
 fn kind_of(column: &str) -> String {
     let kind: String =
         column.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
@@ -196,16 +213,29 @@ fn read_values(column: &Column) -> Result<Vec<Option<f64>>, (usize, String)> {
                 .map(|(i, v)| {
                     let v = v.unwrap_or("").trim();
                     if NULL_TOKENS.contains(&v) {
-                        Ok(None)
-                    } else {
-                        v.parse::<f64>().map(Some).map_err(|_| (i, format!("`{v}` is not a number")))
+                        return Ok(None);
+                    }
+                    match v.parse::<f64>() {
+                        Ok(x) if x.is_finite() => Ok(Some(x)),
+                        Ok(_) => Err((i, format!("`{v}` is not a finite number"))),
+                        Err(_) => Err((i, format!("`{v}` is not a number"))),
                     }
                 })
                 .collect()
         }
         dtype if dtype.is_primitive_numeric() => {
             let c = column.cast(&DataType::Float64).map_err(|e| (0, e.to_string()))?;
-            Ok(c.f64().map_err(|e| (0, e.to_string()))?.iter().collect())
+            c.f64()
+                .map_err(|e| (0, e.to_string()))?
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    // NaN is a null, as the `NaN` token of a CSV file
+                    Some(x) if x.is_nan() => Ok(None),
+                    Some(x) if x.is_infinite() => Err((i, format!("`{x}` is not a finite number"))),
+                    v => Ok(v),
+                })
+                .collect()
         }
         other => Err((0, format!("column type {other} is not numeric"))),
     }

@@ -6,9 +6,11 @@
 //! - [`synthetic`]: the offline, deterministic default source.
 //! - [`file`]: a user's CSV or Parquet file.
 //! - [`eia`]: the EIA API v2 hourly grid monitor (EIA-930).
+//! - [`caiso`]: CAISO OASIS system and TAC-area load, actual and forecast.
 //! - [`http`]: the one HTTP client of the network sources: rate limiter, retries, redaction.
 //! - [`store`]: the hive-partitioned Parquet store and its completed-chunk ledger.
 //! - [`orchestrator`]: chunk plan, concurrency, resume, retries and the collection summary.
+pub mod caiso;
 pub mod eia;
 pub mod file;
 pub mod http;
@@ -24,6 +26,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use caiso::{CaisoKind, CaisoSource};
 pub use eia::{EiaKind, EiaSource};
 pub use file::FileSource;
 pub use http::{HttpClient, RateLimits, RetryPolicy, Secret};
@@ -198,6 +201,10 @@ pub enum IngestError {
     InvalidRequest(String),
     #[error("cannot start the HTTP client: {0}")]
     Client(String),
+    /// An error code CAISO OASIS reported in a successful reply (a zip holding an XML report);
+    /// 1015 ("submit again later") is transient.
+    #[error("CAISO OASIS refused `{url}`: ERR_CODE {code}: {description}")]
+    Oasis { url: String, code: u32, description: String },
 }
 
 impl IngestError {
@@ -206,6 +213,7 @@ impl IngestError {
         match self {
             IngestError::Source(_) | IngestError::Body { .. } => true,
             IngestError::Network { transient, .. } => *transient,
+            IngestError::Oasis { code, .. } => *code == caiso::ERR_TRY_LATER,
             // 408 request timeout, 429 too many requests, 5xx but 501 not implemented
             IngestError::Http { status, .. } => {
                 matches!(status, 408 | 429) || (500..600).contains(status) && *status != 501

@@ -110,8 +110,15 @@ impl Store {
         match file.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&path).unwrap_or_default();
-                let holder = holder.trim();
+                // the holder writes its pid right after taking the lock: give it a moment
+                let mut holder = String::new();
+                for _ in 0..20 {
+                    holder = fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+                    if !holder.is_empty() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
                 let holder = if holder.is_empty() { "another process".to_string() } else { format!("pid {holder}") };
                 return Err(IngestError::StoreBusy { path: self.root.clone(), holder });
             }
@@ -234,13 +241,14 @@ impl Store {
     /// A lazy frame (`timestamp`, `value`) of one series, sorted, limited to `range` if given.
     pub fn scan(&self, id: &SeriesId, range: Option<DateRange>) -> Result<LazyFrame, IngestError> {
         let dir = self.series_dir(id);
-        if !dir.is_dir() {
+        if !self.has_series(id) {
             return Err(IngestError::StoreData { path: dir, message: format!("no data for series {id} in the store") });
         }
         let mut args = ScanArgsParquet::default();
         args.hive_options.enabled = Some(false);
         let pattern = format!("{}/**/*.parquet", dir.display());
-        let mut lf = LazyFrame::scan_parquet(PlRefPath::new(pattern), args)
+        let mut lf = guard_reader(|| LazyFrame::scan_parquet(PlRefPath::new(pattern), args))
+            .map_err(|message| IngestError::StoreData { path: dir.clone(), message })?
             .map_err(|e| IngestError::StoreData { path: dir.clone(), message: e.to_string() })?;
         if let Some(range) = range {
             let t = col(COL_TIMESTAMP).cast(DataType::Int64);
@@ -252,20 +260,28 @@ impl Store {
     /// The rows of one series (in `range` if given), collected.
     pub fn read(&self, id: &SeriesId, range: Option<DateRange>) -> Result<SeriesRows, IngestError> {
         let dir = self.series_dir(id);
-        let df = self
-            .scan(id, range)?
-            .collect()
+        let scan = self.scan(id, range)?;
+        let df = guard_reader(|| scan.collect())
+            .map_err(|message| IngestError::StoreData { path: dir.clone(), message })?
             .map_err(|e| IngestError::StoreData { path: dir.clone(), message: e.to_string() })?;
         rows_from_frame(&df, id).map_err(|message| IngestError::StoreData { path: dir, message })
     }
 
-    /// Every series with a folder in the store.
+    /// Does the store hold a data file of `id`? A writer killed before the first file of a
+    /// series was in place leaves its folder without one.
+    pub fn has_series(&self, id: &SeriesId) -> bool {
+        count_files(&self.series_dir(id)) > 0
+    }
+
+    /// Every series with a data file in the store.
     pub fn list_series(&self) -> Result<Vec<SeriesId>, IngestError> {
         let mut out = Vec::new();
         for source in subdirs(&self.root, "source=")? {
             for region in subdirs(&source.0, "region=")? {
                 for kind in subdirs(&region.0, "kind=")? {
-                    out.push(SeriesId::new(&source.1, &region.1, &kind.1));
+                    if count_files(&kind.0) > 0 {
+                        out.push(SeriesId::new(&source.1, &region.1, &kind.1));
+                    }
                 }
             }
         }
@@ -351,6 +367,46 @@ impl Store {
         }
         reached >= range.end_us()
     }
+}
+
+thread_local! {
+    /// Set while [`guard_reader`] runs on this thread: the panic it catches is not printed.
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// How many [`guard_reader`] calls are running: panics of polars' own threads meanwhile are
+/// theirs, and come back to them.
+static ACTIVE_GUARDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Run a reader over bytes that may be corrupt, turning its panic into an error message:
+/// polars' Parquet reader panics on some damaged files (a flipped byte in the footer) instead
+/// of failing. The panic is not printed (on the calling thread and polars' worker threads).
+pub(crate) fn guard_reader<T>(read: impl FnOnce() -> T) -> Result<T, String> {
+    use std::sync::atomic::Ordering;
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let polars_worker = ACTIVE_GUARDS.load(Ordering::SeqCst) > 0
+                && std::thread::current().name().is_some_and(|name| name.starts_with("polars"));
+            if !QUIET_PANICS.with(std::cell::Cell::get) && !polars_worker {
+                previous(info);
+            }
+        }));
+    });
+    let was_quiet = QUIET_PANICS.with(|quiet| quiet.replace(true));
+    ACTIVE_GUARDS.fetch_add(1, Ordering::SeqCst);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+    ACTIVE_GUARDS.fetch_sub(1, Ordering::SeqCst);
+    QUIET_PANICS.with(|quiet| quiet.set(was_quiet));
+    result.map_err(|payload| {
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        format!("the file is corrupt (the reader failed: {})", why.lines().next().unwrap_or(""))
+    })
 }
 
 /// CRC-32 of rows (timestamps and value bits; null as a marker).
@@ -467,8 +523,8 @@ fn write_parquet(path: &Path, rows: &SeriesRows) -> Result<(), IngestError> {
 
 fn read_parquet(path: &Path, id: &SeriesId) -> Result<SeriesRows, IngestError> {
     let file = File::open(path).map_err(Store::io(path))?;
-    let df = ParquetReader::new(file)
-        .finish()
+    let df = guard_reader(|| ParquetReader::new(file).finish())
+        .map_err(|message| IngestError::StoreData { path: path.to_owned(), message })?
         .map_err(|e| IngestError::StoreData { path: path.to_owned(), message: e.to_string() })?;
     rows_from_frame(&df, id).map_err(|message| IngestError::StoreData { path: path.to_owned(), message })
 }
@@ -614,6 +670,22 @@ mod tests {
         assert!(Store::covered(&ledger, &id, "p", &range(5..16)));
         assert!(!Store::covered(&ledger, &id, "p", &range(5..26)));
         assert!(!Store::covered(&ledger, &id, "other", &range(5..16)));
+    }
+
+    #[test]
+    fn a_series_folder_without_files_is_not_a_series() {
+        // what a writer killed during the first write of a series leaves behind
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let id = SeriesId::new("synthetic", "SYN1", "D");
+        let month = store.series_dir(&id).join("year=2024").join("month=01");
+        fs::create_dir_all(&month).unwrap();
+        fs::write(month.join(format!("{PART_FILE}{TEMP_MARK}1")), b"PAR1").unwrap();
+        assert!(store.list_series().unwrap().is_empty());
+        assert!(store.status().unwrap().is_empty());
+        assert!(!store.has_series(&id));
+        let err = store.read(&id, None).unwrap_err().to_string();
+        assert!(err.contains("no data for series"), "{err}");
     }
 
     #[test]

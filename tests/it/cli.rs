@@ -63,12 +63,6 @@ fn missing_config_file_exits_1() {
 }
 
 #[test]
-fn unimplemented_command_says_so_and_exits_2() {
-    let dir = tempfile::tempdir().unwrap();
-    energy(dir.path()).arg("bench").assert().code(2).stderr(predicate::str::contains("not implemented yet"));
-}
-
-#[test]
 fn bad_ranges_exit_1_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&[&str], &str)] = &[

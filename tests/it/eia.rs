@@ -40,6 +40,8 @@ struct FakeEia {
     numeric: bool,
     /// Every `null_every`-th hour has a null value (0: none).
     null_every: i64,
+    /// Latency added to every reply.
+    delay: Duration,
 }
 
 impl Respond for FakeEia {
@@ -58,52 +60,41 @@ impl Respond for FakeEia {
         let (start, end) = (hour(&one("start")), hour(&one("end")));
         let offset: usize = one("offset").parse().unwrap_or(0);
         let length: usize = one("length").parse().unwrap_or(5000).min(5000);
-        let mut rows = Vec::new();
-        let mut t = start;
-        while t <= end {
-            for respondent in &respondents {
-                for kind in &kinds {
-                    let value = if self.null_every > 0 && (t / HOUR_US) % self.null_every == 0 {
-                        json!(null)
-                    } else if self.numeric {
-                        json!(value_at(t, respondent, kind))
-                    } else {
-                        json!(value_at(t, respondent, kind).to_string())
-                    };
-                    let mut row = json!({
-                        "period": from_us(t).format("%Y-%m-%dT%H").to_string(),
-                        "respondent": respondent,
-                        "respondent-name": format!("{respondent} Balancing Authority"),
-                        "type-name": "Demand",
-                        "value": value,
-                        "value-units": "megawatthours",
-                    });
-                    row[facet] = json!(kind);
-                    rows.push(row);
-                }
+        // only the page's rows are built: row i is hour i / (R·K), respondent (i / K) % R, kind i % K
+        let hours = if end >= start { ((end - start) / HOUR_US + 1) as usize } else { 0 };
+        let per_hour = respondents.len() * kinds.len();
+        let total = hours * per_hour;
+        let mut data = String::with_capacity(length.min(total) * 200);
+        for i in offset..(offset + length).min(total) {
+            let t = start + (i / per_hour) as i64 * HOUR_US;
+            let (respondent, kind) = (&respondents[(i / kinds.len()) % respondents.len()], &kinds[i % kinds.len()]);
+            let value = if self.null_every > 0 && (t / HOUR_US) % self.null_every == 0 {
+                "null".to_string()
+            } else if self.numeric {
+                value_at(t, respondent, kind).to_string()
+            } else {
+                format!("\"{}\"", value_at(t, respondent, kind))
+            };
+            if !data.is_empty() {
+                data.push(',');
             }
-            t += HOUR_US;
+            data.push_str(&format!(
+                r#"{{"period":"{}","respondent":"{respondent}","respondent-name":"{respondent} Balancing Authority","{facet}":"{kind}","type-name":"Demand","value":{value},"value-units":"megawatthours"}}"#,
+                from_us(t).format("%Y-%m-%dT%H")
+            ));
         }
-        let total = rows.len();
-        let page: Vec<_> = rows.into_iter().skip(offset).take(length).collect();
-        let total_json = if self.numeric { json!(total) } else { json!(total.to_string()) };
-        let mut response = json!({
-            "total": total_json,
-            "dateFormat": "YYYY-MM-DD\"T\"HH24",
-            "frequency": "hourly",
-            "data": page,
-            "description": "Hourly demand, day-ahead demand forecast, net generation, and interchange by balancing authority.",
-        });
-        if total > length {
-            response["warnings"] = json!([{"warning": "incomplete return", "description": "The API can only return 5000 rows in JSON format.  Please consider constraining your request with facet, start, or end, or using offset to paginate results."}]);
-        }
-        let body = json!({
-            "response": response,
-            "request": {"command": request.url.path(), "params": {"api_key": one("api_key"), "frequency": "hourly", "offset": offset.to_string(), "length": length.to_string()}},
-            "apiVersion": "2.1.13",
-            "ExcelAddInVersion": "2.1.0",
-        });
-        ResponseTemplate::new(200).set_body_raw(serde_json::to_vec(&body).unwrap(), "application/json")
+        let total_json = if self.numeric { total.to_string() } else { format!("\"{total}\"") };
+        let warnings = if total > length {
+            r#""warnings":[{"warning":"incomplete return","description":"The API can only return 5000 rows in JSON format.  Please consider constraining your request with facet, start, or end, or using offset to paginate results."}],"#
+        } else {
+            ""
+        };
+        let body = format!(
+            r#"{{"response":{{{warnings}"total":{total_json},"dateFormat":"YYYY-MM-DD\"T\"HH24","frequency":"hourly","data":[{data}],"description":"Hourly demand, day-ahead demand forecast, net generation, and interchange by balancing authority.  \n    Source: Form EIA-930"}},"request":{{"command":"{}","params":{{"api_key":{},"frequency":"hourly","offset":"{offset}","length":"{length}"}}}},"apiVersion":"2.1.13","ExcelAddInVersion":"2.1.0"}}"#,
+            request.url.path(),
+            json!(one("api_key")),
+        );
+        ResponseTemplate::new(200).set_body_raw(body, "application/json").set_delay(self.delay)
     }
 }
 
@@ -181,7 +172,7 @@ async fn pages_through_three_pages_with_the_real_total_and_warnings_shapes() {
 
 #[tokio::test]
 async fn numeric_values_nulls_and_fuel_types_in_one_chunk() {
-    let server = fake_server(FakeEia { numeric: true, null_every: 5 }).await;
+    let server = fake_server(FakeEia { numeric: true, null_every: 5, ..FakeEia::default() }).await;
     let source = source(&server.uri(), &["CISO", "ERCO"], &["D", "fuel:COL", "fuel:SUN"], 1);
     let chunk = range("2024-03-01T00", "2024-03-03T00");
     let batch = source.fetch(chunk).await.unwrap();
@@ -457,6 +448,10 @@ impl Capture {
 
 #[tokio::test]
 async fn the_key_appears_in_no_error_and_no_log_line_at_trace_level() {
+    // tracing caches per callsite whether anyone listens; while a single dispatcher is registered
+    // it asks only the current thread's, so a callsite first hit by another test's thread would
+    // stay muted here. A second registered dispatcher makes it ask every registered one.
+    let _second = tracing::Dispatch::new(tracing_subscriber::registry());
     let capture = Capture::default();
     let _guard = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -677,10 +672,63 @@ fn eia_flags_are_checked_before_any_request() {
         let out = command.args(*args).assert().code(1).stderr(predicates::str::contains(*message));
         assert!(!String::from_utf8_lossy(&out.get_output().stderr).contains(KEY));
     }
-    energy(dir.path())
-        .args(["collect", "--source", "caiso", "--days", "2"])
-        .assert()
-        .code(2)
-        .stderr(predicates::str::contains("not implemented yet"));
     assert!(!dir.path().join("source=eia").exists());
+}
+
+/// Collection throughput against a local server adding 200 ms to every reply, default rate
+/// limits (5 requests/s, 9,000/h) and concurrency (4 chunks), into a temporary store:
+/// `cargo test --test it eia::collection_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn collection_throughput_against_a_slow_server() {
+    use energy::ingest::{Orchestrator, Store};
+    let runtime = runtime();
+    let server = runtime.block_on(fake_server(FakeEia { delay: Duration::from_millis(200), ..FakeEia::default() }));
+    let respondents: Vec<String> = (0..70).map(|i| format!("R{i:02}")).collect();
+    let respondents: Vec<&str> = respondents.iter().map(String::as_str).collect();
+    let retry = RetryPolicy::from(&energy::config::RetryConfig::default());
+    let source = source_with(
+        &server.uri(),
+        &respondents,
+        &["D", "DF", "NG", "TI"],
+        retry,
+        RateLimits::per_second_and_hour(5, 9000),
+    );
+    // 280 series × 1,420 hours (2024-01-01 to 2024-02-29T04): 397,600 rows, about 80 pages
+    let range = DateRange::new(from_us(hour("2024-01-01T00")), from_us(hour("2024-02-29T04"))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let _lock = store.lock().unwrap();
+    let orchestrator = Orchestrator {
+        store: &store,
+        concurrency: energy::config::DEFAULT_CONCURRENCY,
+        chunk_retries: 0,
+        reporter: &energy::report::NoReporter,
+        now: chrono::Utc::now(),
+    };
+    let started = std::time::Instant::now();
+    let result = runtime.block_on(orchestrator.collect(&source, range)).unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(result.succeeded());
+    // the fetch alone, without the store
+    let fetch_started = std::time::Instant::now();
+    let rows: usize = runtime.block_on(async {
+        let mut rows = 0;
+        for chunk in range.chunks(source.chunk_len()).into_iter().take(5) {
+            rows += source.fetch(chunk).await.unwrap().rows();
+        }
+        rows
+    });
+    let fetch_seconds = fetch_started.elapsed().as_secs_f64();
+    let ceiling = 5.0 * PAGE_ROWS as f64;
+    let rate = result.rows as f64 / seconds;
+    println!(
+        "collected {} rows in {} requests in {seconds:.2} s: {rate:.0} rows/s = {:.1} % of the {ceiling:.0} rows/s ceiling, \
+         {:.0}x the 326.8 rows/s of the Python design; fetch only (5 chunks one after another): {:.0} rows/s",
+        result.rows,
+        result.requests,
+        100.0 * rate / ceiling,
+        rate / 326.8,
+        rows as f64 / fetch_seconds,
+    );
 }

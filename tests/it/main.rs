@@ -1,5 +1,9 @@
 //! Integration tests: one binary of modules.
+mod bad_input;
+mod bench;
+mod caiso;
 mod cli;
 mod collect;
 mod eia;
 mod realdata;
+mod reliability;
