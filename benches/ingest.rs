@@ -12,7 +12,7 @@ fn month() -> DateRange {
         chrono::NaiveDate::from_ymd_opt(2024, 3, 31).unwrap(),
     )
     .unwrap()
-    .month_chunks()[1]
+    .month_chunks()[0]
 }
 
 fn regions(n: usize) -> Vec<String> {

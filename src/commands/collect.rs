@@ -1,6 +1,6 @@
 //! `energy collect`
 use super::reporters::BarReporter;
-use super::{BadInput, Context, check_span, runtime, unsupported_source};
+use super::{BadInput, Context, check_span, runtime};
 use crate::cli::{SelectArgs, SourceArgs};
 use crate::config::SyntheticConfig;
 use crate::ingest::caiso;
@@ -90,8 +90,6 @@ pub(crate) fn collect(
             }
             Ok((collect_with(context, &source, range, 1)?, Vec::new()))
         }
-        #[allow(unreachable_patterns)]
-        other => Err(unsupported_source(other)),
     }
 }
 

@@ -12,7 +12,7 @@ mod train;
 
 use crate::cli::{Cli, Command, SelectArgs, SourceArgs};
 use crate::config::{Config, ConfigError};
-use crate::ingest::{IngestError, SourceKind, Store};
+use crate::ingest::{IngestError, Store};
 use crate::time::DateRange;
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
@@ -27,11 +27,6 @@ pub const DEFAULT_DAYS: i64 = 180;
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct BadInput(pub String);
-
-/// A command that a later release provides: exit code 2, never a fake result.
-#[derive(Debug, thiserror::Error)]
-#[error("`energy {0}` is not implemented yet")]
-pub struct NotImplemented(pub &'static str);
 
 /// Exit code for an error: 1 for bad input or usage, 2 for failures at run time.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
@@ -155,13 +150,4 @@ impl SourceArgs {
             None => Ok(config.collect.concurrency),
         }
     }
-}
-
-pub(crate) fn unsupported_source(source: SourceKind) -> anyhow::Error {
-    NotImplemented(match source {
-        SourceKind::Eia => "collect --source eia",
-        SourceKind::Caiso => "collect --source caiso",
-        _ => "collect",
-    })
-    .into()
 }
