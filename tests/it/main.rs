@@ -2,6 +2,7 @@
 mod bad_input;
 mod bench;
 mod caiso;
+mod chain;
 mod cli;
 mod collect;
 mod eia;

@@ -1,0 +1,93 @@
+//! The whole chain on a small synthetic range, as the real binary: train → forecast → evaluate.
+use super::cli::energy;
+
+fn json(output: &std::process::Output) -> serde_json::Value {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn train_then_forecast_then_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let model = dir.path().join("model");
+    let model_arg = model.to_str().unwrap();
+
+    let out = energy(&store)
+        .args([
+            "train",
+            "--collect",
+            "--days",
+            "45",
+            "--epochs",
+            "2",
+            "--context",
+            "48",
+            "--json",
+            "--model-dir",
+            model_arg,
+        ])
+        .output()
+        .unwrap();
+    let train = json(&out);
+    assert_eq!(train["series"], "synthetic:SYN1:D");
+    assert_eq!(train["exogenous"][0], "synthetic:SYN1:TEMP");
+    assert_eq!(train["rows"], 45 * 24);
+    assert!(train["windows"]["train"].as_u64().unwrap() > 50);
+    assert!(train["windows"]["test"].as_u64().unwrap() >= 3);
+    assert_eq!(train["training"]["epochs"].as_array().unwrap().len(), 2);
+    let names: Vec<&str> =
+        train["test_scores"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["model", "seasonal naive (24 h)", "seasonal naive (168 h)"]);
+    for score in train["test_scores"].as_array().unwrap() {
+        assert!(score["mape_percent"].as_f64().unwrap() > 0.0);
+        assert_eq!(score["hours"], train["windows"]["test"].as_u64().unwrap() * 24);
+    }
+    assert!(train["noise_floor"]["mape_next_24h_percent"].as_f64().unwrap() > 0.0);
+    assert!(model.join("model.safetensors").is_file() && model.join("config.json").is_file());
+
+    let csv = dir.path().join("forecast.csv");
+    let png = dir.path().join("forecast.png");
+    let out = energy(&store)
+        .args(["forecast", "--json", "--model-dir", model_arg])
+        .arg("--out")
+        .arg(&csv)
+        .arg("--plot")
+        .arg(&png)
+        .output()
+        .unwrap();
+    let forecast = json(&out);
+    let rows = forecast["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 24);
+    assert_eq!(forecast["protocol"], "next-24h");
+    for row in rows {
+        let (p10, p50, p90) =
+            (row["p10"].as_f64().unwrap(), row["p50"].as_f64().unwrap(), row["p90"].as_f64().unwrap());
+        assert!(p10 <= p50 && p50 <= p90, "{row}");
+        assert!(p50 > 1000.0, "a load forecast in MW: {row}");
+    }
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 25);
+    assert!(text.starts_with("timestamp_utc,local_time,p10,p50,p90"));
+    assert_eq!(&std::fs::read(&png).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+
+    let out = energy(&store).args(["evaluate", "--json", "--days", "10", "--model-dir", model_arg]).output().unwrap();
+    let evaluate = json(&out);
+    assert!(evaluate["forecasts"].as_u64().unwrap() >= 8);
+    let scores = evaluate["scores"].as_array().unwrap();
+    assert_eq!(scores.len(), 3);
+    assert_eq!(scores[0]["hours"], evaluate["forecasts"].as_u64().unwrap() * 24);
+    assert!(scores[0]["coverage_p10_p90"].as_f64().is_some());
+
+    // a model for another region is refused
+    energy(&store)
+        .args(["forecast", "--region", "SYN2", "--model-dir", model_arg])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("trained on region SYN1"));
+    energy(&store)
+        .args(["evaluate", "--protocol", "day-ahead", "--model-dir", model_arg])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("protocol"));
+}
