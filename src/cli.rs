@@ -63,7 +63,8 @@ pub struct SelectArgs {
     #[arg(long = "region", value_name = "CODE")]
     pub regions: Vec<String>,
 
-    /// Series kinds, comma-separated (D, DF, NG, TI, ACTUAL, DAM, …) [default: by source]
+    /// Series kinds, comma-separated (EIA: D, DF, NG, TI, fuel:CODE; CAISO: ACTUAL, DAM, 2DA, 7DA,
+    /// RTPD, RTD; synthetic: D, TEMP) [default: by source]
     #[arg(long = "kind", value_delimiter = ',', value_name = "KIND")]
     pub kinds: Vec<String>,
 
@@ -80,8 +81,8 @@ pub struct SelectArgs {
     pub end: Option<NaiveDate>,
 }
 
-/// How to reach the sources.
-#[derive(Debug, Clone, Args)]
+/// How to reach the sources. Its `Debug` never shows the EIA key.
+#[derive(Clone, Args)]
 pub struct SourceArgs {
     /// Chunks fetched at once [default: 4, or `[collect] concurrency`]
     #[arg(long)]
@@ -236,4 +237,30 @@ pub struct BenchArgs {
     /// The smallest sizes, for tests (a few seconds)
     #[arg(long, hide = true)]
     pub smoke: bool,
+}
+
+impl std::fmt::Debug for SourceArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceArgs")
+            .field("concurrency", &self.concurrency)
+            .field("seed", &self.seed)
+            .field("path", &self.path)
+            .field("eia_url", &self.eia_url)
+            .field("caiso_url", &self.caiso_url)
+            .field("eia_api_key", &self.eia_api_key.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_eia_key() {
+        let cli = Cli::try_parse_from(["energy", "collect", "--eia-api-key", "SECRETKEY123456"]).unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("SECRETKEY123456"), "{shown}");
+        assert!(shown.contains("***"), "{shown}");
+    }
 }
