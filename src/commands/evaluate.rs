@@ -39,15 +39,7 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
         ))
         .into());
     }
-    if !args.select.regions.is_empty() && args.select.regions != [meta.region.clone()] {
-        return Err(BadInput(format!(
-            "the model in `{}` was trained on region {}, not {}",
-            args.model_dir.display(),
-            meta.region,
-            args.select.regions.join(", ")
-        ))
-        .into());
-    }
+    modeling::check_region(&args.select, &meta, &args.model_dir)?;
     for id in std::iter::once(&meta.load).chain(&meta.exogenous) {
         modeling::require_series(context, &meta, id)?;
     }

@@ -36,15 +36,7 @@ struct ForecastReport<'a> {
 
 pub(crate) fn run(context: &Context, args: &ForecastArgs, sources: &SourceArgs) -> Result<()> {
     let (mut model, meta): (_, ModelMeta) = modeling::load_model(&args.model_dir)?;
-    if !args.select.regions.is_empty() && args.select.regions != [meta.region.clone()] {
-        return Err(BadInput(format!(
-            "the model in `{}` was trained on region {}, not {}",
-            args.model_dir.display(),
-            meta.region,
-            args.select.regions.join(", ")
-        ))
-        .into());
-    }
+    modeling::check_region(&args.select, &meta, &args.model_dir)?;
     if args.select.source != SourceKind::Synthetic && args.select.source != meta.source {
         return Err(
             BadInput(format!("the model was trained on source {}, not {}", meta.source, args.select.source)).into()

@@ -189,6 +189,19 @@ pub(crate) fn operator_aligned(context: &Context, table: &FeatureTable, id: &Ser
     Ok(out)
 }
 
+/// Refuse `--region` flags that name another region than the model's.
+pub(crate) fn check_region(select: &SelectArgs, meta: &ModelMeta, dir: &Path) -> Result<(), BadInput> {
+    if select.regions.is_empty() || select.regions == [meta.region.clone()] {
+        return Ok(());
+    }
+    Err(BadInput(format!(
+        "the model in `{}` was trained on region {}, not {}",
+        dir.display(),
+        meta.region,
+        select.regions.join(", ")
+    )))
+}
+
 /// Load a checkpoint and its metadata.
 pub(crate) fn load_model(dir: &Path) -> Result<(Forecaster, ModelMeta)> {
     if !dir.is_dir() {
