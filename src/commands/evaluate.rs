@@ -74,8 +74,9 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
     let first_target = table.timestamps[modeling::target_rows(&spec, windows.origins[0]).start];
     let last_origin = *windows.origins.last().unwrap_or(&0);
     let last_target = table.timestamps[modeling::target_rows(&spec, last_origin).end - 1];
-    // the training split covers the first part of the training range
-    let train_end = meta.data_range.start_us() + (meta.data_range.hours() as f64 * 0.85) as i64 * HOUR_US;
+    // the training and validation splits cover the first part of the training range
+    let seen = meta.split.train + meta.split.validation;
+    let train_end = meta.data_range.start_us() + (meta.data_range.hours() as f64 * seen) as i64 * HOUR_US;
     let report = EvaluateReport {
         model_dir: args.model_dir.display().to_string(),
         series: meta.load.to_string(),

@@ -26,6 +26,9 @@ pub(crate) struct ModelMeta {
     pub feature_names: Vec<String>,
     pub feature_config: FeatureConfig,
     pub data_range: DateRange,
+    /// The chronological split the model was trained with.
+    #[serde(default)]
+    pub split: crate::config::SplitConfig,
     pub trained_at: DateTime<Utc>,
     pub seed: u64,
     /// Test-split scores at training time (model and baselines).

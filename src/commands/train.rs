@@ -164,6 +164,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         feature_names: train_windows.feature_names.clone(),
         feature_config,
         data_range: range,
+        split: context.config.split.clone(),
         trained_at: context.now,
         seed,
         test_scores: test_scores.clone(),
