@@ -19,6 +19,17 @@
 //! both sides are interpolated linearly (`INTERPOLATED`). Other hours take the value of the
 //! same hour one week earlier, else one day earlier (already imputed values count), else one
 //! week later, else one day later (`SEASONAL_FILL`). Flags accumulate.
+//!
+//! # Causal cleaning (model inputs)
+//! The cleaning above looks up to `outlier_window / 2` hours ahead (centered medians) and
+//! interpolates towards the next good value, so it is right for the *targets* (the best estimate
+//! of what the load was) but would leak the future into *inputs*. [`clean_causal`] uses only
+//! hours ≤ t for the value at t: the same two robust tests against **trailing** medians (same
+//! hour on the previous `2 × outlier_window / 48` days; the 7 hours ending at t) and a MAD over
+//! the `outlier_window` hours ending at t; a bad hour takes the
+//! value of the same hour one day earlier shifted by the level change since the last good hour
+//! (gaps up to `max_interpolate_hours`), else the value one week earlier, else one day earlier.
+//! Nothing is imputed before the first good hour.
 use super::{
     FLAG_INTERPOLATED, FLAG_MISSING, FLAG_OUT_OF_BOUNDS, FLAG_OUTLIER, FLAG_SEASONAL_FILL, FeatureConfig, FeatureError,
     Rows,
@@ -109,18 +120,82 @@ pub fn clean(raw: &[Option<f64>], bounds: Option<(f64, f64)>, config: &FeatureCo
     Ok(Cleaned { value, flags })
 }
 
+/// Clean one series using, for each hour, only that hour and earlier ones (see "Causal
+/// cleaning"): the model's inputs. `flags` says which hours were discarded (missing, out of
+/// bounds, outlier) and then imputed (`INTERPOLATED` for the level-shifted day-earlier value,
+/// `SEASONAL_FILL` otherwise); NaN where nothing earlier could fill.
+pub fn clean_causal(
+    raw: &[Option<f64>],
+    bounds: Option<(f64, f64)>,
+    config: &FeatureConfig,
+) -> Result<Cleaned, FeatureError> {
+    let n = raw.len();
+    let mut flags = vec![0u8; n];
+    let mut value = vec![f64::NAN; n];
+    for i in 0..n {
+        match raw[i] {
+            Some(x) if x.is_finite() => match bounds {
+                Some((low, high)) if !(low..=high).contains(&x) => flags[i] |= FLAG_OUT_OF_BOUNDS,
+                _ => value[i] = x,
+            },
+            _ => flags[i] |= FLAG_MISSING,
+        }
+    }
+    let z = robust_z_with(&value, config, false)?;
+    for i in 0..n {
+        if z[i] > config.outlier_threshold {
+            flags[i] |= FLAG_OUTLIER;
+            value[i] = f64::NAN;
+        }
+    }
+    impute_causal(&mut value, &mut flags, config.max_interpolate_hours);
+    Ok(Cleaned { value, flags })
+}
+
+/// Fill the NaN hours of `value` in place from earlier hours only (see "Causal cleaning").
+pub fn impute_causal(value: &mut [f64], flags: &mut [u8], max_interpolate_hours: usize) {
+    let mut last_good: Option<usize> = None;
+    for i in 0..value.len() {
+        if value[i].is_finite() {
+            last_good = Some(i);
+            continue;
+        }
+        let Some(j) = last_good else { continue };
+        let day = |k: usize| k.checked_sub(24).map(|e| value[e]).filter(|v| v.is_finite());
+        if i - j <= max_interpolate_hours {
+            let filled = match (day(i), day(j)) {
+                (Some(earlier), Some(good_earlier)) => earlier + (value[j] - good_earlier),
+                _ => value[j],
+            };
+            value[i] = filled;
+            flags[i] |= FLAG_INTERPOLATED;
+            continue;
+        }
+        let week = i.checked_sub(168).map(|e| value[e]).filter(|v| v.is_finite());
+        if let Some(v) = week.or_else(|| day(i)) {
+            value[i] = v;
+            flags[i] |= FLAG_SEASONAL_FILL;
+        }
+    }
+}
+
 /// The robust z of each value (0 where it cannot be computed), see the module documentation.
 pub fn robust_z(value: &[f64], config: &FeatureConfig) -> Result<Vec<f64>, FeatureError> {
+    robust_z_with(value, config, true)
+}
+
+/// [`robust_z`] with centered windows, or trailing ones (`centered = false`: hours ≤ t only).
+fn robust_z_with(value: &[f64], config: &FeatureConfig, centered: bool) -> Result<Vec<f64>, FeatureError> {
     let n = value.len();
     let window = config.outlier_window.max(3);
-    let base = same_hour_median(value, (window / 48).max(1));
+    let base = same_hour_median(value, (window / 48).max(1), centered);
     let x: Vec<Option<f64>> = value.iter().map(|v| v.is_finite().then_some(*v)).collect();
     let frame =
         DataFrame::new(n, vec![Series::new(COL_X.into(), x).into(), Series::new(COL_BASE.into(), base).into()])?;
     let centered = |window_size: usize, min_periods: usize| RollingOptionsFixedWindow {
         window_size,
         min_periods,
-        center: true,
+        center: centered,
         ..Default::default()
     };
     let abs = |e: Expr| when(e.clone().lt(lit(0.0))).then(-e.clone()).otherwise(e);
@@ -149,7 +224,9 @@ pub fn robust_z(value: &[f64], config: &FeatureConfig) -> Result<Vec<f64>, Featu
 
 /// Median of the same hour on the `days` days before and after each hour (the hour itself
 /// left out, so a value is never its own baseline); `None` with fewer than 3 such values.
-fn same_hour_median(value: &[f64], days: usize) -> Vec<Option<f64>> {
+/// Not `centered`: the same hour on the `2 × days` days before only.
+fn same_hour_median(value: &[f64], days: usize, centered: bool) -> Vec<Option<f64>> {
+    let (days, ahead) = if centered { (days, true) } else { (2 * days, false) };
     let n = value.len();
     let mut around = Vec::with_capacity(2 * days);
     (0..n)
@@ -160,7 +237,7 @@ fn same_hour_median(value: &[f64], days: usize) -> Vec<Option<f64>> {
                 if let Some(j) = i.checked_sub(offset) {
                     around.push(value[j]);
                 }
-                if i + offset < n {
+                if ahead && i + offset < n {
                     around.push(value[i + offset]);
                 }
             }
@@ -229,7 +306,7 @@ mod tests {
     use super::*;
     use crate::config::SyntheticConfig;
     use crate::features::tests::synthetic;
-    use crate::features::{FLAGS_IMPUTED, from_rows};
+    use crate::features::{FLAG_INPUT_IMPUTED, FLAGS_IMPUTED, from_rows};
     use crate::ingest::{FileSource, SeriesId, Source, Store, file::FileColumns};
     use crate::time::{DateRange, from_us};
     use chrono::{TimeZone as _, Utc};
@@ -288,12 +365,18 @@ mod tests {
             assert!(table.raw[i].is_none());
             assert!(table.target[i].is_finite());
         }
-        for i in 100..103 {
-            assert_eq!(table.flags[i], FLAG_MISSING | FLAG_INTERPOLATED);
+        let input = table.column(crate::features::COL_VALUE).unwrap();
+        for (i, x) in input.iter().enumerate().take(103).skip(100) {
+            assert_eq!(table.flags[i], FLAG_MISSING | FLAG_INTERPOLATED | FLAG_INPUT_IMPUTED);
+            assert!(x.is_finite());
         }
-        for i in 400..430 {
-            assert_eq!(table.flags[i], FLAG_MISSING | FLAG_SEASONAL_FILL);
+        for (i, x) in input.iter().enumerate().take(430).skip(400) {
+            assert_eq!(table.flags[i], FLAG_MISSING | FLAG_SEASONAL_FILL | FLAG_INPUT_IMPUTED);
             assert_eq!(table.target[i], truth.values[i - 168].unwrap() as f32);
+            // past the interpolation limit, the input takes the same hour one week earlier
+            if i >= 400 + FeatureConfig::default().max_interpolate_hours {
+                assert_eq!(*x, truth.values[i - 168].unwrap() as f32);
+            }
         }
         assert_eq!(table.flags.iter().filter(|f| **f != 0).count(), removed.len() + 1);
         // a range limits the rows
@@ -337,6 +420,17 @@ mod tests {
             assert!((f64::from(table.target[i]) - truth).abs() < 0.1 * truth, "row {i}");
         }
         assert!(spikes > 40, "{spikes} spikes");
+        // the causal input: every spike discarded too (after the first week, which has too little
+        // past for the trailing tests), and every imputed hour close to the truth
+        let input = table.column(crate::features::COL_VALUE).unwrap();
+        let mut worst = 0.0f64;
+        for (i, x) in input.iter().enumerate().skip(24 * 7) {
+            let truth = clean_load.values[i].unwrap();
+            let error = (f64::from(*x) - truth).abs() / truth;
+            worst = worst.max(error);
+            assert!(error < 0.15, "input at row {i}: {x} vs {truth}");
+        }
+        eprintln!("causal input: worst relative error {worst:.3}");
         assert!(table.count_flag(FLAG_MISSING) > 200);
         assert!(table.target.iter().all(|v| v.is_finite()));
         assert!(table.column("temp").unwrap().iter().all(|v| v.is_finite()));

@@ -34,7 +34,11 @@ pub use windows::{Protocol, WindowSpec, Windows, make_windows, window_at};
 /// Column names of the feature table.
 pub const COL_TIMESTAMP: &str = "timestamp";
 pub const COL_VALUE_RAW: &str = "value_raw";
+/// The model's input: the load cleaned causally (from hours ≤ t only, see [`clean`]).
 pub const COL_VALUE: &str = "value";
+/// The training and evaluation target: the load cleaned with hindsight (centered tests,
+/// interpolation between good hours). Never an input.
+pub const COL_TARGET: &str = "target";
 pub const COL_FLAGS: &str = "flags";
 pub const COL_HOUR_SIN: &str = "hour_sin";
 pub const COL_HOUR_COS: &str = "hour_cos";
@@ -68,15 +72,19 @@ pub const FLAG_OUT_OF_BOUNDS: u8 = 2;
 pub const FLAG_OUTLIER: u8 = 4;
 pub const FLAG_INTERPOLATED: u8 = 8;
 pub const FLAG_SEASONAL_FILL: u8 = 16;
+/// The input `value` (causal cleaning) was imputed at this hour; the other flags describe the
+/// hindsight cleaning of `target`.
+pub const FLAG_INPUT_IMPUTED: u8 = 32;
 /// The flags that mean the stored value was not a usable observation.
 pub const FLAGS_IMPUTED: u8 = FLAG_MISSING | FLAG_OUT_OF_BOUNDS | FLAG_OUTLIER;
 /// Every flag with its name, for summaries.
-pub const FLAG_NAMES: [(u8, &str); 5] = [
+pub const FLAG_NAMES: [(u8, &str); 6] = [
     (FLAG_MISSING, "missing"),
     (FLAG_OUT_OF_BOUNDS, "out_of_bounds"),
     (FLAG_OUTLIER, "outlier"),
     (FLAG_INTERPOLATED, "interpolated"),
     (FLAG_SEASONAL_FILL, "seasonal_fill"),
+    (FLAG_INPUT_IMPUTED, "input_imputed"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -139,7 +147,8 @@ pub struct FeatureTable {
     pub timestamps: Vec<i64>,
     /// Stored value (None where no row or null).
     pub raw: Vec<Option<f64>>,
-    /// Cleaned and imputed load, MW (NaN only where it could not be imputed).
+    /// Load cleaned with hindsight and imputed, MW (NaN only where it could not be imputed):
+    /// the `target` column.
     pub target: Vec<f32>,
     pub flags: Vec<u8>,
     /// Columns known in advance for any hour (calendar, holiday, exogenous such as
@@ -258,11 +267,19 @@ pub(crate) fn from_rows(
     let raw = clean::reindex(load, &grid)?;
     let bounds = clean::is_load_kind(kind).then_some((0.0, config.upper_bound_mw));
     let cleaned = clean::clean(&raw, bounds, config)?;
+    let input = clean::clean_causal(&raw, bounds, config)?;
+    let flags: Vec<u8> = cleaned
+        .flags
+        .iter()
+        .zip(&input.flags)
+        .map(|(hindsight, causal)| hindsight | if causal & FLAGS_IMPUTED != 0 { FLAG_INPUT_IMPUTED } else { 0 })
+        .collect();
 
+    // exogenous columns are inputs: cleaned causally
     let mut exogenous_columns = Vec::with_capacity(exogenous.len());
     for (name, rows) in exogenous {
         let raw = clean::reindex(rows, &grid)?;
-        let cleaned = clean::clean(&raw, None, config)?;
+        let cleaned = clean::clean_causal(&raw, None, config)?;
         exogenous_columns.push((name.clone(), cleaned.value));
     }
 
@@ -271,20 +288,21 @@ pub(crate) fn from_rows(
     let timestamp = Series::new(COL_TIMESTAMP.into(), grid.clone())
         .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))?;
     let value_raw = Series::new(COL_VALUE_RAW.into(), raw.clone());
-    let value: Vec<Option<f64>> = cleaned.value.iter().map(|v| v.is_finite().then_some(*v)).collect();
-    let value = Series::new(COL_VALUE.into(), value);
-    let flags: Vec<i8> = cleaned.flags.iter().map(|f| *f as i8).collect();
-    let flags = Series::new(COL_FLAGS.into(), flags);
-    let mut columns: Vec<Column> = vec![timestamp.into(), value_raw.into(), value.into(), flags.into()];
+    let finite = |values: &[f64]| -> Vec<Option<f64>> { values.iter().map(|v| v.is_finite().then_some(*v)).collect() };
+    let value = Series::new(COL_VALUE.into(), finite(&input.value));
+    let target = Series::new(COL_TARGET.into(), finite(&cleaned.value));
+    let flag_column: Vec<i8> = flags.iter().map(|f| *f as i8).collect();
+    let flag_column = Series::new(COL_FLAGS.into(), flag_column);
+    let mut columns: Vec<Column> =
+        vec![timestamp.into(), value_raw.into(), value.into(), target.into(), flag_column.into()];
     for (name, values) in &exogenous_columns {
-        let values: Vec<Option<f64>> = values.iter().map(|v| v.is_finite().then_some(*v)).collect();
-        columns.push(Series::new(name.as_str().into(), values).into());
+        columns.push(Series::new(name.as_str().into(), finite(values)).into());
     }
     let base = DataFrame::new(height, columns)?;
 
     let lf = calendar::with_calendar(base.lazy(), zone)?;
     let lf = lags::with_lags_and_rolling(lf);
-    let mut order: Vec<&str> = vec![COL_TIMESTAMP, COL_VALUE_RAW, COL_VALUE, COL_FLAGS];
+    let mut order: Vec<&str> = vec![COL_TIMESTAMP, COL_VALUE_RAW, COL_VALUE, COL_TARGET, COL_FLAGS];
     order.extend(CALENDAR_COLUMNS);
     order.extend(LAG_COLUMNS);
     order.extend(ROLLING_COLUMNS);
@@ -304,7 +322,7 @@ pub(crate) fn from_rows(
         timestamps: grid,
         raw,
         target: cleaned.value.iter().map(|v| *v as f32).collect(),
-        flags: cleaned.flags,
+        flags,
         known_columns,
         observed_columns,
     })
@@ -332,6 +350,78 @@ pub(crate) mod tests {
     pub(crate) fn synthetic_table(days: i64) -> FeatureTable {
         let (load, temp) = synthetic("SYN1", days, SyntheticConfig::default());
         from_rows("SYN1", "D", &load, &[("temp".into(), temp)], &FeatureConfig::default()).unwrap()
+    }
+
+    /// Every input at row t (observed and known columns) is computable from data ≤ t: perturbing
+    /// the future (other values, removed rows, spikes, out-of-bounds values, in the load and the
+    /// temperature) leaves every input at rows ≤ t bit-identical, and the windows whose origin is
+    /// ≤ t too. The hindsight `target` does change (the test can see a dependence on the future).
+    #[test]
+    fn perturbing_the_future_changes_no_input_up_to_t() {
+        let defects = SyntheticConfig { missing_rate: 0.02, spike_rate: 0.005, dst_gap: true, ..Default::default() };
+        let (mut load, temp) = synthetic("SYN3", 90, defects);
+        let (clean, _) = synthetic("SYN3", 90, SyntheticConfig::default());
+        // on the complete grid (the DST gap removed rows), so row k is hour k
+        let grid = clean::hourly_grid(clean.timestamps[0], *clean.timestamps.last().unwrap());
+        load = Rows { values: clean::reindex(&load, &grid).unwrap(), timestamps: grid };
+        let n = load.timestamps.len();
+        let base = |load: &Rows, temp: &Rows| {
+            from_rows("SYN3", "D", load, &[("temp".into(), temp.clone())], &FeatureConfig::default()).unwrap()
+        };
+        for t in [24 * 30 + 5, 24 * 47 + 13, 24 * 70 + 23] {
+            // a one-hour gap at t between good hours: the hindsight cleaning interpolates it
+            // towards t + 1
+            load.values[t] = None;
+            load.values[t - 1] = clean.values[t - 1];
+            load.values[t + 1] = clean.values[t + 1];
+            let before = base(&load, &temp);
+            let (mut future_load, mut future_temp) = (load.clone(), temp.clone());
+            for (k, v) in future_load.values.iter_mut().enumerate().skip(t + 1) {
+                *v = match k % 11 {
+                    _ if k == t + 1 => v.map(|x| 1.03 * x),
+                    0 => None,
+                    3 => Some(2.1e9),
+                    5 => v.map(|x| 4.0 * x),
+                    _ => v.map(|x| 0.7 * x + 1000.0),
+                };
+            }
+            for v in future_temp.values.iter_mut().skip(t + 1) {
+                *v = v.map(|x| -x - 40.0);
+            }
+            // rows removed after t (the last one kept, so the grid is the same)
+            let keep: Vec<usize> = (0..n).filter(|k| *k <= t + 1 || k % 7 != 0 || *k == n - 1).collect();
+            future_load.timestamps = keep.iter().map(|&k| load.timestamps[k]).collect();
+            future_load.values = keep.iter().map(|&k| future_load.values[k]).collect();
+            let after = base(&future_load, &future_temp);
+            assert_eq!(after.len(), before.len());
+            let inputs: Vec<&String> = before.observed_columns.iter().chain(&before.known_columns).collect();
+            assert!(inputs.len() >= 20, "{inputs:?}");
+            for name in inputs.iter().copied().chain([&COL_VALUE_RAW.to_string()]) {
+                let (a, b) = (before.column(name).unwrap(), after.column(name).unwrap());
+                for row in 0..=t {
+                    assert_eq!(a[row].to_bits(), b[row].to_bits(), "{name} at row {row} (t = {t}) sees the future");
+                }
+                assert!(
+                    (t + 1..n).any(|row| a[row].to_bits() != b[row].to_bits())
+                        || CALENDAR_COLUMNS.contains(&name.as_str()),
+                    "{name} never changed"
+                );
+            }
+            let flags =
+                |table: &FeatureTable| table.flags[..=t].iter().map(|f| f & FLAG_INPUT_IMPUTED).collect::<Vec<_>>();
+            assert_eq!(flags(&before), flags(&after));
+            assert_ne!(before.target[t], after.target[t], "the hindsight target looks ahead");
+            assert!(before.flags[t] & FLAG_INPUT_IMPUTED != 0 && before.column(COL_VALUE).unwrap()[t].is_finite());
+            // the window with origin t: identical inputs at its context positions (horizon
+            // positions carry the known-future temperature, which was perturbed on purpose)
+            let scaler = Scaler::fit_table(&before, 0..24 * 28).unwrap();
+            let spec = WindowSpec { context: 168, horizon: 24, stride: 1, protocol: Protocol::Next24h };
+            let context = |table: &FeatureTable| {
+                let w = window_at(table, &scaler, &spec, t).unwrap();
+                w.inputs[..spec.context * w.n_features].iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(context(&before), context(&after), "window at origin {t}");
+        }
     }
 
     #[test]

@@ -187,7 +187,7 @@ struct Features {
     names: Vec<String>,
     observed: Vec<Vec<f32>>,
     known: Vec<Vec<f32>>,
-    /// Scaled `value`, NaN past the table's end.
+    /// Scaled `target` (with the statistics of `value`), NaN past the table's end.
     value: Vec<f32>,
     /// Prefix counts of rows with a NaN observed (known) feature.
     observed_bad: Vec<u32>,
@@ -238,7 +238,8 @@ impl Features {
         if scaler.index(COL_VALUE).is_none() {
             return Err(FeatureError::Scaler(format!("no statistics for the target column `{COL_VALUE}`")));
         }
-        let mut value = scaled(COL_VALUE, table.column(COL_VALUE)?)?;
+        // targets: the hindsight-cleaned load, scaled like the input `value`
+        let mut value = scaled(COL_VALUE, table.target.clone())?;
         value.resize(table.len() + extra_rows, f32::NAN);
         let prefix = |columns: &[Vec<f32>], rows: usize| {
             let mut out = Vec::with_capacity(rows + 1);
@@ -400,7 +401,10 @@ mod tests {
         load.values[400] = None;
         load.values[500] = Some(1e9);
         let table = from_rows("SYN1", "D", &load, &[("temp".into(), temp)], &FeatureConfig::default()).unwrap();
-        assert_eq!(table.flags[400], FLAG_MISSING | crate::features::FLAG_INTERPOLATED);
+        assert_eq!(
+            table.flags[400],
+            FLAG_MISSING | crate::features::FLAG_INTERPOLATED | crate::features::FLAG_INPUT_IMPUTED
+        );
         let scaler = Scaler::fit_table(&table, 0..500).unwrap();
         let spec = next24(24, 1);
         let w = make_windows(&table, &scaler, &spec, 0..table.len()).unwrap();

@@ -222,7 +222,27 @@ impl CaisoSource {
         if !reply.status.is_success() {
             return Err(reply.status_error(&format!("{}: `{}`", reply.shown_content_type(), reply.snippet())));
         }
-        let table = match read_zip(reply)? {
+        // `Content-Disposition: inline; filename=INVALID_REQUEST.xml.zip;` marks a refused request
+        let invalid =
+            reply.content_disposition.as_deref().filter(|v| v.to_ascii_uppercase().contains("INVALID_REQUEST"));
+        let member = match (read_zip(reply), invalid) {
+            (Ok(member), _) => member,
+            (Err(_), Some(header)) => {
+                return Err(reply.format_error(&format!(
+                    "OASIS refused the request (Content-Disposition `{header}`) and its error report cannot be read: {} starting `{}`",
+                    reply.shown_content_type(),
+                    reply.snippet()
+                )));
+            }
+            (Err(error), None) => return Err(error),
+        };
+        let table = match member {
+            Member::Csv(_) if invalid.is_some() => {
+                return Err(reply.format_error(&format!(
+                    "OASIS refused the request (Content-Disposition `{}`)",
+                    invalid.unwrap_or_default()
+                )));
+            }
             Member::Csv(text) => parse_csv(&text).map_err(|why| reply.format_error(&why))?,
             Member::Report(text) => match parse_report(&text) {
                 Some((code, _)) if code == ERR_NO_DATA => Table::default(),
@@ -232,6 +252,13 @@ impl CaisoSource {
                         code,
                         description: reply.scrub(&description),
                     });
+                }
+                None if invalid.is_some() => {
+                    return Err(reply.format_error(&format!(
+                        "OASIS refused the request (Content-Disposition `{}`); its report has no ERR_CODE and starts `{}`",
+                        invalid.unwrap_or_default(),
+                        snippet(&text)
+                    )));
                 }
                 None => {
                     return Err(reply.format_error(&format!(
@@ -743,6 +770,32 @@ mod tests {
         assert_eq!(parse_report("<a><b>1</b></a>"), None);
         let error = caiso.read_reply(&reply(zip_of("x.xml", "<m:OASISReport/>")), CaisoKind::Actual, day).unwrap_err();
         assert!(error.to_string().contains("without ERR_CODE"), "{error}");
+    }
+
+    /// `Content-Disposition: …INVALID_REQUEST.xml.zip` marks a refused request whatever the body holds.
+    #[test]
+    fn invalid_request_disposition_is_read() {
+        let caiso = source(&[], &[]);
+        let day = range("2023-12-12T00:00:00Z", "2023-12-13T00:00:00Z");
+        let header = "inline; filename=INVALID_REQUEST.xml.zip;";
+        let marked = |body: Vec<u8>| reply(body).with_content_disposition(header);
+        // the report's own code still decides (1000 is an empty result, others are hard errors)
+        assert!(caiso.read_reply(&marked(error_zip(1000, "No data")), CaisoKind::Actual, day).unwrap()[0].is_empty());
+        let hard = caiso.read_reply(&marked(error_zip(1002, "Bad date format")), CaisoKind::Actual, day).unwrap_err();
+        assert!(hard.to_string().contains("1002") && !hard.is_transient(), "{hard}");
+        // a report without a code, a CSV or a body that is not a zip: refused, naming the header
+        for body in [
+            zip_of("INVALID_REQUEST.xml", "<m:OASISReport/>"),
+            zip_of("a.csv", HEADER),
+            b"<html>Bad Request</html>".to_vec(),
+        ] {
+            let error = caiso.read_reply(&marked(body), CaisoKind::Actual, day).unwrap_err();
+            let text = error.to_string();
+            assert!(text.contains("refused the request") && text.contains("INVALID_REQUEST.xml.zip"), "{text}");
+            assert!(!error.is_transient());
+        }
+        // the same CSV without the header is data
+        assert!(caiso.read_reply(&reply(zip_of("a.csv", HEADER)), CaisoKind::Actual, day).is_ok());
     }
 
     #[test]

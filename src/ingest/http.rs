@@ -335,6 +335,8 @@ impl Request {
 pub struct Reply {
     pub status: reqwest::StatusCode,
     pub content_type: Option<String>,
+    /// `Content-Disposition` (CAISO names an invalid request's file `INVALID_REQUEST.xml.zip` there).
+    pub content_disposition: Option<String>,
     /// `Retry-After`, in seconds or as an HTTP date.
     pub retry_after: Option<Duration>,
     pub body: Vec<u8>,
@@ -348,6 +350,7 @@ impl fmt::Debug for Reply {
         f.debug_struct("Reply")
             .field("status", &self.status)
             .field("content_type", &self.content_type)
+            .field("content_disposition", &self.content_disposition)
             .field("url", &self.url)
             .field("body_bytes", &self.body.len())
             .finish()
@@ -360,11 +363,18 @@ impl Reply {
         Self {
             status: reqwest::StatusCode::from_u16(status).unwrap_or(reqwest::StatusCode::INTERNAL_SERVER_ERROR),
             content_type: content_type.map(str::to_string),
+            content_disposition: None,
             retry_after: None,
             body: body.into(),
             url: redact(url),
             secrets: Vec::new(),
         }
+    }
+
+    /// This reply with a `Content-Disposition` header (tests, benches).
+    pub fn with_content_disposition(mut self, value: &str) -> Self {
+        self.content_disposition = Some(value.to_string());
+        self
     }
 
     /// `text` without the request's secrets.
@@ -500,10 +510,11 @@ impl HttpClient {
         let status = response.status();
         let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let content_type = header(reqwest::header::CONTENT_TYPE);
+        let content_disposition = header(reqwest::header::CONTENT_DISPOSITION);
         let retry_after = header(reqwest::header::RETRY_AFTER).and_then(|v| parse_retry_after(&v));
         let body: Vec<u8> = response.bytes().await.map_err(network)?.into();
         tracing::trace!(source = request.source, %status, bytes = body.len(), "reply");
-        Ok(Reply { status, content_type, retry_after, body, url: shown, secrets })
+        Ok(Reply { status, content_type, content_disposition, retry_after, body, url: shown, secrets })
     }
 }
 
