@@ -1259,6 +1259,13 @@ fn page(uri: &hyper::Uri) -> Result<(String, u64), (u16, String)> {
     Ok((body, last - first))
 }
 
+/// The body the local EIA-compatible server answers for `url` (criterion benches, tests):
+/// `Err` holds the status and error body it would send.
+pub fn eia_page_body(url: &str) -> Result<String, (u16, String)> {
+    let uri: hyper::Uri = url.parse().map_err(|e| (400, format!("not a URI: {e}")))?;
+    page(&uri).map(|(body, _)| body)
+}
+
 /// Decoded `key=value` pairs of a query string.
 fn url_pairs(query: &str) -> Vec<(String, String)> {
     reqwest::Url::parse(&format!("http://localhost/?{query}"))

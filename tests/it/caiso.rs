@@ -282,6 +282,106 @@ fn html_body_exits_2_and_stores_nothing() {
     refused(b"<html><body>OASIS is down for maintenance</body></html>".to_vec(), "text/html", "expected a zip");
 }
 
+/// `Content-Disposition: inline; filename=INVALID_REQUEST.xml.zip;` with a report OASIS gives no
+/// code: refused, naming the header, not retried, nothing stored.
+#[test]
+fn invalid_request_disposition_is_refused() {
+    let runtime = runtime();
+    let server = runtime.block_on(async {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(
+                zip_reply(zip_of("INVALID_REQUEST.xml", "<m:OASISReport><m:MessagePayload/></m:OASISReport>"))
+                    .append_header("Content-Disposition", "inline; filename=INVALID_REQUEST.xml.zip;"),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        server
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    energy(&store)
+        .arg("--config")
+        .arg(config(dir.path()))
+        .args(["collect", "--source", "caiso", "--start", "2023-08-13", "--end", "2023-08-13"])
+        .args(["--caiso-url", &server.uri()])
+        .assert()
+        .code(2)
+        .stdout(
+            predicate::str::contains("refused the request").and(predicate::str::contains("INVALID_REQUEST.xml.zip")),
+        );
+    assert!(!store.join("source=caiso").exists(), "nothing stored");
+    runtime.block_on(server.verify());
+}
+
+/// An OASIS-compatible reply for any `startdatetime`/`enddatetime`: every hour's ACTUAL row for
+/// the system and two other TAC areas, in shuffled order, zipped.
+struct SyntheticOasis;
+
+impl wiremock::Respond for SyntheticOasis {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let param = |name: &str| request.url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+        let time = |text: String| chrono::NaiveDateTime::parse_from_str(&text, "%Y%m%dT%H:%M-0000").unwrap().and_utc();
+        let (start, end) = (time(param("startdatetime").unwrap()), time(param("enddatetime").unwrap()));
+        let mut csv = String::from(
+            "INTERVALSTARTTIME_GMT,INTERVALENDTIME_GMT,LOAD_TYPE,OPR_DT,OPR_HR,OPR_INTERVAL,MARKET_RUN_ID,TAC_AREA_NAME,LABEL,XML_DATA_ITEM,POS,MW,EXECUTION_TYPE,GROUP\n",
+        );
+        let hours = (end - start).num_hours();
+        for k in (0..hours).rev() {
+            let from = start + chrono::TimeDelta::hours(k);
+            let to = from + chrono::TimeDelta::hours(1);
+            let t = |d: chrono::DateTime<chrono::Utc>| d.format("%Y-%m-%dT%H:%M:%S-00:00").to_string();
+            for (area, scale) in [(SYSTEM_AREA, 1.0), ("PGE-TAC", 0.45), ("SCE-TAC", 0.4)] {
+                let mw = scale * (26_000.0 + 4_000.0 * ((k % 24) as f64 / 24.0 * std::f64::consts::TAU).sin());
+                csv.push_str(&format!(
+                    "{},{},0,{},{},0,ACTUAL,{area},Total Actual Hourly Integrated Load,SYS_FCST_ACT_MW,3.4,{mw:.0},ACTUAL,1\n",
+                    t(from),
+                    t(to),
+                    from.format("%Y-%m-%d"),
+                    k % 24 + 1
+                ));
+            }
+        }
+        zip_reply(zip_of("SLD_FCST_ACTUAL.csv", &csv))
+    }
+}
+
+/// The figure: 180 days of ACTUAL against a local server with the default spacing (one
+/// request at a time, at least 5 s apart), as the real binary collects them. Prints the wall
+/// time against the floor the spacing sets. Not a timed assertion:
+/// `cargo test --test it caiso_180_days_figure -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn caiso_180_days_figure() {
+    let runtime = runtime();
+    let server = runtime.block_on(async {
+        let server = MockServer::start().await;
+        Mock::given(method("GET")).and(path("/oasisapi/SingleZip")).respond_with(SyntheticOasis).mount(&server).await;
+        server
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let started = std::time::Instant::now();
+    let out = energy(&store)
+        .args(["collect", "--source", "caiso", "--kind", "ACTUAL", "--days", "180", "--json"])
+        .args(["--caiso-url", &server.uri()])
+        .assert()
+        .success();
+    let wall = started.elapsed().as_secs_f64();
+    let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let requests = runtime.block_on(server.received_requests()).unwrap().len();
+    let rows = report["rows"].as_u64().unwrap();
+    assert!(rows >= 179 * 24, "{report}");
+    // the first request waits for nothing: (requests - 1) spacings of 5 s
+    let floor = 5.0 * (requests as f64 - 1.0);
+    println!(
+        "CAISO 180 days ACTUAL: {rows} rows in {requests} requests, {wall:.2} s wall; floor {floor:.0} s ((requests - 1) x 5 s), {:.1}% above it; {:.0} rows/s",
+        100.0 * (wall - floor) / floor,
+        rows as f64 / wall
+    );
+}
+
 #[test]
 fn compare_two_series_of_the_store() {
     let dir = tempfile::tempdir().unwrap();
