@@ -236,13 +236,14 @@ fn read_rows(store: &Store, id: &SeriesId, range: Option<DateRange>) -> Result<R
     if !store.series_dir(id).is_dir() {
         return Err(FeatureError::MissingSeries { series: id.to_string() });
     }
-    let frame = store
-        .scan(id, range)?
-        .select([
-            col(crate::ingest::COL_TIMESTAMP).cast(DataType::Int64).alias(COL_TIMESTAMP),
-            col(crate::ingest::COL_VALUE).cast(DataType::Float64).alias(COL_VALUE),
-        ])
-        .collect()?;
+    let scan = store.scan(id, range)?.select([
+        col(crate::ingest::COL_TIMESTAMP).cast(DataType::Int64).alias(COL_TIMESTAMP),
+        col(crate::ingest::COL_VALUE).cast(DataType::Float64).alias(COL_VALUE),
+    ]);
+    // polars' Parquet reader can panic on a damaged file: an error naming the series' folder
+    let damaged = |message: String| IngestError::StoreData { path: store.series_dir(id), message };
+    let frame =
+        crate::ingest::store::guard_reader(|| scan.collect()).map_err(damaged)?.map_err(|e| damaged(e.to_string()))?;
     let timestamps: Vec<i64> = frame.column(COL_TIMESTAMP)?.i64()?.iter().flatten().collect();
     let values: Vec<Option<f64>> = frame.column(COL_VALUE)?.f64()?.iter().collect();
     if timestamps.len() != values.len() {

@@ -644,8 +644,13 @@ fn a_damaged_store_file_is_an_error_not_a_panic() {
         store.read(&id, None).is_err_and(|e| e.to_string().contains("the file is corrupt"))
     });
     std::fs::write(&file, damaged).unwrap();
-    // (`features` reads through `features::read_rows`, which does not guard the reader yet)
-    for args in [&["status"][..], &["status", "--json"]] {
+    let before = std::fs::read(&file).unwrap();
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["features", "--region", "SYN1"],
+        &["train", "--region", "SYN1", "--start", "2024-01-01", "--end", "2024-01-30"],
+    ] {
         let output = energy(&root).args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
@@ -653,6 +658,7 @@ fn a_damaged_store_file_is_an_error_not_a_panic() {
         assert_eq!(error_lines(&stderr).len(), 1, "{args:?}: {stderr}");
         assert!(stderr.contains("part-0000.parquet") || stderr.contains("kind=D"), "{args:?}: {stderr}");
     }
+    assert_eq!(std::fs::read(&file).unwrap(), before, "the damaged file is left as it was");
 }
 
 /// `base` with some bytes replaced and the last `cut` bytes cut off.
