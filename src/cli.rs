@@ -183,6 +183,14 @@ pub struct TrainArgs {
     /// day d from data up to 10:00 local on day d-1
     #[arg(long, value_enum, default_value_t = Protocol::Next24h)]
     pub protocol: Protocol,
+    /// Continue the interrupted run whose state was saved in `<model dir>/resume/` after each
+    /// epoch. Give the same flags; the data range is the saved run's unless --start/--end are
+    /// given. Fails when there is no state to resume
+    #[arg(long)]
+    pub resume: bool,
+    /// After saving this epoch's resumable state, wait until killed (for tests of --resume)
+    #[arg(long, hide = true, value_name = "EPOCH")]
+    pub pause_after_epoch: Option<usize>,
 }
 
 #[derive(Debug, Clone, Args)]

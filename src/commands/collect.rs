@@ -178,6 +178,8 @@ fn collect_with<S: Source>(
     range: DateRange,
     concurrency: usize,
 ) -> Result<CollectionResult> {
+    // names and symbolic links are checked before the store is touched (taking the lock writes)
+    context.store.check_series(&source.series())?;
     let _lock = context.store.lock().context("cannot lock the store")?;
     let reporter = BarReporter::new(context.quiet || context.json, "rows");
     let orchestrator = Orchestrator {

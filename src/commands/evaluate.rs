@@ -63,7 +63,8 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
     if windows.count == 0 {
         return Err(BadInput(format!("no complete forecast day in {range}: give a longer range")).into());
     }
-    let forecasts = modeling::predict(&mut model, &windows, &meta.scaler, 64)?;
+    let mut forecasts = modeling::predict(&mut model, &windows, &meta.scaler, 64)?;
+    modeling::apply_calibration(&mut forecasts, meta.interval_calibration.as_ref());
     let cleaned: Vec<f64> = table.target.iter().map(|v| f64::from(*v)).collect();
     let scale = eval::naive_scale(&cleaned, 24).unwrap_or(f64::NAN);
     let operator = match modeling::operator_series(context, &meta.load) {

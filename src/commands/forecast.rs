@@ -99,7 +99,8 @@ pub(crate) fn run(context: &Context, args: &ForecastArgs, sources: &SourceArgs) 
         return Err(BadInput(format!("the store holds too little history of {}: collect more days", meta.load)).into());
     }
     let windows = features::window_at(&table, &meta.scaler, &spec, origin)?;
-    let forecasts = modeling::predict(&mut model, &windows, &meta.scaler, 1)?;
+    let mut forecasts = modeling::predict(&mut model, &windows, &meta.scaler, 1)?;
+    modeling::apply_calibration(&mut forecasts, meta.interval_calibration.as_ref());
     let rows: Vec<ForecastRow> = modeling::target_rows(&spec, origin)
         .zip(&forecasts[0])
         .map(|(row, q)| {

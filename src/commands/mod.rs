@@ -132,7 +132,7 @@ impl SelectArgs {
                 && region.len() <= 40
                 && region.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ' ' | '.'));
             if !ok {
-                return Err(BadInput(format!("invalid region code `{region}`")));
+                return Err(BadInput(format!("invalid region code `{}`", region.escape_debug())));
             }
             if !out.contains(region) {
                 out.push(region.clone());

@@ -4,15 +4,21 @@ use super::modeling::{self, ModelMeta};
 use super::reporters::BarReporter;
 use super::{BadInput, Context, collect};
 use crate::cli::TrainArgs;
+use crate::config::SplitConfig;
 use crate::eval::{self, Scores};
 use crate::features::{self, FeatureConfig, Protocol, Scaler, WindowSpec};
+use crate::ingest::SeriesId;
 use crate::ingest::SourceKind;
 use crate::ingest::synthetic::NoiseFloor;
-use crate::model::train::{TrainConfig, TrainData, TrainReport};
+use crate::model::resume::{self, RESUME_DIR};
+use crate::model::train::{Checkpointing, TrainConfig, TrainData, TrainError, TrainReport};
 use crate::model::transformer::{Forecaster, ForecasterConfig};
 use crate::model::{checkpoint, train};
+use crate::time::DateRange;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
+use std::ops::ControlFlow;
+use std::path::Path;
 use std::time::Instant;
 
 /// Hours between the origins of training windows: every third hour keeps an epoch of 180 days
@@ -41,8 +47,27 @@ struct TrainSummary<'a> {
     featurize_seconds: f64,
     total_seconds: f64,
     test_scores: &'a [Scores],
+    /// The p10–p90 calibration fitted on the validation split (applied to the test scores).
+    interval_calibration: Option<&'a modeling::IntervalCalibration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     noise_floor: Option<&'a NoiseFloor>,
+}
+
+/// What identifies a run's data besides its windows, part of the resumable state's
+/// fingerprint: a resume with another source, region, range, split, protocol, scaler or
+/// feature set is refused.
+#[derive(Serialize)]
+struct Provenance<'a> {
+    source: SourceKind,
+    region: &'a str,
+    load: &'a SeriesId,
+    exogenous: &'a [SeriesId],
+    data_range: DateRange,
+    split: &'a SplitConfig,
+    spec: &'a WindowSpec,
+    feature_config: &'a FeatureConfig,
+    feature_names: &'a [String],
+    scaler: &'a Scaler,
 }
 
 #[derive(Serialize)]
@@ -56,7 +81,16 @@ struct WindowCounts {
 pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
     let region = modeling::one_region(&args.select)?;
-    let range = args.select.range(context.now)?;
+    let resume_dir = args.model_dir.join(RESUME_DIR);
+    // A resumed run keeps its data range (`--days` counts back from now) unless told otherwise.
+    let range = match (args.resume, args.select.start) {
+        (true, None) => saved_range(&resume_dir)?,
+        (true, Some(_)) => {
+            saved_range(&resume_dir)?;
+            args.select.range(context.now)?
+        }
+        (false, _) => args.select.range(context.now)?,
+    };
     let mut model_config = context.config.model.clone();
     if let Some(epochs) = args.epochs {
         if epochs == 0 {
@@ -134,18 +168,61 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     let mut model =
         Forecaster::with_seed(&forecaster_config, seed).map_err(|e| anyhow::anyhow!("cannot build the model: {e}"))?;
     let train_config = TrainConfig::from_model_config(&model_config, seed);
+    let provenance = Provenance {
+        source: args.select.source,
+        region: &region,
+        load: &load,
+        exogenous: &exogenous,
+        data_range: range,
+        split: &context.config.split,
+        spec: &spec,
+        feature_config: &feature_config,
+        feature_names: &train_windows.feature_names,
+        scaler: &scaler,
+    };
+    if !args.resume && resume::exists(&resume_dir) {
+        tracing::warn!(
+            "replacing the unfinished training state in `{}` (pass --resume to continue it instead)",
+            resume_dir.display()
+        );
+    }
+    let mut pause = |epoch: usize| {
+        if args.pause_after_epoch == Some(epoch) {
+            eprintln!("paused after epoch {epoch}, its state saved in `{}`", resume_dir.display());
+            // Until killed: this is how the tests interrupt a run at a known point.
+            loop {
+                std::thread::park();
+            }
+        }
+        ControlFlow::Continue(())
+    };
+    let checkpointing = Checkpointing {
+        dir: &resume_dir,
+        resume: args.resume,
+        provenance: serde_json::to_value(&provenance)?,
+        after_epoch: Some(&mut pause),
+    };
     let reporter = BarReporter::new(context.quiet || context.json, "windows");
-    let report = train::train(
+    let report = train::train_checkpointed(
         &mut model,
         &train_config,
         &data(&train_windows),
         &data(&validation_windows),
         &forecaster_config.quantiles,
         &reporter,
+        checkpointing,
     )
-    .map_err(|e| anyhow::anyhow!("training failed: {e}"))?;
+    .map_err(|e| match e {
+        TrainError::Resume(e) if e.is_bad_input() => anyhow::Error::new(BadInput(format!(
+            "{e}: resume with the same flags and data, or train without --resume to start a new run"
+        ))),
+        e => anyhow::Error::new(e).context("training failed"),
+    })?;
 
-    let forecasts = modeling::predict(&mut model, &test_windows, &scaler, model_config.batch_size)?;
+    let validation_forecasts = modeling::predict(&mut model, &validation_windows, &scaler, model_config.batch_size)?;
+    let calibration = modeling::calibrate_intervals(&table, &spec, &validation_windows, &validation_forecasts);
+    let mut forecasts = modeling::predict(&mut model, &test_windows, &scaler, model_config.batch_size)?;
+    modeling::apply_calibration(&mut forecasts, calibration.as_ref());
     let cleaned: Vec<f64> = table.target[splits.train.clone()].iter().map(|v| f64::from(*v)).collect();
     let scale = eval::naive_scale(&cleaned, 24).unwrap_or(f64::NAN);
     let operator = match modeling::operator_series(context, &load) {
@@ -168,9 +245,14 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         trained_at: context.now,
         seed,
         test_scores: test_scores.clone(),
+        interval_calibration: calibration.clone(),
     };
     checkpoint::save(&args.model_dir, &model, &forecaster_config, &serde_json::to_value(&meta)?)
         .with_context(|| format!("cannot save the model to `{}`", args.model_dir.display()))?;
+    // The run is safe in the checkpoint: its resumable state has served.
+    if let Err(e) = resume::clear(&resume_dir) {
+        tracing::warn!("cannot remove the finished training state: {e}");
+    }
 
     let summary = TrainSummary {
         model_dir: args.model_dir.display().to_string(),
@@ -196,6 +278,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         featurize_seconds,
         total_seconds: started.elapsed().as_secs_f64(),
         test_scores: &test_scores,
+        interval_calibration: calibration.as_ref(),
         noise_floor: floors.iter().find(|f| f.region == region),
     };
     if context.json {
@@ -204,6 +287,21 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     }
     print_summary(&summary);
     Ok(())
+}
+
+/// The data range of the resumable state in `dir`; exit code 1 when there is none.
+fn saved_range(dir: &Path) -> Result<DateRange> {
+    if !resume::exists(dir) {
+        return Err(BadInput(format!(
+            "nothing to resume: `{}` holds no training state (`energy train` saves one there after each \
+             epoch and removes it when training finishes); train without --resume to start a new run",
+            dir.display()
+        ))
+        .into());
+    }
+    let provenance = resume::saved_provenance(dir)?;
+    serde_json::from_value(provenance["data_range"].clone())
+        .with_context(|| format!("the training state in `{}` names no data range", dir.display()))
 }
 
 fn data(windows: &features::Windows) -> TrainData<'_> {
@@ -231,6 +329,9 @@ fn print_summary(s: &TrainSummary) {
             e.epoch, e.train_loss, e.validation_loss, e.sequences_per_s, e.seconds
         );
     }
+    if let Some(epoch) = s.training.resumed_from_epoch {
+        println!("  (resumed after epoch {epoch})");
+    }
     println!(
         "best epoch {} (validation loss {:.4}){}; {} parameters; training {:.1} s, features {:.1} s, total {:.1} s",
         s.training.best_epoch,
@@ -241,6 +342,17 @@ fn print_summary(s: &TrainSummary) {
         s.featurize_seconds,
         s.total_seconds
     );
+    match s.interval_calibration {
+        Some(c) => println!(
+            "p10-p90 intervals calibrated on {} validation hours: coverage {:.0} % -> {:.0} % (nominal {:.0} %), mean margin {:+.0} MW",
+            c.points,
+            100.0 * c.validation_coverage_before,
+            100.0 * c.validation_coverage_after,
+            100.0 * modeling::NOMINAL_COVERAGE,
+            c.margins_mw.iter().sum::<f64>() / c.margins_mw.len().max(1) as f64
+        ),
+        None => println!("p10-p90 intervals not calibrated (too few validation hours)"),
+    }
     println!("test split, one forecast per day:");
     modeling::print_scores(s.test_scores);
     if let Some(floor) = s.noise_floor {

@@ -63,12 +63,32 @@ fn periodic(expr: Expr, period: f64, f: fn(f64) -> f64) -> Expr {
     float_map(expr.cast(DataType::Float64), move |x| f(2.0 * PI * x / period))
 }
 
-/// 1 where the day key `year * 1000 + ordinal` is a US federal holiday, else 0.
+/// 1 where the day key `year * 1000 + ordinal` is a US federal holiday, else 0. Computed once
+/// per run of equal keys (a local day's 23–25 rows are consecutive).
 fn holiday(day_key: Expr) -> Expr {
-    float_map(day_key.cast(DataType::Float64), |key| {
-        let key = key as i32;
-        NaiveDate::from_yo_opt(key / 1000, (key % 1000) as u32).map_or(0.0, |d| f64::from(u8::from(is_us_holiday(d))))
-    })
+    day_key.cast(DataType::Float64).map(
+        |column: Column| {
+            let mut last: Option<(f64, f64)> = None;
+            let out: Float64Chunked = column
+                .f64()?
+                .iter()
+                .map(|key| {
+                    key.map(|key| match last {
+                        Some((k, flag)) if k == key => flag,
+                        _ => {
+                            let day = key as i32;
+                            let flag = NaiveDate::from_yo_opt(day / 1000, (day % 1000) as u32)
+                                .map_or(0.0, |d| f64::from(u8::from(is_us_holiday(d))));
+                            last = Some((key, flag));
+                            flag
+                        }
+                    })
+                })
+                .collect();
+            Ok(out.with_name(column.name().clone()).into_column())
+        },
+        |_, field| Ok(Field::new(field.name().clone(), DataType::Float64)),
+    )
 }
 
 fn float_map(expr: Expr, f: impl Fn(f64) -> f64 + Send + Sync + 'static) -> Expr {

@@ -78,6 +78,54 @@ impl SeriesId {
     pub fn new(source: impl Into<String>, region: impl Into<String>, kind: impl Into<String>) -> Self {
         Self { source: source.into(), region: region.into(), kind: kind.into() }
     }
+
+    /// Check the three names with [`check_name`]: the store refuses a series that fails.
+    pub fn check(&self) -> Result<(), IngestError> {
+        check_name("source", &self.source)?;
+        check_name("region", &self.region)?;
+        check_name("kind", &self.kind)
+    }
+}
+
+/// Longest source, region or kind name, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Check a source, region or kind name (`what` says which) before it names a folder of the
+/// store: 1 to [`MAX_NAME_LEN`] ASCII letters, digits, spaces, `.`, `_` and `-`, starting with
+/// a letter, digit or `_` and not ending with a space. That admits every real name (`CISO`,
+/// `US48`, `CA ISO-TAC`, `PGE-TAC`, `SYN1`, `D`, `TEMP`, `FUEL_SUN`, `2DA`) and refuses `.`,
+/// `..`, path separators, absolute paths, NUL and other control characters. The error
+/// ([`IngestError::InvalidRequest`], bad input) names the value and what is wrong with it.
+pub fn check_name(what: &str, value: &str) -> Result<(), IngestError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-');
+    let why = if value.is_empty() {
+        "it is empty".to_string()
+    } else if value.len() > MAX_NAME_LEN {
+        format!("it is {} bytes long", value.len())
+    } else if value.contains(['/', '\\']) {
+        "it holds a path separator".to_string()
+    } else if value.chars().any(char::is_control) {
+        "it holds a control character".to_string()
+    } else if let Some(c) = value.chars().find(|c| !allowed(*c)) {
+        format!("it holds `{c}`")
+    } else if !value.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+        format!("it starts with `{}`", value.chars().next().unwrap_or(' '))
+    } else if value.ends_with(' ') {
+        "it ends with a space".to_string()
+    } else {
+        return Ok(());
+    };
+    let shown: String = value.escape_debug().take(80).collect();
+    let more = if value.escape_debug().nth(80).is_some() { "…" } else { "" };
+    let examples = match what {
+        "source" => "eia, caiso or synthetic",
+        "kind" => "D, TEMP, ACTUAL or FUEL_SUN",
+        _ => "CISO, PGE-TAC or `CA ISO-TAC`",
+    };
+    Err(IngestError::InvalidRequest(format!(
+        "invalid {what} `{shown}{more}`: {why}; a {what} is 1 to {MAX_NAME_LEN} ASCII letters, digits, spaces, \
+         `.`, `_` or `-`, starting with a letter, digit or `_`, such as {examples}"
+    )))
 }
 
 impl fmt::Display for SeriesId {
@@ -175,6 +223,12 @@ pub enum IngestError {
     StoreData { path: PathBuf, message: String },
     #[error("store `{path}` is in use by {holder}")]
     StoreBusy { path: PathBuf, holder: String },
+    /// A symbolic link inside the store: the store follows none, so it never reads or writes
+    /// outside its root.
+    #[error(
+        "`{path}` is a symbolic link (to `{target}`): the store follows no link out of its root; remove the link, or give its target as the store"
+    )]
+    StoreLink { path: PathBuf, target: PathBuf },
     #[error("{0}")]
     Source(String),
     /// No reply: connection refused or reset, timeout (`transient`), or a request that cannot
@@ -239,5 +293,59 @@ impl IngestError {
                 | IngestError::ApiKey { .. }
                 | IngestError::InvalidRequest(_)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_names_pass_the_check() {
+        for name in ["CA ISO-TAC", "PGE-TAC", "SDGE-TAC", "CISO", "US48", "SYN1", "D", "DF", "TEMP", "FUEL_SUN", "2DA"]
+        {
+            check_name("region", name).unwrap();
+        }
+        for source in [SourceKind::Synthetic, SourceKind::Eia, SourceKind::Caiso, SourceKind::File] {
+            check_name("source", source.as_str()).unwrap();
+        }
+        SeriesId::new("caiso", "CA ISO-TAC", "ACTUAL").check().unwrap();
+        check_name("region", &"A".repeat(MAX_NAME_LEN)).unwrap();
+        check_name("region", "_HIDDEN").unwrap();
+    }
+
+    #[test]
+    fn names_that_could_leave_the_store_are_refused_naming_the_value() {
+        let long = "A".repeat(MAX_NAME_LEN + 1);
+        let cases = [
+            ("../x", "path separator"),
+            ("..", "starts with `.`"),
+            (".", "starts with `.`"),
+            ("/etc", "path separator"),
+            ("a\\b", "path separator"),
+            ("C:\\x", "path separator"),
+            ("a\0b", "control character"),
+            ("a\nb", "control character"),
+            ("", "empty"),
+            (long.as_str(), "65 bytes long"),
+            ("SYN;1", "holds `;`"),
+            ("ÄÖ", "holds `Ä`"),
+            (" SYN1", "starts with ` `"),
+            ("SYN1 ", "ends with a space"),
+            ("-x", "starts with `-`"),
+            ("a:b", "holds `:`"),
+        ];
+        for (value, why) in cases {
+            let error = check_name("region", value).unwrap_err();
+            let text = error.to_string();
+            assert!(error.is_bad_input(), "{text}");
+            assert!(text.contains(why), "{value:?}: {text}");
+            assert!(text.starts_with("invalid region `"), "{text}");
+            assert_eq!(text.lines().count(), 1, "one line: {text}");
+        }
+        let text = check_name("kind", "a\0b").unwrap_err().to_string();
+        assert!(text.contains("`a\\0b`") && text.contains("FUEL_SUN"), "{text}");
+        let error = SeriesId::new("file", "HOME", "../x").check().unwrap_err().to_string();
+        assert!(error.starts_with("invalid kind `../x`"), "{error}");
     }
 }

@@ -8,6 +8,13 @@
 //! disk, and renamed over the old file; the ledger entry is written (the same way) only after
 //! all partitions are in place. A crash leaves the old file or the new one, never a mix, and
 //! a chunk missing from the ledger is simply collected again.
+//!
+//! # Isolation
+//! Nothing the store reads or writes lies outside its root. Source, region and kind names are
+//! checked ([`SeriesId::check`]) before they name a folder, and every path below the root is
+//! refused ([`IngestError::StoreLink`]) when it, or a folder on the way to it, is a symbolic
+//! link: the store follows no link (the root itself may be one). New files are created
+//! exclusively (`O_EXCL`), so not even a link planted under a temporary file's name is followed.
 use super::{COL_TIMESTAMP, COL_VALUE, IngestError, SeriesId, SeriesRows};
 use crate::time::{DateRange, from_us};
 use chrono::{DateTime, Datelike, Utc};
@@ -98,8 +105,9 @@ impl Store {
     /// has it. Leftover temporary files of a killed writer are removed.
     pub fn lock(&self) -> Result<StoreLock, IngestError> {
         let catalog = self.root.join(CATALOG);
-        fs::create_dir_all(&catalog).map_err(Self::io(&catalog))?;
         let path = catalog.join(LOCK_FILE);
+        self.refuse_links(&path)?;
+        fs::create_dir_all(&catalog).map_err(Self::io(&catalog))?;
         let mut file = fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -134,7 +142,12 @@ impl Store {
         let Ok(entries) = fs::read_dir(dir) else { return Ok(()) };
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.is_dir() {
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_symlink() {
+                // never followed: a link to a folder outside the store is not searched
+                continue;
+            }
+            if kind.is_dir() {
                 self.remove_temp_files(&path)?;
             } else if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(TEMP_MARK)) {
                 fs::remove_file(&path).map_err(Self::io(&path))?;
@@ -143,7 +156,46 @@ impl Store {
         Ok(())
     }
 
-    /// The folder of one series.
+    /// Refuse `path` (below the root) when it or a folder between the root and it is a
+    /// symbolic link. The parts that do not exist yet are fine: they are created as folders.
+    fn refuse_links(&self, path: &Path) -> Result<(), IngestError> {
+        let Ok(below) = path.strip_prefix(&self.root) else {
+            return Err(IngestError::StoreData {
+                path: path.to_owned(),
+                message: format!("the path is outside the store `{}`", self.root.display()),
+            });
+        };
+        let mut at = self.root.clone();
+        for part in below.components() {
+            at.push(part);
+            match fs::symlink_metadata(&at) {
+                Ok(meta) if meta.file_type().is_symlink() => return Err(link_error(&at)),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(Self::io(&at)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Check that the store may hold `series`: their names pass [`SeriesId::check`], and no
+    /// symbolic link lies on the way to their folders or the catalog. Nothing is written: a
+    /// collection calls this before it takes the lock.
+    pub fn check_series(&self, series: &[SeriesId]) -> Result<(), IngestError> {
+        for id in series {
+            id.check()?;
+        }
+        self.refuse_links(&self.ledger_path())?;
+        self.refuse_links(&self.root.join(CATALOG).join(LOCK_FILE))?;
+        for id in series {
+            let dir = self.series_dir(id);
+            self.refuse_links(&dir)?;
+            refuse_links_below(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// The folder of one series (not checked: [`Self::check_series`] checks it).
     pub fn series_dir(&self, id: &SeriesId) -> PathBuf {
         self.root
             .join(format!("source={}", encode(&id.source)))
@@ -158,12 +210,16 @@ impl Store {
     /// Replace the rows of `range` of every series in `batch` with the given rows (rows outside
     /// `range` are ignored). The caller holds the lock.
     pub fn write_range(&self, batch: &[SeriesRows], range: DateRange) -> Result<WriteStats, IngestError> {
+        for series in batch {
+            series.id.check()?;
+        }
         let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
         let mut stats = WriteStats::default();
         let result = (|| {
             for series in batch {
                 for (year, month) in months_of(&range) {
                     let path = self.partition_file(&series.id, year, month);
+                    self.refuse_links(&path)?;
                     let month_range = month_range(year, month);
                     let replace =
                         DateRange { start: range.start.max(month_range.start), end: range.end.min(month_range.end) };
@@ -275,7 +331,10 @@ impl Store {
 
     /// A lazy frame (`timestamp`, `value`) of one series, sorted, limited to `range` if given.
     pub fn scan(&self, id: &SeriesId, range: Option<DateRange>) -> Result<LazyFrame, IngestError> {
+        id.check()?;
         let dir = self.series_dir(id);
+        self.refuse_links(&dir)?;
+        refuse_links_below(&dir)?;
         if !self.has_series(id) {
             return Err(IngestError::StoreData { path: dir, message: format!("no data for series {id} in the store") });
         }
@@ -303,9 +362,18 @@ impl Store {
     }
 
     /// Does the store hold a data file of `id`? A writer killed before the first file of a
-    /// series was in place leaves its folder without one.
+    /// series was in place leaves its folder without one. A name [`SeriesId::check`] refuses
+    /// is never held; a series reached through a symbolic link counts as held, so that reading
+    /// it says why it is refused.
     pub fn has_series(&self, id: &SeriesId) -> bool {
-        count_files(&self.series_dir(id)) > 0
+        if id.check().is_err() {
+            return false;
+        }
+        let dir = self.series_dir(id);
+        if self.refuse_links(&dir).is_err() || refuse_links_below(&dir).is_err() {
+            return true;
+        }
+        count_files(&dir) > 0
     }
 
     /// Every series with a data file in the store.
@@ -359,6 +427,7 @@ impl Store {
     /// The completed-chunk ledger (empty for a new store).
     pub fn ledger(&self) -> Result<Vec<LedgerEntry>, IngestError> {
         let path = self.ledger_path();
+        self.refuse_links(&path)?;
         match fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<LedgerFile>(&bytes) {
                 Ok(LedgerFile::V1 { entries }) => Ok(entries),
@@ -377,6 +446,7 @@ impl Store {
         all.extend_from_slice(entries);
         all.sort_by(|a, b| (&a.series, a.range).cmp(&(&b.series, b.range)));
         let path = self.ledger_path();
+        self.refuse_links(&path)?;
         let bytes = serde_json::to_vec_pretty(&LedgerFile::V1 { entries: all })
             .map_err(|e| IngestError::StoreData { path: path.clone(), message: e.to_string() })?;
         write_atomic(&path, &bytes)
@@ -456,6 +526,8 @@ pub fn checksum(rows: &SeriesRows, range: &DateRange) -> u32 {
     hasher.finalize()
 }
 
+/// The folders `{prefix}{value}` in `dir` with their decoded values; a symbolic link named so
+/// is refused.
 fn subdirs(dir: &Path, prefix: &str) -> Result<Vec<(PathBuf, String)>, IngestError> {
     let mut out = Vec::new();
     let entries = match fs::read_dir(dir) {
@@ -465,9 +537,12 @@ fn subdirs(dir: &Path, prefix: &str) -> Result<Vec<(PathBuf, String)>, IngestErr
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(value) = name.strip_prefix(prefix)
-            && entry.path().is_dir()
-        {
+        let Some(value) = name.strip_prefix(prefix) else { continue };
+        let kind = entry.file_type().map_err(Store::io(&entry.path()))?;
+        if kind.is_symlink() {
+            return Err(link_error(&entry.path()));
+        }
+        if kind.is_dir() {
             out.push((entry.path(), decode(value)));
         }
     }
@@ -475,21 +550,58 @@ fn subdirs(dir: &Path, prefix: &str) -> Result<Vec<(PathBuf, String)>, IngestErr
     Ok(out)
 }
 
+/// Parquet files below `dir` (links not followed).
 fn count_files(dir: &Path) -> usize {
     fs::read_dir(dir)
         .map(|entries| {
             entries
                 .flatten()
-                .map(|e| {
-                    if e.path().is_dir() {
-                        count_files(&e.path())
-                    } else {
-                        usize::from(e.path().extension().is_some_and(|x| x == "parquet"))
-                    }
+                .map(|e| match e.file_type() {
+                    Ok(kind) if kind.is_dir() => count_files(&e.path()),
+                    Ok(kind) if kind.is_file() => usize::from(e.path().extension().is_some_and(|x| x == "parquet")),
+                    _ => 0,
                 })
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// Refuse a folder tree (that may not exist) holding a symbolic link anywhere.
+fn refuse_links_below(dir: &Path) -> Result<(), IngestError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+            return Ok(());
+        }
+        Err(e) => return Err(Store::io(dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(Store::io(dir))?;
+        let kind = entry.file_type().map_err(Store::io(&entry.path()))?;
+        if kind.is_symlink() {
+            return Err(link_error(&entry.path()));
+        }
+        if kind.is_dir() {
+            refuse_links_below(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn link_error(path: &Path) -> IngestError {
+    IngestError::StoreLink { path: path.to_owned(), target: fs::read_link(path).unwrap_or_default() }
+}
+
+/// Create `path` for writing, never following a link: a stale file of that name (a temporary
+/// file of a killed writer with the same pid) is removed first, then the file is created
+/// exclusively.
+fn create_new(path: &Path) -> Result<File, IngestError> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Store::io(path)(e)),
+    }
+    fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(Store::io(path))
 }
 
 /// (year, month) of every calendar month (UTC) that holds an interval end of `range`.
@@ -528,7 +640,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IngestError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(Store::io(dir))?;
     let temp = temp_path(path);
-    let mut file = File::create(&temp).map_err(Store::io(&temp))?;
+    let mut file = create_new(&temp)?;
     file.write_all(bytes).map_err(Store::io(&temp))?;
     file.sync_all().map_err(Store::io(&temp))?;
     drop(file);
@@ -546,7 +658,7 @@ fn write_parquet(path: &Path, rows: &SeriesRows) -> Result<(), IngestError> {
     fs::create_dir_all(dir).map_err(Store::io(dir))?;
     let mut df =
         frame_from_rows(rows).map_err(|e| IngestError::StoreData { path: path.to_owned(), message: e.to_string() })?;
-    let file = File::create(path).map_err(Store::io(path))?;
+    let file = create_new(path)?;
     let zstd = polars::polars_utils::compression::ZstdLevel::try_new(3).expect("3 is a valid zstd level");
     ParquetWriter::new(&file)
         .with_compression(ParquetCompression::Zstd(Some(zstd)))

@@ -559,6 +559,64 @@ mod tests {
         Ok(())
     }
 
+    /// Rows `..=t` of `a` followed by rows `t + 1..` of `b` (axis 2).
+    fn splice(a: &Array, b: &Array, t: i32) -> Result<Array, Exception> {
+        ops::concatenate(&[a.try_index((.., .., ..=t, ..))?, b.try_index((.., .., t + 1.., ..))?], 2)
+    }
+
+    /// Rows `..=t` and `t + 1..` of axis 2.
+    fn split_at(a: &Array, t: i32) -> Result<(Array, Array), Exception> {
+        Ok((a.try_index((.., .., ..=t, ..))?, a.try_index((.., .., t + 1.., ..))?))
+    }
+
+    /// Causality: with `causal = true`, replacing q, k and v at every position after t leaves
+    /// the outputs at positions ≤ t bit-identical, for blockwise attention (blocks of 5 and 8)
+    /// and ring attention with 1, 2, 4 and 8 shards (blocks of 3 and 5), at lengths 37 and 23
+    /// (divisible by none of the block sizes), with t at the first row, inside a block, at a
+    /// block's last row and at the next-to-last row. The test can fail: the outputs after t do
+    /// change, and so do the non-causal outputs at positions ≤ t.
+    #[test]
+    fn causal_outputs_ignore_later_positions() -> Result<(), Exception> {
+        type Attention = Box<dyn Fn(&Array, &Array, &Array, bool) -> Result<Array, Exception>>;
+        let mut attentions: Vec<(String, Attention)> = vec![
+            ("reference".into(), Box::new(reference_attention)),
+            ("blockwise 5".into(), Box::new(|q, k, v, causal| blockwise_attention(q, k, v, 5, causal))),
+            ("blockwise 8".into(), Box::new(|q, k, v, causal| blockwise_attention(q, k, v, 8, causal))),
+        ];
+        for shards in [1, 2, 4, 8] {
+            for block_size in [3, 5] {
+                attentions.push((
+                    format!("ring {shards} shards, block {block_size}"),
+                    Box::new(move |q, k, v, causal| ring_attention(q, k, v, shards, block_size, causal)),
+                ));
+            }
+        }
+        let mut checked = 0;
+        for (seed, length) in [(13, 37), (14, 23)] {
+            let [q, k, v, _] = inputs(seed, &[2, 2, length, 8])?;
+            let [other_q, other_k, other_v, _] = inputs(seed + 100, &[2, 2, length, 8])?;
+            for t in [0, 7, 9, length - 2] {
+                let changed = [splice(&q, &other_q, t)?, splice(&k, &other_k, t)?, splice(&v, &other_v, t)?];
+                for (name, attention) in &attentions {
+                    let (before_head, before_tail) = split_at(&attention(&q, &k, &v, true)?, t)?;
+                    let (after_head, after_tail) =
+                        split_at(&attention(&changed[0], &changed[1], &changed[2], true)?, t)?;
+                    let head = max_abs_difference(&before_head, &after_head)?;
+                    assert_eq!(head, 0.0, "{name}, length {length}: positions ≤ {t} changed by {head}");
+                    let tail = max_abs_difference(&before_tail, &after_tail)?;
+                    assert!(tail > 1e-3, "{name}, length {length}: positions > {t} did not change");
+                    let (open, _) = split_at(&attention(&q, &k, &v, false)?, t)?;
+                    let (open_changed, _) = split_at(&attention(&changed[0], &changed[1], &changed[2], false)?, t)?;
+                    let reached = max_abs_difference(&open, &open_changed)?;
+                    assert!(reached > 1e-3, "{name}, length {length}: non-causal positions ≤ {t} did not change");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 2 * 4 * attentions.len());
+        Ok(())
+    }
+
     #[test]
     fn first_causal_row_is_the_first_value() -> Result<(), Exception> {
         let [q, k, v, _] = inputs(9, &[2, 3, 13, 4])?;

@@ -163,7 +163,10 @@ pub fn load(dir: &Path) -> Result<(Forecaster, ForecasterConfig, serde_json::Val
 
 /// The loaded tensors, if they have exactly the model's keys, shapes and dtypes; otherwise a
 /// message listing (up to a few of) the differences.
-fn check_weights(model: &Forecaster, loaded: HashMap<String, Array>) -> Result<FlattenedModuleParam, String> {
+pub(crate) fn check_weights(
+    model: &Forecaster,
+    loaded: HashMap<String, Array>,
+) -> Result<FlattenedModuleParam, String> {
     let expected: BTreeMap<String, (Vec<i32>, mlx_rs::Dtype)> = model
         .parameters()
         .flatten()

@@ -6,6 +6,7 @@
 pub mod attention;
 pub mod checkpoint;
 pub mod memory;
+pub mod resume;
 pub mod smoke;
 pub mod train;
 pub mod transformer;

@@ -1,10 +1,13 @@
 //! Training and batched inference for the [`Forecaster`]: AdamW with linear warmup then cosine
 //! decay, gradient clipping by global norm, seeded shuffling and early stopping on validation
-//! loss (the best epoch's weights are restored at the end).
+//! loss (the best epoch's weights are restored at the end). [`train_checkpointed`] also saves
+//! a resumable state after every epoch and continues an interrupted run from it, bit-identically
+//! (see [`resume`] for what is saved and how).
 //!
 //! Everything runs on the calling thread (MLX arrays are not `Sync` and the optimizer is not
 //! `Send`); callers run [`train`] off any async worker.
 use crate::config::ModelConfig;
+use crate::model::resume::{self, BestEpoch, EpochRecord, Fingerprint, Progress, ResumeError};
 use crate::model::transformer::{Forecaster, pinball_loss};
 use crate::report::Reporter;
 use mlx_rs::builder::Builder;
@@ -14,6 +17,8 @@ use mlx_rs::optimizers::{AdamW, AdamWBuilder, Optimizer};
 use mlx_rs::{Array, nn, ops, random, transforms};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::Path;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -69,7 +74,7 @@ impl TrainConfig {
 }
 
 /// One epoch's figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EpochReport {
     /// Counted from 1.
     pub epoch: usize,
@@ -88,15 +93,49 @@ pub struct EpochReport {
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainReport {
+    /// Every epoch of the run, those before a resume included.
     pub epochs: Vec<EpochReport>,
     /// The epoch whose weights the model holds now (counted from 1).
     pub best_epoch: usize,
     /// Its validation loss (its training loss when there is no validation data).
     pub best_validation_loss: f32,
     pub stopped_early: bool,
+    /// Wall time of the run, over every attempt of a resumed run.
     pub seconds: f64,
     /// Training windows per second over all training phases.
     pub train_sequences_per_s: f64,
+    /// The epochs a resumed run found done (absent for a run that started afresh).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_from_epoch: Option<usize>,
+    /// True when [`Checkpointing::after_epoch`] stopped the run: the model then holds the last
+    /// epoch's weights (not the best), and the saved state is left for a resume.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
+}
+
+/// A failed training run: a resume that is refused or cannot read its state, or MLX.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
+    #[error("{}", .0.what())]
+    Mlx(#[from] Exception),
+}
+
+/// Where and how [`train_checkpointed`] keeps its resumable state (see [`resume`] for the
+/// layout).
+pub struct Checkpointing<'a> {
+    /// The state folder (created when needed).
+    pub dir: &'a Path,
+    /// Continue from the state in `dir` ([`ResumeError::Missing`] when there is none);
+    /// otherwise any state there is removed before the first epoch.
+    pub resume: bool,
+    /// What else identifies the run besides the settings and the windows (data source, range,
+    /// scaler, …); part of the [`Fingerprint`].
+    pub provenance: serde_json::Value,
+    /// Called with the epoch (counted from 1) after its state is saved; `Break` stops the run
+    /// there as an interruption would (the state stays, [`TrainReport::interrupted`] is set).
+    pub after_epoch: Option<&'a mut dyn FnMut(usize) -> ControlFlow<()>>,
 }
 
 /// Train `model` with AdamW, linear warmup then cosine decay to 10% over all steps, gradient
@@ -116,50 +155,135 @@ pub fn train(
     quantiles: &[f32],
     reporter: &dyn Reporter,
 ) -> Result<TrainReport, Exception> {
+    run(model, config, train, validation, quantiles, reporter, None).map_err(|error| match error {
+        TrainError::Mlx(error) => error,
+        other => Exception::custom(other.to_string()),
+    })
+}
+
+/// [`train`], saving a resumable state at the end of every epoch in `checkpointing.dir`, or
+/// continuing from the one there with `checkpointing.resume`.
+///
+/// A resumed run continues exactly where the saved one stopped: the same weights, AdamW
+/// moments, schedule position, shuffle state and window order, early-stopping state and epoch
+/// reports, so its result is bit-identical to an uninterrupted run (training is deterministic
+/// for a seed, and draws no MLX random numbers: the model has no dropout). A state saved with
+/// other settings, model config, windows or provenance is refused ([`ResumeError::Mismatch`]),
+/// and so is a missing one ([`ResumeError::Missing`]); `model` is overwritten by the saved
+/// weights, so its initial values do not matter when resuming.
+///
+/// The state is left in place when training finishes, marked finished (resuming it trains no
+/// further epoch and only restores the best weights): the caller removes it with
+/// [`resume::clear`] once the trained model is saved, so that no crash can lose the run.
+pub fn train_checkpointed(
+    model: &mut Forecaster,
+    config: &TrainConfig,
+    train: &TrainData,
+    validation: &TrainData,
+    quantiles: &[f32],
+    reporter: &dyn Reporter,
+    checkpointing: Checkpointing,
+) -> Result<TrainReport, TrainError> {
+    run(model, config, train, validation, quantiles, reporter, Some(checkpointing))
+}
+
+fn run(
+    model: &mut Forecaster,
+    config: &TrainConfig,
+    train: &TrainData,
+    validation: &TrainData,
+    quantiles: &[f32],
+    reporter: &dyn Reporter,
+    mut checkpointing: Option<Checkpointing>,
+) -> Result<TrainReport, TrainError> {
     let shape = DataShape::of(model)?;
     shape.check(train, "training")?;
     shape.check(validation, "validation")?;
     if train.count == 0 {
-        return Err(Exception::custom("training needs at least one window"));
+        return Err(Exception::custom("training needs at least one window").into());
     }
     if config.batch_size == 0 {
-        return Err(Exception::custom("batch size must be at least 1"));
+        return Err(Exception::custom("batch size must be at least 1").into());
     }
     if quantiles != model.config().quantiles.as_slice() {
         return Err(Exception::custom(format!(
             "training quantiles {quantiles:?} differ from the model's {:?}",
             model.config().quantiles
-        )));
+        ))
+        .into());
     }
     random::seed(config.seed)?;
-    let mut rng = SplitMix64::new(config.seed);
     let mut stepper = Stepper::new(config, quantiles);
     let steps_per_epoch = train.count.div_ceil(config.batch_size);
     let schedule = Schedule { config, total_steps: steps_per_epoch * config.epochs };
+    let mut progress = Progress::new(config.seed, train.count, schedule.total_steps);
+    // The best epoch's weights (`progress.best` says which).
+    let mut best_weights: Option<FlattenedModuleParam> = None;
+    let mut resumed_from_epoch = None;
+    let fingerprint = checkpointing
+        .as_ref()
+        .map(|checkpointing| Fingerprint::new(config, model.config(), train, validation, &checkpointing.provenance));
+    if let (Some(checkpointing), Some(fingerprint)) = (&checkpointing, &fingerprint) {
+        if checkpointing.resume {
+            let restored = resume::load(checkpointing.dir, fingerprint, model)?;
+            if restored.progress.epoch > config.epochs
+                || restored.progress.step != restored.progress.epoch * steps_per_epoch
+                || restored.progress.order.len() != train.count
+            {
+                return Err(ResumeError::Inconsistent {
+                    path: checkpointing.dir.join(resume::STATE_FILE),
+                    message: format!(
+                        "{} steps after {} epochs of {steps_per_epoch} steps (of {})",
+                        restored.progress.step, restored.progress.epoch, config.epochs
+                    ),
+                }
+                .into());
+            }
+            model.update_flattened(restored.weights);
+            stepper.optimizer.state = restored.optimizer;
+            best_weights = restored.best_weights;
+            progress = restored.progress;
+            // serde_json may misread an f64's last bit: take each epoch's last learning rate
+            // from the schedule, which gave it in the first place.
+            for record in &mut progress.epochs {
+                record.learning_rate = schedule.learning_rate(record.epoch * steps_per_epoch - 1);
+            }
+            resumed_from_epoch = Some(progress.epoch);
+        } else {
+            resume::clear(checkpointing.dir)?;
+        }
+    }
 
     reporter.start("train", config.epochs as u64);
+    if progress.epoch > 0 {
+        reporter.advance(progress.epoch as u64, (progress.epoch * train.count) as u64);
+    }
     let started = Instant::now();
-    let mut order: Vec<usize> = (0..train.count).collect();
-    let mut epochs = Vec::with_capacity(config.epochs);
-    let mut best: Option<(usize, f32, FlattenedModuleParam)> = None;
-    let mut since_best = 0;
-    let mut stopped_early = false;
-    let mut step = 0;
+    let (seconds_before, train_seconds_before) = (progress.seconds, progress.train_seconds);
     let mut train_seconds = 0.0;
-    for epoch in 1..=config.epochs {
+    let mut interrupted = false;
+    let mut finished = progress.stopped_early || progress.epoch >= config.epochs;
+    while !finished {
+        let epoch = progress.epoch + 1;
         let epoch_started = Instant::now();
-        rng.shuffle(&mut order);
+        let mut rng = SplitMix64::new(progress.shuffle_state);
+        rng.shuffle(&mut progress.order);
+        progress.shuffle_state = rng.0;
         let mut loss_sum = 0.0f64;
         let mut learning_rate = 0.0;
-        for batch in order.chunks(config.batch_size) {
+        for batch in progress.order.chunks(config.batch_size) {
             let (inputs, targets) = shape.gather(train, batch)?;
-            learning_rate = schedule.learning_rate(step);
+            learning_rate = schedule.learning_rate(progress.step);
             let loss = stepper.step(model, inputs, targets, learning_rate)?;
             if !loss.is_finite() {
-                return Err(Exception::custom(format!("training diverged: loss {loss} at epoch {epoch}, step {step}")));
+                return Err(Exception::custom(format!(
+                    "training diverged: loss {loss} at epoch {epoch}, step {}",
+                    progress.step
+                ))
+                .into());
             }
             loss_sum += f64::from(loss) * batch.len() as f64;
-            step += 1;
+            progress.step += 1;
         }
         let epoch_train_seconds = epoch_started.elapsed().as_secs_f64();
         train_seconds += epoch_train_seconds;
@@ -182,37 +306,56 @@ pub fn train(
             "epoch {epoch}/{}: train loss {train_loss:.4}, validation loss {validation_loss:.4}",
             config.epochs
         ));
-        epochs.push(report);
+        progress.epochs.push(EpochRecord::from(&report));
+        progress.epoch = epoch;
 
         let selection = if validation.count > 0 { validation_loss } else { train_loss };
-        if best.as_ref().is_none_or(|(_, loss, _)| selection < *loss) {
-            best = Some((epoch, selection, snapshot(model)));
-            since_best = 0;
+        if progress.best.is_none_or(|best| f64::from(selection) < best.loss) {
+            progress.best = Some(BestEpoch { epoch, loss: f64::from(selection) });
+            best_weights = Some(snapshot(model));
+            progress.since_best = 0;
         } else {
-            since_best += 1;
-            if config.patience > 0 && since_best >= config.patience && epoch < config.epochs {
-                stopped_early = true;
+            progress.since_best += 1;
+            if config.patience > 0 && progress.since_best >= config.patience && epoch < config.epochs {
+                progress.stopped_early = true;
+            }
+        }
+        finished = progress.stopped_early || epoch >= config.epochs;
+
+        if let (Some(checkpointing), Some(fingerprint)) = (&mut checkpointing, &fingerprint) {
+            progress.seconds = seconds_before + started.elapsed().as_secs_f64();
+            progress.train_seconds = train_seconds_before + train_seconds;
+            resume::save(checkpointing.dir, fingerprint, &progress, model, &stepper.optimizer.state)?;
+            if let Some(after_epoch) = checkpointing.after_epoch.as_mut()
+                && after_epoch(epoch).is_break()
+            {
+                interrupted = true;
                 break;
             }
         }
     }
     reporter.finish();
 
-    let (best_epoch, best_validation_loss) = match best {
-        Some((epoch, loss, weights)) => {
-            model.update_flattened(weights);
-            (epoch, loss)
+    let (best_epoch, best_validation_loss) = match (progress.best, best_weights) {
+        (Some(best), Some(weights)) => {
+            if !interrupted {
+                model.update_flattened(weights);
+            }
+            (best.epoch, best.loss as f32)
         }
-        None => (0, f32::NAN),
+        _ => (0, f32::NAN),
     };
-    let trained = epochs.len() * train.count;
+    let train_seconds = train_seconds_before + train_seconds;
+    let trained = progress.epochs.len() * train.count;
     Ok(TrainReport {
-        epochs,
+        epochs: progress.epochs.iter().map(EpochReport::from).collect(),
         best_epoch,
         best_validation_loss,
-        stopped_early,
-        seconds: started.elapsed().as_secs_f64(),
+        stopped_early: progress.stopped_early,
+        seconds: seconds_before + started.elapsed().as_secs_f64(),
         train_sequences_per_s: trained as f64 / train_seconds.max(f64::EPSILON),
+        resumed_from_epoch,
+        interrupted,
     })
 }
 
@@ -462,6 +605,8 @@ mod tests {
     use super::*;
     use crate::model::transformer::{DEFAULT_QUANTILES, ForecasterConfig};
     use crate::report::NoReporter;
+    use std::ops::ControlFlow;
+    use std::path::Path;
     use std::sync::Mutex;
 
     /// Features per position: the value (0 on the horizon), `observed`, and the daily sine and
@@ -635,6 +780,233 @@ mod tests {
         assert!(report.stopped_early);
         assert_eq!(report.epochs.len(), 3);
         assert_eq!(report.best_epoch, 1);
+        Ok(())
+    }
+
+    /// The tiny problem of the resume tests: 32 training and 8 validation windows of 16
+    /// positions, batches of 8 (4 steps per epoch), warmup over the first two epochs.
+    struct ResumeCase {
+        config: ForecasterConfig,
+        inputs: Vec<f32>,
+        targets: Vec<f32>,
+        settings: TrainConfig,
+    }
+
+    impl ResumeCase {
+        fn new(settings: TrainConfig) -> Self {
+            let config = ForecasterConfig { positions: 16, horizon: 4, d_model: 16, block_size: 8, ..small_config() };
+            let (inputs, targets) = synthetic(40, config.positions, config.horizon, 8);
+            Self { config, inputs, targets, settings }
+        }
+
+        fn train_data(&self) -> TrainData<'_> {
+            TrainData { inputs: &self.inputs[..32 * 16 * FEATURES], targets: &self.targets[..32 * 4], count: 32 }
+        }
+
+        fn validation(&self) -> TrainData<'_> {
+            TrainData { inputs: &self.inputs[32 * 16 * FEATURES..], targets: &self.targets[32 * 4..], count: 8 }
+        }
+
+        /// A model seeded with `model_seed`.
+        fn model(&self, model_seed: u64) -> Result<Forecaster, Exception> {
+            Forecaster::with_seed(&self.config, model_seed)
+        }
+
+        fn straight(&self) -> Result<(TrainReport, Weights), Exception> {
+            let mut model = self.model(self.settings.seed)?;
+            let report = train(
+                &mut model,
+                &self.settings,
+                &self.train_data(),
+                &self.validation(),
+                &DEFAULT_QUANTILES,
+                &NoReporter,
+            )?;
+            Ok((report, weight_bits(&model)?))
+        }
+
+        /// Train with checkpointing in `dir`, stopping after epoch `stop_after` when given.
+        fn checkpointed(
+            &self,
+            dir: &Path,
+            resume: bool,
+            stop_after: Option<usize>,
+            settings: &TrainConfig,
+            validation: &TrainData,
+            provenance: serde_json::Value,
+        ) -> Result<(TrainReport, Weights), TrainError> {
+            // A resumed run takes its weights from the state: start it from other ones.
+            let mut model = self.model(if resume { settings.seed + 1000 } else { settings.seed })?;
+            let mut stop = |epoch: usize| {
+                if Some(epoch) == stop_after { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            };
+            let checkpointing = Checkpointing { dir, resume, provenance, after_epoch: Some(&mut stop) };
+            let report = train_checkpointed(
+                &mut model,
+                settings,
+                &self.train_data(),
+                validation,
+                &DEFAULT_QUANTILES,
+                &NoReporter,
+                checkpointing,
+            )?;
+            Ok((report, weight_bits(&model)?))
+        }
+
+        fn run(
+            &self,
+            dir: &Path,
+            resume: bool,
+            stop_after: Option<usize>,
+        ) -> Result<(TrainReport, Weights), TrainError> {
+            self.checkpointed(dir, resume, stop_after, &self.settings, &self.validation(), serde_json::Value::Null)
+        }
+    }
+
+    /// Every parameter's f32 bit patterns, by key.
+    type Weights = std::collections::BTreeMap<String, Vec<u32>>;
+
+    fn weight_bits(model: &Forecaster) -> Result<Weights, Exception> {
+        model
+            .parameters()
+            .flatten()
+            .into_iter()
+            .map(|(key, value)| {
+                let value = value.contiguous()?;
+                value.eval()?;
+                Ok((key.to_string(), value.as_slice::<f32>().iter().map(|x| x.to_bits()).collect()))
+            })
+            .collect()
+    }
+
+    /// (epoch, train loss, validation loss, learning rate) as bit patterns.
+    fn loss_bits(report: &TrainReport) -> Vec<(usize, u32, u32, u64)> {
+        report
+            .epochs
+            .iter()
+            .map(|e| (e.epoch, e.train_loss.to_bits(), e.validation_loss.to_bits(), e.learning_rate.to_bits()))
+            .collect()
+    }
+
+    /// Interrupting after epoch k and resuming gives a result bit-identical to a straight run:
+    /// every epoch's losses and learning rate, the best epoch, early stopping and the final
+    /// weights. Two runs: a learning one (4 epochs, the warmup spanning the interruption), and
+    /// one whose zero learning rate makes it stop early at epoch 3 (patience 2), interrupted
+    /// between its best epoch and the stop.
+    #[test]
+    fn resumed_training_is_bit_identical_to_a_straight_run() -> Result<(), TrainError> {
+        let learning = TrainConfig { batch_size: 8, patience: 2, ..train_config(4, 21) };
+        let stalled = TrainConfig { batch_size: 8, learning_rate: 0.0, patience: 2, ..train_config(10, 22) };
+        for (settings, stops) in [(learning, vec![1, 3]), (stalled, vec![2])] {
+            let case = ResumeCase::new(settings.clone());
+            let (expected, expected_weights) = case.straight()?;
+            eprintln!("lr {}: best epoch {} of {}", settings.learning_rate, expected.best_epoch, expected.epochs.len());
+            assert_eq!(expected.epochs.len(), if settings.learning_rate == 0.0 { 3 } else { 4 });
+            for stop in stops {
+                let dir = tempfile::tempdir().unwrap();
+                let state = dir.path().join("resume");
+                let (partial, partial_weights) = case.run(&state, false, Some(stop))?;
+                assert!(partial.interrupted && partial.resumed_from_epoch.is_none());
+                assert_eq!(loss_bits(&partial), loss_bits(&expected)[..stop]);
+                assert!(resume::exists(&state));
+
+                let (resumed, weights) = case.run(&state, true, None)?;
+                assert_eq!(resumed.resumed_from_epoch, Some(stop));
+                assert!(!resumed.interrupted);
+                assert_eq!(loss_bits(&resumed), loss_bits(&expected), "stop after {stop}");
+                assert_eq!(
+                    (resumed.best_epoch, resumed.best_validation_loss.to_bits(), resumed.stopped_early),
+                    (expected.best_epoch, expected.best_validation_loss.to_bits(), expected.stopped_early)
+                );
+                assert!(weights == expected_weights, "final weights differ after stopping at epoch {stop}");
+                if settings.learning_rate > 0.0 && expected.best_epoch != stop {
+                    assert!(partial_weights != expected_weights, "the interruption left the final weights");
+                }
+
+                // The finished state stays until the caller clears it; resuming it trains no
+                // further epoch and gives the same model.
+                assert!(resume::exists(&state));
+                let (again, again_weights) = case.run(&state, true, None)?;
+                assert_eq!(loss_bits(&again), loss_bits(&expected));
+                assert!(again_weights == expected_weights);
+                resume::clear(&state)?;
+                assert!(!state.exists());
+            }
+        }
+        Ok(())
+    }
+
+    /// A state is only resumed by the run that saved it: other settings, model, data or
+    /// provenance are refused with the differing field named, and the state is left intact.
+    #[test]
+    fn resuming_another_run_is_refused() -> Result<(), TrainError> {
+        let settings = TrainConfig { batch_size: 8, ..train_config(3, 23) };
+        let case = ResumeCase::new(settings.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("resume");
+
+        let missing = case.run(&state, true, None).err().unwrap();
+        assert!(matches!(&missing, TrainError::Resume(e @ ResumeError::Missing { .. }) if e.is_bad_input()));
+        assert!(missing.to_string().contains("nothing to resume"), "{missing}");
+
+        let provenance = serde_json::json!({"region": "SYN1"});
+        case.checkpointed(&state, false, Some(1), &settings, &case.validation(), provenance.clone())?;
+        let other_validation: Vec<f32> = case.validation().targets.iter().map(|t| t + 1.0).collect();
+        let shifted = TrainData { targets: &other_validation, ..case.validation() };
+        let refusals: [(TrainConfig, TrainData, serde_json::Value, &str); 5] = [
+            (
+                TrainConfig { epochs: 4, ..settings.clone() },
+                case.validation(),
+                provenance.clone(),
+                "training.epochs: 3 → 4",
+            ),
+            (
+                TrainConfig { seed: 24, ..settings.clone() },
+                case.validation(),
+                provenance.clone(),
+                "training.seed: 23 → 24",
+            ),
+            (
+                TrainConfig { learning_rate: 1e-3, ..settings.clone() },
+                case.validation(),
+                provenance.clone(),
+                "training.learning_rate: 0.003 → 0.001",
+            ),
+            (settings.clone(), shifted, provenance.clone(), "data.validation_crc32"),
+            (
+                settings.clone(),
+                case.validation(),
+                serde_json::json!({"region": "SYN2"}),
+                r#"provenance.region: "SYN1" → "SYN2""#,
+            ),
+        ];
+        for (other, validation, other_provenance, expected) in refusals {
+            let error = case.checkpointed(&state, true, None, &other, &validation, other_provenance).err().unwrap();
+            assert!(matches!(&error, TrainError::Resume(e @ ResumeError::Mismatch { .. }) if e.is_bad_input()));
+            let message = error.to_string();
+            assert!(message.contains(expected), "{message} lacks {expected}");
+            assert!(message.contains("other data or settings"), "{message}");
+        }
+        // Another model config: a different architecture is named too.
+        let wider = ResumeCase {
+            config: ForecasterConfig { d_model: 32, ..case.config.clone() },
+            ..ResumeCase::new(settings.clone())
+        };
+        let error =
+            wider.checkpointed(&state, true, None, &settings, &wider.validation(), provenance.clone()).err().unwrap();
+        assert!(error.to_string().contains("model.d_model: 16 → 32"), "{error}");
+
+        // The refusals left the state as it was: the original run still resumes.
+        let (resumed, _) = case.checkpointed(&state, true, None, &settings, &case.validation(), provenance.clone())?;
+        assert_eq!(resumed.resumed_from_epoch, Some(1));
+        assert_eq!(resumed.epochs.len(), 3);
+
+        // Another format version is refused with its number.
+        let path = state.join(resume::STATE_FILE);
+        let text = std::fs::read_to_string(&path).unwrap().replace("\"format_version\": 1", "\"format_version\": 9");
+        std::fs::write(&path, text).unwrap();
+        let error = case.checkpointed(&state, true, None, &settings, &case.validation(), provenance).err().unwrap();
+        assert!(matches!(error, TrainError::Resume(ResumeError::UnsupportedVersion { found: 9, .. })), "{error}");
         Ok(())
     }
 

@@ -118,7 +118,8 @@ fn dim(value: usize) -> Result<i32, Exception> {
     i32::try_from(value).map_err(|_| invalid(format!("{value} does not fit in i32")))
 }
 
-/// Multi-head self-attention computed with [`ring_attention`] (non-causal).
+/// Multi-head self-attention computed with [`ring_attention`]: non-causal in the
+/// [`Forecaster`]; causal blocks exist for the causality tests.
 #[derive(Debug, ModuleParameters)]
 pub struct SelfAttention {
     /// d_model → 3·d_model: queries, keys and values of every head.
@@ -130,10 +131,12 @@ pub struct SelfAttention {
     n_heads: i32,
     block_size: i32,
     ring_shards: usize,
+    /// Position i attends to positions ≤ i only.
+    causal: bool,
 }
 
 impl SelfAttention {
-    fn new(config: &ForecasterConfig) -> Result<Self, Exception> {
+    fn new(config: &ForecasterConfig, causal: bool) -> Result<Self, Exception> {
         let d_model = dim(config.d_model)?;
         Ok(Self {
             qkv: Linear::new(d_model, 3 * d_model)?,
@@ -141,6 +144,7 @@ impl SelfAttention {
             n_heads: dim(config.n_heads)?,
             block_size: dim(config.block_size)?,
             ring_shards: config.ring_shards,
+            causal,
         })
     }
 }
@@ -166,7 +170,7 @@ impl Module<&Array> for SelfAttention {
             .reshape(&[batch, positions, 3, self.n_heads, head_dim])?
             .transpose_axes(&[2, 0, 3, 1, 4])?;
         let (query, key, value) = (qkv.try_index(0)?, qkv.try_index(1)?, qkv.try_index(2)?);
-        let attended = ring_attention(&query, &key, &value, self.ring_shards, self.block_size, false)?;
+        let attended = ring_attention(&query, &key, &value, self.ring_shards, self.block_size, self.causal)?;
         let merged = attended.swap_axes(1, 2)?.reshape(&[batch, positions, d_model])?;
         self.output.forward(&merged)
     }
@@ -190,12 +194,13 @@ pub struct EncoderBlock {
 }
 
 impl EncoderBlock {
-    fn new(config: &ForecasterConfig) -> Result<Self, Exception> {
+    /// A block whose attention is causal or not (the [`Forecaster`]'s is not).
+    fn new(config: &ForecasterConfig, causal: bool) -> Result<Self, Exception> {
         let d_model = dim(config.d_model)?;
         let hidden = dim(config.d_model * config.mlp_ratio)?;
         Ok(Self {
             attention_norm: layer_norm(d_model)?,
-            attention: SelfAttention::new(config)?,
+            attention: SelfAttention::new(config, causal)?,
             mlp_norm: layer_norm(d_model)?,
             mlp_in: Linear::new(d_model, hidden)?,
             mlp_out: Linear::new(hidden, d_model)?,
@@ -311,7 +316,7 @@ impl Forecaster {
         Ok(Self {
             input: Linear::new(dim(config.n_features)?, d_model)?,
             position: Param::new(position),
-            blocks: (0..config.n_layers).map(|_| EncoderBlock::new(config)).collect::<Result<_, _>>()?,
+            blocks: (0..config.n_layers).map(|_| EncoderBlock::new(config, false)).collect::<Result<_, _>>()?,
             final_norm: layer_norm(d_model)?,
             head: QuantileHead::new(config)?,
             config: config.clone(),
@@ -455,6 +460,41 @@ pub(crate) mod tests {
             copy_weights(&single, &mut sharded);
             let difference = max_abs_difference(&sharded.forward(&inputs)?, &expected);
             assert!(difference < 1e-5, "{shards} shards: {difference}");
+        }
+        Ok(())
+    }
+
+    /// Causality at the encoder-layer level. The [`Forecaster`] attends non-causally over
+    /// context + horizon (the horizon positions read the whole context and each other, see the
+    /// module documentation), so the property is checked on an [`EncoderBlock`] built with
+    /// causal attention: a pre-norm block (layer norm, ring attention with `causal = true`,
+    /// MLP) with 1, 2 and 4 ring shards, blocks of 4 rows, over 19 positions. Replacing the
+    /// inputs after position t leaves the outputs at positions ≤ t bit-identical. The test can
+    /// fail: the same block with the model's non-causal attention (the same weights) changes
+    /// them.
+    #[test]
+    fn causal_encoder_block_ignores_later_positions() -> Result<(), Exception> {
+        let config = ForecasterConfig { positions: 19, ..tiny_config() };
+        let inputs = random::normal::<f32>(&[2, 19, 16], None, None, None)?;
+        let other = random::normal::<f32>(&[2, 19, 16], None, None, None)?;
+        for shards in [1, 2, 4] {
+            let config = ForecasterConfig { ring_shards: shards, ..config.clone() };
+            random::seed(31)?;
+            let mut causal = EncoderBlock::new(&config, true)?;
+            random::seed(31)?;
+            let mut open = EncoderBlock::new(&config, false)?;
+            for t in [0, 5, 11, 17] {
+                let changed =
+                    ops::concatenate(&[inputs.try_index((.., ..=t, ..))?, other.try_index((.., t + 1.., ..))?], 1)?;
+                let head = |output: Array| output.try_index((.., ..=t, ..));
+                let tail = |output: Array| output.try_index((.., t + 1.., ..));
+                let (before, after) = (causal.forward(&inputs)?, causal.forward(&changed)?);
+                let difference = max_abs_difference(&head(before.clone())?, &head(after.clone())?);
+                assert_eq!(difference, 0.0, "{shards} shards: positions ≤ {t} changed by {difference}");
+                assert!(max_abs_difference(&tail(before)?, &tail(after)?) > 1e-3, "{shards} shards, t {t}");
+                let reached = max_abs_difference(&head(open.forward(&inputs)?)?, &head(open.forward(&changed)?)?);
+                assert!(reached > 1e-3, "{shards} shards: the non-causal block ignored positions > {t}");
+            }
         }
         Ok(())
     }

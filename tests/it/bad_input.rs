@@ -4,13 +4,13 @@
 //! of the store as it was (path, size and modification time). Then the parsers, fed arbitrary
 //! and mutated bytes by proptest, must return errors and never panic.
 use super::cli::energy;
+use super::common::*;
 use super::realdata;
 use energy::ingest::file::{FileColumns, FileSource, parse_timestamp};
 use energy::time::HOUR_US;
 use proptest::prelude::*;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 /// One bad input: the arguments after `--store DIR`, the exit code, and what the error line
 /// must say.
@@ -30,23 +30,6 @@ impl Case {
             message: message.to_string(),
         }
     }
-}
-
-/// Every file and folder under `root` with its size and modification time.
-fn snapshot(root: &Path) -> Vec<(PathBuf, bool, u64, SystemTime)> {
-    fn walk(dir: &Path, out: &mut Vec<(PathBuf, bool, u64, SystemTime)>) {
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
-            let meta = entry.metadata().unwrap();
-            out.push((entry.path(), meta.is_dir(), meta.len(), meta.modified().unwrap()));
-            if meta.is_dir() {
-                walk(&entry.path(), out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(root, &mut out);
-    out.sort();
-    out
 }
 
 /// The lines of stderr that are errors: clap's usage hints, indented details and blank lines

@@ -27,7 +27,7 @@ fn range(start: &str, end: &str) -> DateRange {
 }
 
 /// The value the fake server gives a series at an hour.
-fn value_at(t_us: i64, respondent: &str, kind: &str) -> f64 {
+pub(crate) fn value_at(t_us: i64, respondent: &str, kind: &str) -> f64 {
     (t_us / HOUR_US % 1000) as f64 * 10.0 + (respondent.len() * 100 + kind.len()) as f64
 }
 
@@ -46,56 +46,60 @@ struct FakeEia {
 
 impl Respond for FakeEia {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let pairs: Vec<(String, String)> =
-            request.url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-        let all =
-            |name: &str| -> Vec<String> { pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect() };
-        let one = |name: &str| all(name).into_iter().next().unwrap_or_default();
-        let fuel = request.url.path().contains("/fuel-type-data/");
-        let facet = if fuel { "fueltype" } else { "type" };
-        let mut respondents = all("facets[respondent][]");
-        respondents.sort();
-        let mut kinds = all(&format!("facets[{facet}][]"));
-        kinds.sort();
-        let (start, end) = (hour(&one("start")), hour(&one("end")));
-        let offset: usize = one("offset").parse().unwrap_or(0);
-        let length: usize = one("length").parse().unwrap_or(5000).min(5000);
-        // only the page's rows are built: row i is hour i / (R·K), respondent (i / K) % R, kind i % K
-        let hours = if end >= start { ((end - start) / HOUR_US + 1) as usize } else { 0 };
-        let per_hour = respondents.len() * kinds.len();
-        let total = hours * per_hour;
-        let mut data = String::with_capacity(length.min(total) * 200);
-        for i in offset..(offset + length).min(total) {
-            let t = start + (i / per_hour) as i64 * HOUR_US;
-            let (respondent, kind) = (&respondents[(i / kinds.len()) % respondents.len()], &kinds[i % kinds.len()]);
-            let value = if self.null_every > 0 && (t / HOUR_US) % self.null_every == 0 {
-                "null".to_string()
-            } else if self.numeric {
-                value_at(t, respondent, kind).to_string()
-            } else {
-                format!("\"{}\"", value_at(t, respondent, kind))
-            };
-            if !data.is_empty() {
-                data.push(',');
-            }
-            data.push_str(&format!(
-                r#"{{"period":"{}","respondent":"{respondent}","respondent-name":"{respondent} Balancing Authority","{facet}":"{kind}","type-name":"Demand","value":{value},"value-units":"megawatthours"}}"#,
-                from_us(t).format("%Y-%m-%dT%H")
-            ));
-        }
-        let total_json = if self.numeric { total.to_string() } else { format!("\"{total}\"") };
-        let warnings = if total > length {
-            r#""warnings":[{"warning":"incomplete return","description":"The API can only return 5000 rows in JSON format.  Please consider constraining your request with facet, start, or end, or using offset to paginate results."}],"#
-        } else {
-            ""
-        };
-        let body = format!(
-            r#"{{"response":{{{warnings}"total":{total_json},"dateFormat":"YYYY-MM-DD\"T\"HH24","frequency":"hourly","data":[{data}],"description":"Hourly demand, day-ahead demand forecast, net generation, and interchange by balancing authority.  \n    Source: Form EIA-930"}},"request":{{"command":"{}","params":{{"api_key":{},"frequency":"hourly","offset":"{offset}","length":"{length}"}}}},"apiVersion":"2.1.13","ExcelAddInVersion":"2.1.0"}}"#,
-            request.url.path(),
-            json!(one("api_key")),
-        );
+        let body = page_body(&request.url, self.numeric, self.null_every);
         ResponseTemplate::new(200).set_body_raw(body, "application/json").set_delay(self.delay)
     }
+}
+
+/// The fake server's page for `url` (see [`FakeEia`]); also served by the fault-injecting
+/// server of `faults.rs`.
+pub(crate) fn page_body(url: &reqwest::Url, numeric: bool, null_every: i64) -> String {
+    let pairs: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let all = |name: &str| -> Vec<String> { pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect() };
+    let one = |name: &str| all(name).into_iter().next().unwrap_or_default();
+    let fuel = url.path().contains("/fuel-type-data/");
+    let facet = if fuel { "fueltype" } else { "type" };
+    let mut respondents = all("facets[respondent][]");
+    respondents.sort();
+    let mut kinds = all(&format!("facets[{facet}][]"));
+    kinds.sort();
+    let (start, end) = (hour(&one("start")), hour(&one("end")));
+    let offset: usize = one("offset").parse().unwrap_or(0);
+    let length: usize = one("length").parse().unwrap_or(5000).min(5000);
+    // only the page's rows are built: row i is hour i / (R·K), respondent (i / K) % R, kind i % K
+    let hours = if end >= start { ((end - start) / HOUR_US + 1) as usize } else { 0 };
+    let per_hour = respondents.len() * kinds.len();
+    let total = hours * per_hour;
+    let mut data = String::with_capacity(length.min(total) * 200);
+    for i in offset..(offset + length).min(total) {
+        let t = start + (i / per_hour) as i64 * HOUR_US;
+        let (respondent, kind) = (&respondents[(i / kinds.len()) % respondents.len()], &kinds[i % kinds.len()]);
+        let value = if null_every > 0 && (t / HOUR_US) % null_every == 0 {
+            "null".to_string()
+        } else if numeric {
+            value_at(t, respondent, kind).to_string()
+        } else {
+            format!("\"{}\"", value_at(t, respondent, kind))
+        };
+        if !data.is_empty() {
+            data.push(',');
+        }
+        data.push_str(&format!(
+            r#"{{"period":"{}","respondent":"{respondent}","respondent-name":"{respondent} Balancing Authority","{facet}":"{kind}","type-name":"Demand","value":{value},"value-units":"megawatthours"}}"#,
+            from_us(t).format("%Y-%m-%dT%H")
+        ));
+    }
+    let total_json = if numeric { total.to_string() } else { format!("\"{total}\"") };
+    let warnings = if total > length {
+        r#""warnings":[{"warning":"incomplete return","description":"The API can only return 5000 rows in JSON format.  Please consider constraining your request with facet, start, or end, or using offset to paginate results."}],"#
+    } else {
+        ""
+    };
+    format!(
+        r#"{{"response":{{{warnings}"total":{total_json},"dateFormat":"YYYY-MM-DD\"T\"HH24","frequency":"hourly","data":[{data}],"description":"Hourly demand, day-ahead demand forecast, net generation, and interchange by balancing authority.  \n    Source: Form EIA-930"}},"request":{{"command":"{}","params":{{"api_key":{},"frequency":"hourly","offset":"{offset}","length":"{length}"}}}},"apiVersion":"2.1.13","ExcelAddInVersion":"2.1.0"}}"#,
+        url.path(),
+        json!(one("api_key")),
+    )
 }
 
 fn data_path() -> wiremock::matchers::PathRegexMatcher {

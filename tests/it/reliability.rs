@@ -5,6 +5,7 @@
 //! No sleeps decide anything here: kills are timed by the child's progress in the store (its
 //! lock file, ledger entries and temporary files), watched by a bounded poll.
 use super::cli::energy;
+use super::common::*;
 use energy::ingest::store::checksum;
 use energy::ingest::{SeriesId, Store};
 use std::path::{Path, PathBuf};
@@ -130,16 +131,6 @@ fn assert_same_store(got: &Path, want: &Path) {
         serde_json::from_slice::<serde_json::Value>(&out.get_output().stdout).unwrap()["series"].clone()
     };
     assert_eq!(status(got), status(want));
-    let ledger = |store: &Store| {
-        let mut entries: Vec<_> = store
-            .ledger()
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.series, e.params, e.range, e.rows, e.checksum, e.settled))
-            .collect();
-        entries.sort_by(|a, b| (&a.0, a.2).cmp(&(&b.0, b.2)));
-        entries
-    };
     assert_eq!(ledger(&got_store), ledger(&want_store));
     assert!(temp_files(got).is_empty(), "temporary files left: {:?}", temp_files(got));
 }

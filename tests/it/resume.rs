@@ -1,0 +1,135 @@
+//! `energy train --resume`, as the real binary: a run killed (SIGKILL) after its first epoch
+//! resumes from the state saved in `<model dir>/resume/` to the same model as an uninterrupted
+//! run; resuming without a state, or with other flags, is refused with exit code 1.
+use super::cli::energy;
+use predicates::prelude::*;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A fixed range (not `--days`), so both runs see the same data whenever they run.
+const RANGE: [&str; 4] = ["--start", "2024-01-01", "--end", "2024-02-09"];
+
+fn train_args(model: &Path, epochs: &str) -> Vec<String> {
+    let mut args: Vec<String> = ["train", "--epochs", epochs, "--context", "48", "--json", "--model-dir"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    args.push(model.to_str().unwrap().into());
+    args.extend(RANGE.map(String::from));
+    args
+}
+
+fn json(output: &std::process::Output) -> serde_json::Value {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Kills the child when dropped, so that a failed assertion leaves no paused run behind.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn resume_without_a_state_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    energy(&dir.path().join("store"))
+        .args(["train", "--resume", "--model-dir", model.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("nothing to resume").and(predicate::str::contains("resume")));
+    assert!(!model.exists());
+}
+
+#[test]
+#[cfg(unix)]
+fn a_killed_run_resumes_to_the_same_model() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    energy(&store).arg("collect").args(RANGE).assert().success();
+
+    let straight_dir = dir.path().join("straight");
+    let straight = json(&energy(&store).args(train_args(&straight_dir, "3")).output().unwrap());
+    assert_eq!(straight["training"]["epochs"].as_array().unwrap().len(), 3);
+    assert!(straight["training"].get("resumed_from_epoch").is_none());
+    assert!(!straight_dir.join("resume").exists(), "a finished run leaves no resumable state");
+
+    // A run that stops after saving its first epoch's state, then is killed there.
+    let model = dir.path().join("model");
+    let state = model.join("resume").join("state.json");
+    let mut child = KillOnDrop(
+        Command::new(assert_cmd::cargo::cargo_bin("energy"))
+            .env_remove("ENERGY_STORE")
+            .env_remove("RUST_LOG")
+            .env_remove("EIA_API_KEY")
+            .arg("--store")
+            .arg(&store)
+            .args(train_args(&model, "3"))
+            .args(["--pause-after-epoch", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "the run ended before pausing: {seen}");
+        seen.push_str(&line);
+        if line.contains("paused after epoch 1") {
+            break;
+        }
+    }
+    assert!(state.is_file(), "no state after epoch 1: {seen}");
+    child.0.kill().unwrap();
+    let status = child.0.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "{status:?}");
+    assert!(!model.join("model.safetensors").exists());
+
+    // Other settings are refused, and the state stays.
+    energy(&store)
+        .args(train_args(&model, "4"))
+        .arg("--resume")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("training.epochs: 3 → 4").and(predicate::str::contains("--resume")));
+    assert!(state.is_file());
+
+    let resumed = json(&energy(&store).args(train_args(&model, "3")).arg("--resume").output().unwrap());
+    assert_eq!(resumed["training"]["resumed_from_epoch"], 1);
+    // Bit-identical training: the same losses and learning rates in every epoch, the same
+    // best epoch and the same test-split scores (forecasts) as the run that was not killed.
+    let losses = |run: &serde_json::Value| -> Vec<[serde_json::Value; 4]> {
+        run["training"]["epochs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                [e["epoch"].clone(), e["train_loss"].clone(), e["validation_loss"].clone(), e["learning_rate"].clone()]
+            })
+            .collect()
+    };
+    assert_eq!(losses(&resumed), losses(&straight));
+    assert_eq!(resumed["training"]["best_epoch"], straight["training"]["best_epoch"]);
+    assert_eq!(resumed["test_scores"], straight["test_scores"]);
+    assert!(model.join("model.safetensors").is_file());
+    assert!(!model.join("resume").exists(), "the finished run removed its state");
+
+    // Nothing is left to resume.
+    energy(&store)
+        .args(train_args(&model, "3"))
+        .arg("--resume")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("nothing to resume"));
+}
