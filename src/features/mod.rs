@@ -267,22 +267,27 @@ pub(crate) fn from_rows(
     let grid = clean::hourly_grid(first, last);
     let raw = clean::reindex(load, &grid)?;
     let bounds = clean::is_load_kind(kind).then_some((0.0, config.upper_bound_mw));
-    let cleaned = clean::clean(&raw, bounds, config)?;
-    let input = clean::clean_causal(&raw, bounds, config)?;
+    // the two cleanings of the load and those of the exogenous series (inputs: cleaned
+    // causally) are independent
+    let ((cleaned, input), exogenous_cleaned) = rayon::join(
+        || rayon::join(|| clean::clean(&raw, bounds, config), || clean::clean_causal(&raw, bounds, config)),
+        || {
+            exogenous
+                .iter()
+                .map(|(name, rows)| {
+                    let raw = clean::reindex(rows, &grid)?;
+                    Ok((name.clone(), clean::clean_causal(&raw, None, config)?.value))
+                })
+                .collect::<Result<Vec<(String, Vec<f64>)>, FeatureError>>()
+        },
+    );
+    let (cleaned, input, exogenous_columns) = (cleaned?, input?, exogenous_cleaned?);
     let flags: Vec<u8> = cleaned
         .flags
         .iter()
         .zip(&input.flags)
         .map(|(hindsight, causal)| hindsight | if causal & FLAGS_IMPUTED != 0 { FLAG_INPUT_IMPUTED } else { 0 })
         .collect();
-
-    // exogenous columns are inputs: cleaned causally
-    let mut exogenous_columns = Vec::with_capacity(exogenous.len());
-    for (name, rows) in exogenous {
-        let raw = clean::reindex(rows, &grid)?;
-        let cleaned = clean::clean_causal(&raw, None, config)?;
-        exogenous_columns.push((name.clone(), cleaned.value));
-    }
 
     let zone = region_zone(region);
     let height = grid.len();

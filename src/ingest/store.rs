@@ -660,11 +660,17 @@ fn write_parquet(path: &Path, rows: &SeriesRows) -> Result<(), IngestError> {
         frame_from_rows(rows).map_err(|e| IngestError::StoreData { path: path.to_owned(), message: e.to_string() })?;
     let file = create_new(path)?;
     let zstd = polars::polars_utils::compression::ZstdLevel::try_new(3).expect("3 is a valid zstd level");
-    ParquetWriter::new(&file)
+    // One buffered stream and no thread hand-off: a partition (a month of one series) is small,
+    // and unbuffered writes and pool wake-ups cost more than the encoding itself.
+    let mut out = std::io::BufWriter::with_capacity(256 << 10, &file);
+    ParquetWriter::new(&mut out)
         .with_compression(ParquetCompression::Zstd(Some(zstd)))
         .with_statistics(StatisticsOptions::default())
+        .set_parallel(false)
         .finish(&mut df)
         .map_err(|e| IngestError::StoreData { path: path.to_owned(), message: e.to_string() })?;
+    std::io::Write::flush(&mut out).map_err(Store::io(path))?;
+    drop(out);
     drop(file);
     Ok(())
 }
