@@ -19,7 +19,7 @@
 use mlx_rs::error::Exception;
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::ops::{self, matmul};
-use mlx_rs::{Array, Dtype, stop_gradient};
+use mlx_rs::{Array, Device, Dtype, Stream, stop_gradient, with_stream};
 
 /// Score given to masked query/key pairs, and the initial running maximum. Finite, so that
 /// `exp(score - max)` is never `exp(-inf + inf)`.
@@ -91,10 +91,12 @@ pub fn blockwise_attention(q: &Array, k: &Array, v: &Array, block_size: i32, cau
 /// blockwise with `block_size`; causal masking uses global positions and skips blocks entirely
 /// in the future. The output is the concatenation of the shards' outputs.
 ///
-/// On one machine the shards run **sequentially on the default stream**: the ring loop only
-/// builds a lazy MLX graph, which is evaluated as a whole when the caller evaluates the result
-/// (which also keeps the function differentiable). Placing each shard on its own device only
-/// needs the [`KvBlock`] hand-off to become a send/receive between devices.
+/// On one machine each shard runs on **its own MLX stream** (on the default device; see
+/// [`shard_streams`]): the ring loop builds a lazy MLX graph whose shard operations are
+/// scheduled per stream, MLX synchronising the key/value blocks as they pass from one stream
+/// to the next, and the whole graph is evaluated when the caller evaluates the result (which
+/// also keeps the function differentiable). Placing each shard on its own device only needs
+/// the [`KvBlock`] hand-off to become a send/receive between devices.
 ///
 /// # Shapes
 /// `q`, `k`, `v`: [batch, heads, length, head_dim] → [batch, heads, length, head_dim]
@@ -123,24 +125,65 @@ pub fn ring_attention(
     let shard_length = ((length + shards - 1) / shards).max(1);
     let bounds = block_bounds(length, shard_length);
 
-    // Each shard casts and scales its own query block, as a device holding only its shard would.
+    // Each shard casts and scales its own query block, as a device holding only its shard would,
+    // and runs on its own MLX stream (see [`shard_streams`]).
     let key = to_f32(k)?;
     let value = to_f32(v)?;
+    let streams = shard_streams(bounds.len());
+    let on = |i: usize, f: &mut dyn FnMut() -> Result<(), Exception>| match &streams {
+        Some(streams) => with_stream(&streams[i % streams.len()], f),
+        None => f(),
+    };
     let mut ring = Vec::with_capacity(bounds.len());
     // `held[i]` is the key/value block that shard `i` holds in the current step.
     let mut held = Vec::with_capacity(bounds.len());
-    for &(start, end) in &bounds {
-        ring.push(RingShard::new(slice_rows(q, start, end)?, start, block_size, causal)?);
-        held.push(KvBlock::new(slice_rows(&key, start, end)?, slice_rows(&value, start, end)?, start)?);
+    for (i, &(start, end)) in bounds.iter().enumerate() {
+        on(i, &mut || {
+            ring.push(RingShard::new(slice_rows(q, start, end)?, start, block_size, causal)?);
+            held.push(KvBlock::new(slice_rows(&key, start, end)?, slice_rows(&value, start, end)?, start)?);
+            Ok(())
+        })?;
     }
     for _ in 0..ring.len() {
-        for (shard, kv) in ring.iter_mut().zip(&held) {
-            shard.step(kv)?;
+        for (i, (shard, kv)) in ring.iter_mut().zip(&held).enumerate() {
+            on(i, &mut || shard.step(kv))?;
         }
         pass_along(&mut held);
     }
-    let outputs = ring.into_iter().map(RingShard::output).collect::<Result<Vec<_>, _>>()?;
+    let mut outputs = Vec::with_capacity(ring.len());
+    for (i, shard) in ring.into_iter().enumerate() {
+        let mut shard = Some(shard);
+        on(i, &mut || {
+            outputs.push(shard.take().expect("each shard outputs once").output()?);
+            Ok(())
+        })?;
+    }
     concatenate_rows(&outputs)?.as_dtype(q.dtype())
+}
+
+/// Most MLX streams the ring uses on one thread; more shards share them round-robin.
+pub const MAX_SHARD_STREAMS: usize = 8;
+
+thread_local! {
+    /// The shards' MLX streams on the default device, made once per thread (MLX keeps every
+    /// stream, and on the CPU its worker thread, for the life of the process).
+    static SHARD_STREAMS: std::cell::RefCell<Vec<Stream>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One MLX stream per shard (up to [`MAX_SHARD_STREAMS`]), so that the shards' work is scheduled
+/// independently, as on separate devices, with MLX synchronising the key/value blocks handed
+/// from one stream to the next; `None` for a single shard, which stays on the caller's stream.
+fn shard_streams(shards: usize) -> Option<Vec<Stream>> {
+    if shards < 2 {
+        return None;
+    }
+    let wanted = shards.min(MAX_SHARD_STREAMS);
+    Some(SHARD_STREAMS.with_borrow_mut(|streams| {
+        while streams.len() < wanted {
+            streams.push(Stream::new_with_device(&Device::default()));
+        }
+        streams[..wanted].to_vec()
+    }))
 }
 
 /// A key/value block travelling around the ring, with the global position of its first row.
@@ -409,6 +452,21 @@ mod tests {
         let value = difference.item_exact::<f32>();
         assert!(value.is_finite(), "difference is not finite: {value}");
         Ok(value)
+    }
+
+    /// Shards get distinct MLX streams, made once and reused (no new stream, and no new
+    /// worker thread, per call); one shard stays on the caller's stream.
+    #[test]
+    fn shards_run_on_their_own_reused_streams() {
+        assert!(shard_streams(1).is_none());
+        let first = shard_streams(4).unwrap();
+        assert_eq!(first.len(), 4);
+        for (i, a) in first.iter().enumerate() {
+            assert!(first[i + 1..].iter().all(|b| a != b), "shard streams must differ");
+            assert!(*a != Stream::thread_local_or_default(), "a shard stream is not the caller's");
+        }
+        assert!(shard_streams(4).unwrap() == first, "streams are reused");
+        assert_eq!(shard_streams(20).unwrap().len(), MAX_SHARD_STREAMS);
     }
 
     #[test]
