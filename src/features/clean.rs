@@ -35,7 +35,6 @@ use super::{
     Rows,
 };
 use crate::time::HOUR_US;
-use polars::prelude::*;
 
 /// Kinds measured in MW of load, bounded to [0, upper_bound_mw].
 pub const LOAD_KINDS: [&str; 6] = ["D", "DF", "ACTUAL", "DAM", "2DA", "7DA"];
@@ -43,8 +42,6 @@ pub const LOAD_KINDS: [&str; 6] = ["D", "DF", "ACTUAL", "DAM", "2DA", "7DA"];
 const MAD_TO_STD: f64 = 1.4826;
 /// Hours of the neighbourhood median.
 const LOCAL_WINDOW: usize = 7;
-
-const COL_X: &str = "x";
 /// Smallest scale of the robust z, relative to the baseline (a flat series is not all outliers).
 const SCALE_FLOOR: f64 = 1e-3;
 
@@ -60,28 +57,29 @@ pub fn hourly_grid(first_us: i64, last_us: i64) -> Vec<i64> {
     (0..=(last_us - first_us) / HOUR_US).map(|k| first_us + k * HOUR_US).collect()
 }
 
-/// Stored rows on `grid` (polars left join): `None` where no row or a null value. Rows off
-/// the grid are ignored.
+/// Stored rows on `grid` (a complete hourly grid, as [`hourly_grid`] makes): `None` where no
+/// row or a null value. Rows off the grid (outside it, or not on a whole hour of it) are
+/// ignored; a timestamp stored twice is an error. One pass: a row's place on the grid is its
+/// distance from the first hour.
 pub(crate) fn reindex(rows: &Rows, grid: &[i64]) -> Result<Vec<Option<f64>>, FeatureError> {
-    let stored = DataFrame::new(
-        rows.timestamps.len(),
-        vec![
-            Series::new("t".into(), rows.timestamps.clone()).into(),
-            Series::new(COL_X.into(), rows.values.clone()).into(),
-        ],
-    )?;
-    let grid_frame = DataFrame::new(grid.len(), vec![Series::new("t".into(), grid.to_vec()).into()])?;
-    let mut args = JoinArgs::new(JoinType::Left);
-    args.maintain_order = MaintainOrderJoin::Left;
-    let joined = grid_frame.lazy().join(stored.lazy(), [col("t")], [col("t")], args).collect()?;
-    if joined.height() != grid.len() {
-        return Err(FeatureError::Polars(format!(
-            "reindexing gave {} rows for a grid of {} (duplicate timestamps?)",
-            joined.height(),
-            grid.len()
-        )));
+    let mut out = vec![None; grid.len()];
+    let Some(&first) = grid.first() else { return Ok(out) };
+    let mut seen = vec![false; grid.len()];
+    for (&t, &value) in rows.timestamps.iter().zip(&rows.values) {
+        let offset = t - first;
+        if offset < 0 || offset % HOUR_US != 0 {
+            continue;
+        }
+        let Some(slot) = usize::try_from(offset / HOUR_US).ok().filter(|&i| i < grid.len()) else { continue };
+        if std::mem::replace(&mut seen[slot], true) {
+            return Err(FeatureError::Data(format!(
+                "the series holds the hour ending {} twice (duplicate timestamps)",
+                crate::time::from_us(t).format("%Y-%m-%dT%H:%MZ")
+            )));
+        }
+        out[slot] = value;
     }
-    Ok(joined.column(COL_X)?.f64()?.iter().collect())
+    Ok(out)
 }
 
 /// Cleaned values (NaN where nothing could be imputed) and their flags.
@@ -333,6 +331,25 @@ pub fn impute(value: &mut [f64], flags: &mut [u8], max_interpolate_hours: usize)
 
 #[cfg(test)]
 mod tests {
+    use polars::prelude::*;
+
+    const COL_X: &str = "x";
+
+    /// Rows land on their hour; nulls, gaps and off-grid rows stay `None`; a duplicate is an error.
+    #[test]
+    fn reindex_places_rows_by_hour() {
+        let grid = hourly_grid(10 * HOUR_US, 14 * HOUR_US);
+        let rows = Rows {
+            timestamps: vec![9 * HOUR_US, 10 * HOUR_US, 12 * HOUR_US, 12 * HOUR_US + 5, 13 * HOUR_US, 20 * HOUR_US],
+            values: vec![Some(9.0), Some(10.0), Some(12.0), Some(99.0), None, Some(20.0)],
+        };
+        assert_eq!(reindex(&rows, &grid).unwrap(), [Some(10.0), None, Some(12.0), None, None]);
+        let twice = Rows { timestamps: vec![10 * HOUR_US, 10 * HOUR_US], values: vec![Some(1.0), Some(2.0)] };
+        let error = reindex(&twice, &grid).unwrap_err().to_string();
+        assert!(error.contains("twice") && error.contains("1970-01-01T10:00Z"), "{error}");
+        assert!(reindex(&rows, &[]).unwrap().is_empty());
+    }
+
     use super::*;
     use crate::config::SyntheticConfig;
     use crate::features::tests::synthetic;

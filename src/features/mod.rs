@@ -93,6 +93,8 @@ pub enum FeatureError {
     Ingest(#[from] IngestError),
     #[error("polars failed: {0}")]
     Polars(String),
+    #[error("{0}")]
+    Data(String),
     #[error("no data for series {series} in the store")]
     MissingSeries { series: String },
     #[error("series {series} has no rows{within}")]
