@@ -45,6 +45,16 @@ fn train_then_forecast_then_evaluate() {
     }
     assert!(train["noise_floor"]["mape_next_24h_percent"].as_f64().unwrap() > 0.0);
     assert!(model.join("model.safetensors").is_file() && model.join("config.json").is_file());
+    // the p10-p90 calibration: one margin per horizon hour, reported and saved with the model
+    let calibration = &train["interval_calibration"];
+    assert_eq!(calibration["margins_mw"].as_array().map(Vec::len), Some(24), "{calibration}");
+    assert!(calibration["points"].as_u64().unwrap() >= 30);
+    let after = calibration["validation_coverage_after"].as_f64().unwrap();
+    assert!((0.8..=1.0).contains(&after), "{calibration}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["extra"]["interval_calibration"], *calibration);
+    assert!(!model.join("resume").exists(), "the resumable state is removed once the model is saved");
 
     let csv = dir.path().join("forecast.csv");
     let png = dir.path().join("forecast.png");
