@@ -91,27 +91,9 @@ pub struct Cleaned {
 
 /// Clean one series on the complete grid. `bounds` (load kinds only) discards values outside.
 pub fn clean(raw: &[Option<f64>], bounds: Option<(f64, f64)>, config: &FeatureConfig) -> Result<Cleaned, FeatureError> {
-    let n = raw.len();
-    let mut flags = vec![0u8; n];
-    let mut value = vec![f64::NAN; n];
-    for i in 0..n {
-        match raw[i] {
-            Some(x) if x.is_finite() => match bounds {
-                Some((low, high)) if !(low..=high).contains(&x) => flags[i] |= FLAG_OUT_OF_BOUNDS,
-                _ => value[i] = x,
-            },
-            _ => flags[i] |= FLAG_MISSING,
-        }
-    }
-    let z = robust_z(&value, config)?;
-    for i in 0..n {
-        if z[i] > config.outlier_threshold {
-            flags[i] |= FLAG_OUTLIER;
-            value[i] = f64::NAN;
-        }
-    }
-    impute(&mut value, &mut flags, config.max_interpolate_hours);
-    Ok(Cleaned { value, flags })
+    let mut cleaned = discard(raw, bounds, config, true)?;
+    impute(&mut cleaned.value, &mut cleaned.flags, config.max_interpolate_hours);
+    Ok(cleaned)
 }
 
 /// Clean one series using, for each hour, only that hour and earlier ones (see "Causal
@@ -122,6 +104,19 @@ pub fn clean_causal(
     raw: &[Option<f64>],
     bounds: Option<(f64, f64)>,
     config: &FeatureConfig,
+) -> Result<Cleaned, FeatureError> {
+    let mut cleaned = discard(raw, bounds, config, false)?;
+    impute_causal(&mut cleaned.value, &mut cleaned.flags, config.max_interpolate_hours);
+    Ok(cleaned)
+}
+
+/// The usable values (NaN where missing, out of `bounds` or an outlier by the robust test with
+/// centered or trailing windows) and the flags saying why each discarded hour was.
+fn discard(
+    raw: &[Option<f64>],
+    bounds: Option<(f64, f64)>,
+    config: &FeatureConfig,
+    centered: bool,
 ) -> Result<Cleaned, FeatureError> {
     let n = raw.len();
     let mut flags = vec![0u8; n];
@@ -135,14 +130,13 @@ pub fn clean_causal(
             _ => flags[i] |= FLAG_MISSING,
         }
     }
-    let z = robust_z_with(&value, config, false)?;
+    let z = robust_z_with(&value, config, centered)?;
     for i in 0..n {
         if z[i] > config.outlier_threshold {
             flags[i] |= FLAG_OUTLIER;
             value[i] = f64::NAN;
         }
     }
-    impute_causal(&mut value, &mut flags, config.max_interpolate_hours);
     Ok(Cleaned { value, flags })
 }
 

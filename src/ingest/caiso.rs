@@ -225,42 +225,42 @@ impl CaisoSource {
         // `Content-Disposition: inline; filename=INVALID_REQUEST.xml.zip;` marks a refused request
         let invalid =
             reply.content_disposition.as_deref().filter(|v| v.to_ascii_uppercase().contains("INVALID_REQUEST"));
+        let refused = |header: &str, detail: String| {
+            reply.format_error(&format!("OASIS refused the request (Content-Disposition `{header}`){detail}"))
+        };
         let member = match (read_zip(reply), invalid) {
             (Ok(member), _) => member,
             (Err(_), Some(header)) => {
-                return Err(reply.format_error(&format!(
-                    "OASIS refused the request (Content-Disposition `{header}`) and its error report cannot be read: {} starting `{}`",
-                    reply.shown_content_type(),
-                    reply.snippet()
-                )));
+                return Err(refused(
+                    header,
+                    format!(
+                        " and its error report cannot be read: {} starting `{}`",
+                        reply.shown_content_type(),
+                        reply.snippet()
+                    ),
+                ));
             }
             (Err(error), None) => return Err(error),
         };
-        let table = match member {
-            Member::Csv(_) if invalid.is_some() => {
-                return Err(reply.format_error(&format!(
-                    "OASIS refused the request (Content-Disposition `{}`)",
-                    invalid.unwrap_or_default()
-                )));
-            }
-            Member::Csv(text) => parse_csv(&text).map_err(|why| reply.format_error(&why))?,
-            Member::Report(text) => match parse_report(&text) {
-                Some((code, _)) if code == ERR_NO_DATA => Table::default(),
-                Some((code, description)) => {
+        let table = match (member, invalid) {
+            (Member::Csv(_), Some(header)) => return Err(refused(header, String::new())),
+            (Member::Csv(text), None) => parse_csv(&text).map_err(|why| reply.format_error(&why))?,
+            (Member::Report(text), invalid) => match (parse_report(&text), invalid) {
+                (Some((code, _)), _) if code == ERR_NO_DATA => Table::default(),
+                (Some((code, description)), _) => {
                     return Err(IngestError::Oasis {
                         url: reply.url.clone(),
                         code,
                         description: reply.scrub(&description),
                     });
                 }
-                None if invalid.is_some() => {
-                    return Err(reply.format_error(&format!(
-                        "OASIS refused the request (Content-Disposition `{}`); its report has no ERR_CODE and starts `{}`",
-                        invalid.unwrap_or_default(),
-                        snippet(&text)
-                    )));
+                (None, Some(header)) => {
+                    return Err(refused(
+                        header,
+                        format!("; its report has no ERR_CODE and starts `{}`", snippet(&text)),
+                    ));
                 }
-                None => {
+                (None, None) => {
                     return Err(reply.format_error(&format!(
                         "the zip holds an XML report without ERR_CODE, starting `{}`",
                         snippet(&text)

@@ -113,10 +113,7 @@ fn write_and_rename(
 
     rename(weights_temp, &dir.join(WEIGHTS_FILE))?;
     rename(config_temp, &config_path)?;
-    // Make the renames themselves durable (best effort: not every platform can open a folder).
-    if let Ok(folder) = fs::File::open(dir) {
-        let _ = folder.sync_all();
-    }
+    sync_folder(dir);
     Ok(())
 }
 
@@ -198,21 +195,43 @@ pub(crate) fn check_weights(
     Ok(loaded.into_iter().map(|(key, value)| (Rc::from(key), value)).collect())
 }
 
-fn sync_file(path: &Path) -> Result<(), ModelError> {
-    fs::File::open(path)
-        .and_then(|file| file.sync_all())
-        .map_err(|source| ModelError::Io { path: path.to_path_buf(), source })
+/// An I/O failure on a path, from the durable-file helpers below (which the training state of
+/// [`super::resume`] uses too).
+#[derive(Debug)]
+pub(crate) struct PathIo {
+    pub path: PathBuf,
+    pub source: std::io::Error,
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    let io = |source| ModelError::Io { path: path.to_path_buf(), source };
+impl From<PathIo> for ModelError {
+    fn from(error: PathIo) -> Self {
+        ModelError::Io { path: error.path, source: error.source }
+    }
+}
+
+/// Flush a written file to disk.
+pub(crate) fn sync_file(path: &Path) -> Result<(), PathIo> {
+    fs::File::open(path).and_then(|file| file.sync_all()).map_err(|source| PathIo { path: path.to_path_buf(), source })
+}
+
+/// Create `path` with `bytes`, flushed to disk.
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), PathIo> {
+    let io = |source| PathIo { path: path.to_path_buf(), source };
     let mut file = fs::File::create(path).map_err(io)?;
     file.write_all(bytes).map_err(io)?;
     file.sync_all().map_err(io)
 }
 
-fn rename(from: &Path, to: &Path) -> Result<(), ModelError> {
-    fs::rename(from, to).map_err(|source| ModelError::Io { path: to.to_path_buf(), source })
+/// Rename `from` over `to` (an error names `to`).
+pub(crate) fn rename(from: &Path, to: &Path) -> Result<(), PathIo> {
+    fs::rename(from, to).map_err(|source| PathIo { path: to.to_path_buf(), source })
+}
+
+/// Make renames in `dir` durable (best effort: not every platform can open a folder).
+pub(crate) fn sync_folder(dir: &Path) {
+    if let Ok(folder) = fs::File::open(dir) {
+        let _ = folder.sync_all();
+    }
 }
 
 #[cfg(test)]

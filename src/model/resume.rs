@@ -22,7 +22,7 @@
 //! last and is the commit point: it names the tensor files of its own epoch (new names each
 //! epoch), so a crash at any moment leaves either the previous epoch's complete state or the new
 //! one. Files that `state.json` does not name are removed after each save.
-use crate::model::checkpoint;
+use crate::model::checkpoint::{self, PathIo, rename, sync_file, sync_folder, write_synced};
 use crate::model::train::{EpochReport, TrainConfig, TrainData};
 use crate::model::transformer::{Forecaster, ForecasterConfig};
 use mlx_rs::Array;
@@ -33,7 +33,6 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -69,6 +68,12 @@ pub enum ResumeError {
     TensorsMismatch { path: PathBuf, message: String },
     #[error("mlx: {}", .0.what())]
     Mlx(#[from] Exception),
+}
+
+impl From<PathIo> for ResumeError {
+    fn from(error: PathIo) -> Self {
+        ResumeError::Io { path: error.path, source: error.source }
+    }
 }
 
 impl ResumeError {
@@ -515,36 +520,12 @@ fn write_tensors<'a>(
     let temp = dir.join(format!(".{name}.{}.tmp.safetensors", std::process::id()));
     let result = Array::save_safetensors(tensors, None, &temp)
         .map_err(|error| ResumeError::Tensors { path: temp.clone(), message: error.to_string() })
-        .and_then(|()| sync_file(&temp))
-        .and_then(|()| rename(&temp, &dir.join(name)));
+        .and_then(|()| Ok(sync_file(&temp)?))
+        .and_then(|()| Ok(rename(&temp, &dir.join(name))?));
     if result.is_err() {
         let _ = fs::remove_file(&temp);
     }
     result
-}
-
-fn sync_file(path: &Path) -> Result<(), ResumeError> {
-    fs::File::open(path)
-        .and_then(|file| file.sync_all())
-        .map_err(|source| ResumeError::Io { path: path.to_path_buf(), source })
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), ResumeError> {
-    let io = |source| ResumeError::Io { path: path.to_path_buf(), source };
-    let mut file = fs::File::create(path).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)
-}
-
-fn rename(from: &Path, to: &Path) -> Result<(), ResumeError> {
-    fs::rename(from, to).map_err(|source| ResumeError::Io { path: to.to_path_buf(), source })
-}
-
-/// Make renames durable (best effort: not every platform can open a folder).
-fn sync_folder(dir: &Path) {
-    if let Ok(folder) = fs::File::open(dir) {
-        let _ = folder.sync_all();
-    }
 }
 
 #[cfg(test)]
