@@ -10,6 +10,8 @@ fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { 1 } else { 0 });
         }
     };
+    // OpenBLAS's threads spin for their first 100 ms; they restart when a matmul needs them
+    energy::model::blas::park_idle_threads();
     energy::commands::init_tracing(cli.verbose, cli.quiet);
     match energy::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,112 +1,95 @@
-//! Calendar columns in the region's local time (polars `convert_time_zone`, so DST days have
-//! 23 or 25 rows and no hour is lost or doubled).
+//! Calendar columns in the region's local time (chrono-tz offsets, so DST days have 23 or 25
+//! rows and no hour is lost or doubled).
 //!
 //! Each row describes the local hour its interval **starts** in: the row whose interval ends at
 //! 01:00 local is hour 0 of that day. Angles: hour h → 2πh/24, ISO weekday w (Mon = 1) →
 //! 2π(w−1)/7, day of year d → 2π(d−1)/365.25. `weekend` is 1 on Saturday and Sunday, `holiday`
 //! 1 on US federal holidays (observed dates, [`crate::time::is_us_holiday`]).
-use super::{
-    COL_DOW_COS, COL_DOW_SIN, COL_DOY_COS, COL_DOY_SIN, COL_HOLIDAY, COL_HOUR_COS, COL_HOUR_SIN, COL_TIMESTAMP,
-    COL_WEEKEND, FeatureError,
-};
+//!
+//! One pass over the rows: the zone's offset at each hour (a binary search in chrono-tz's
+//! transitions), then the local day and hour by integer arithmetic; the date, its day of year
+//! and the holiday rule are worked out once per local day, and the angles come from tables.
+use super::{CALENDAR_COLUMNS, COL_TIMESTAMP, FeatureError};
 use crate::time::{HOUR_US, is_us_holiday};
-use chrono::NaiveDate;
+use chrono::{DateTime, Datelike, NaiveDate, Offset, TimeZone as _};
 use chrono_tz::Tz;
 use polars::prelude::*;
 use std::f64::consts::PI;
 
-const COL_LOCAL: &str = "_local";
-const COL_HOUR: &str = "_hour";
-const COL_WEEKDAY: &str = "_weekday";
-const COL_DAY_KEY: &str = "_day_key";
+const SECONDS_PER_DAY: i64 = 86_400;
+/// Days from 0001-01-01 (chrono's day 1 of the common era) to 1970-01-01.
+const UNIX_EPOCH_FROM_CE: i64 = 719_163;
 
-/// `lf` (with a UTC `timestamp` column) plus the calendar columns of `zone`.
-pub fn with_calendar(lf: LazyFrame, zone: Tz) -> Result<LazyFrame, FeatureError> {
-    let time_zone = TimeZone::opt_try_new(Some(zone.name()))?
-        .ok_or_else(|| FeatureError::Polars(format!("unknown time zone {}", zone.name())))?;
-    let utc = DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC));
-    let interval_start = (col(COL_TIMESTAMP).cast(DataType::Int64) - lit(HOUR_US)).cast(utc);
-    let local = col(COL_LOCAL);
-    let day_key = local.clone().dt().year().cast(DataType::Int32) * lit(1000)
-        + local.clone().dt().ordinal_day().cast(DataType::Int32);
-    let day_of_year = local.clone().dt().ordinal_day().cast(DataType::Float64) - lit(1.0);
-    Ok(lf
-        .with_column(interval_start.dt().convert_time_zone(time_zone).alias(COL_LOCAL))
-        .with_columns([
-            local.clone().dt().hour().cast(DataType::Float64).alias(COL_HOUR),
-            local.dt().weekday().cast(DataType::Float64).alias(COL_WEEKDAY),
-            day_key.alias(COL_DAY_KEY),
-            periodic(day_of_year.clone(), 365.25, f64::sin).alias(COL_DOY_SIN),
-            periodic(day_of_year, 365.25, f64::cos).alias(COL_DOY_COS),
-        ])
-        .with_columns([
-            periodic(col(COL_HOUR), 24.0, f64::sin).alias(COL_HOUR_SIN),
-            periodic(col(COL_HOUR), 24.0, f64::cos).alias(COL_HOUR_COS),
-            periodic(col(COL_WEEKDAY) - lit(1.0), 7.0, f64::sin).alias(COL_DOW_SIN),
-            periodic(col(COL_WEEKDAY) - lit(1.0), 7.0, f64::cos).alias(COL_DOW_COS),
-            col(COL_WEEKDAY).gt_eq(lit(6.0)).cast(DataType::Float64).alias(COL_WEEKEND),
-            holiday(col(COL_DAY_KEY)).alias(COL_HOLIDAY),
-        ])
-        .drop(cols([COL_LOCAL, COL_HOUR, COL_WEEKDAY, COL_DAY_KEY])))
+/// The calendar columns of interval-end timestamps (µs), in [`CALENDAR_COLUMNS`] order.
+pub fn calendar_columns(timestamps: &[i64], zone: Tz) -> Result<Vec<Vec<f64>>, FeatureError> {
+    let periodic = |period: f64, count: usize| -> (Vec<f64>, Vec<f64>) {
+        (0..count).map(|x| 2.0 * PI * x as f64 / period).map(|a| (a.sin(), a.cos())).unzip()
+    };
+    let (hour_sin, hour_cos) = periodic(24.0, 24);
+    let (dow_sin, dow_cos) = periodic(7.0, 7);
+    let (doy_sin, doy_cos) = periodic(365.25, 366);
+    let n = timestamps.len();
+    let mut columns: Vec<Vec<f64>> = (0..CALENDAR_COLUMNS.len()).map(|_| Vec::with_capacity(n)).collect();
+    // (local day number, day of year − 1, holiday) of the last day seen
+    let mut day: Option<(i64, usize, f64)> = None;
+    for &t in timestamps {
+        let start = t - HOUR_US;
+        let utc = DateTime::from_timestamp_micros(start)
+            .ok_or_else(|| FeatureError::Data(format!("timestamp {t} µs is out of range")))?
+            .naive_utc();
+        let offset = i64::from(zone.offset_from_utc_datetime(&utc).fix().local_minus_utc());
+        let local = start.div_euclid(1_000_000) + offset;
+        let day_number = local.div_euclid(SECONDS_PER_DAY);
+        let hour = (local.rem_euclid(SECONDS_PER_DAY) / 3600) as usize;
+        // 1970-01-01 was a Thursday: Monday is 0
+        let weekday = (day_number + 3).rem_euclid(7) as usize;
+        let (ordinal0, holiday) = match day {
+            Some((number, ordinal0, holiday)) if number == day_number => (ordinal0, holiday),
+            _ => {
+                let date = i32::try_from(day_number + UNIX_EPOCH_FROM_CE)
+                    .ok()
+                    .and_then(NaiveDate::from_num_days_from_ce_opt)
+                    .ok_or_else(|| FeatureError::Data(format!("timestamp {t} µs is out of range")))?;
+                let entry = (date.ordinal0() as usize, f64::from(u8::from(is_us_holiday(date))));
+                day = Some((day_number, entry.0, entry.1));
+                entry
+            }
+        };
+        let row = [
+            hour_sin[hour],
+            hour_cos[hour],
+            dow_sin[weekday],
+            dow_cos[weekday],
+            doy_sin[ordinal0],
+            doy_cos[ordinal0],
+            f64::from(u8::from(weekday >= 5)),
+            holiday,
+        ];
+        for (column, value) in columns.iter_mut().zip(row) {
+            column.push(value);
+        }
+    }
+    Ok(columns)
 }
 
 /// The calendar columns for arbitrary interval-end timestamps (µs), e.g. hours after the
-/// table's last row.
+/// table's last row, with a `timestamp` column first.
 pub fn calendar_frame(timestamps: &[i64], zone: Tz) -> Result<DataFrame, FeatureError> {
     let timestamp = Series::new(COL_TIMESTAMP.into(), timestamps.to_vec())
         .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))?;
-    Ok(with_calendar(DataFrame::new(timestamps.len(), vec![timestamp.into()])?.lazy(), zone)?.collect()?)
-}
-
-/// f(2π x / period), as Float64 (polars has no trigonometry in this build, so a map).
-fn periodic(expr: Expr, period: f64, f: fn(f64) -> f64) -> Expr {
-    float_map(expr.cast(DataType::Float64), move |x| f(2.0 * PI * x / period))
-}
-
-/// 1 where the day key `year * 1000 + ordinal` is a US federal holiday, else 0. Computed once
-/// per run of equal keys (a local day's 23–25 rows are consecutive).
-fn holiday(day_key: Expr) -> Expr {
-    day_key.cast(DataType::Float64).map(
-        |column: Column| {
-            let mut last: Option<(f64, f64)> = None;
-            let out: Float64Chunked = column
-                .f64()?
-                .iter()
-                .map(|key| {
-                    key.map(|key| match last {
-                        Some((k, flag)) if k == key => flag,
-                        _ => {
-                            let day = key as i32;
-                            let flag = NaiveDate::from_yo_opt(day / 1000, (day % 1000) as u32)
-                                .map_or(0.0, |d| f64::from(u8::from(is_us_holiday(d))));
-                            last = Some((key, flag));
-                            flag
-                        }
-                    })
-                })
-                .collect();
-            Ok(out.with_name(column.name().clone()).into_column())
-        },
-        |_, field| Ok(Field::new(field.name().clone(), DataType::Float64)),
-    )
-}
-
-fn float_map(expr: Expr, f: impl Fn(f64) -> f64 + Send + Sync + 'static) -> Expr {
-    expr.map(
-        move |column: Column| {
-            let values = column.f64()?;
-            let out: Float64Chunked = values.iter().map(|v| v.map(&f)).collect();
-            Ok(out.with_name(column.name().clone()).into_column())
-        },
-        |_, field| Ok(Field::new(field.name().clone(), DataType::Float64)),
-    )
+    let mut columns: Vec<Column> = vec![timestamp.into()];
+    for (name, values) in CALENDAR_COLUMNS.iter().zip(calendar_columns(timestamps, zone)?) {
+        columns.push(Series::new((*name).into(), values).into());
+    }
+    Ok(DataFrame::new(timestamps.len(), columns)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::features::tests::synthetic_table;
-    use chrono::{TimeZone as _, Utc};
+    use crate::features::{COL_DOW_COS, COL_HOLIDAY, COL_HOUR_COS, COL_HOUR_SIN, COL_WEEKEND};
+    use chrono::Utc;
 
     fn hours_of(frame: &DataFrame) -> Vec<i64> {
         let sin = frame.column(COL_HOUR_SIN).unwrap().f64().unwrap().to_vec();
@@ -155,7 +138,7 @@ mod tests {
 
     #[test]
     fn table_calendar_matches_chrono_tz() {
-        use chrono::{Datelike, Timelike};
+        use chrono::Timelike;
         let table = synthetic_table(14);
         let hour_sin = table.column(COL_HOUR_SIN).unwrap();
         let dow_cos = table.column(COL_DOW_COS).unwrap();
@@ -167,6 +150,47 @@ mod tests {
             let w = f64::from(local.weekday().number_from_monday() - 1);
             assert!((f64::from(dow_cos[i]) - (2.0 * PI * w / 7.0).cos()).abs() < 1e-6);
             assert_eq!(weekend[i] == 1.0, w >= 5.0);
+        }
+    }
+
+    /// Every column, every hour of three years (leap year, DST changes, New Year observed on
+    /// Dec 31), bit-identical to chrono-tz's local date and time: US zones, a zone with a
+    /// half-hour offset and one with a half-hour DST change.
+    #[test]
+    fn every_hour_matches_chrono_tz_bit_for_bit() {
+        use chrono::Timelike;
+        let hours = utc_hours(2021, 12, 30, 0, 24 * (365 * 3 + 5));
+        for zone in [
+            chrono_tz::America::New_York,
+            chrono_tz::America::Los_Angeles,
+            chrono_tz::America::Phoenix,
+            chrono_tz::Asia::Kolkata,
+            chrono_tz::Australia::Lord_Howe,
+        ] {
+            let columns = calendar_columns(&hours, zone).unwrap();
+            let angle = |x: u32, period: f64| 2.0 * PI * f64::from(x) / period;
+            let mut holidays = 0;
+            for (i, t) in hours.iter().enumerate() {
+                let local = crate::time::from_us(t - HOUR_US).with_timezone(&zone);
+                let (h, w, d) = (local.hour(), local.weekday().number_from_monday() - 1, local.ordinal0());
+                let holiday = is_us_holiday(local.date_naive());
+                holidays += usize::from(holiday);
+                let want = [
+                    angle(h, 24.0).sin(),
+                    angle(h, 24.0).cos(),
+                    angle(w, 7.0).sin(),
+                    angle(w, 7.0).cos(),
+                    angle(d, 365.25).sin(),
+                    angle(d, 365.25).cos(),
+                    f64::from(u8::from(w >= 5)),
+                    f64::from(u8::from(holiday)),
+                ];
+                for (k, want) in want.iter().enumerate() {
+                    assert_eq!(columns[k][i].to_bits(), want.to_bits(), "{zone} {} {}", CALENDAR_COLUMNS[k], local);
+                }
+            }
+            // 11 holidays a year (Juneteenth included) over about three years, 23–25 hours each
+            assert!((33 * 23..=36 * 25).contains(&holidays), "{zone}: {holidays} holiday hours");
         }
     }
 }

@@ -213,45 +213,46 @@ pub fn build(
     range: Option<DateRange>,
     config: &FeatureConfig,
 ) -> Result<FeatureTable, FeatureError> {
-    let rows = read_rows(store, load, range)?;
+    // the load and its exogenous series are read side by side; the exogenous rows are then
+    // limited to the load's grid
+    let (rows, exogenous_rows) = rayon::join(
+        || read_rows(store, load, range),
+        || exogenous.iter().map(|id| Ok((id, read_rows(store, id, range)?))).collect::<Result<Vec<_>, FeatureError>>(),
+    );
+    let (rows, exogenous_rows) = (rows?, exogenous_rows?);
     let (Some(&first), Some(&last)) = (rows.timestamps.first(), rows.timestamps.last()) else {
         return Err(FeatureError::Empty { series: load.to_string(), within: within(range) });
     };
     let grid_range = DateRange { start: from_us(first - HOUR_US), end: from_us(last) };
-    let mut exogenous_rows = Vec::with_capacity(exogenous.len());
-    for id in exogenous {
-        let rows = read_rows(store, id, Some(grid_range))?;
+    let mut exogenous_columns = Vec::with_capacity(exogenous.len());
+    for (id, rows) in exogenous_rows {
+        let (timestamps, values) = rows
+            .timestamps
+            .iter()
+            .zip(&rows.values)
+            .filter(|(t, _)| grid_range.holds_us(**t))
+            .map(|(t, v)| (*t, *v))
+            .unzip();
+        let rows = Rows { timestamps, values };
         if rows.values.iter().all(Option::is_none) {
             return Err(FeatureError::Empty { series: id.to_string(), within: within(Some(grid_range)) });
         }
-        exogenous_rows.push((id.kind.to_lowercase(), rows));
+        exogenous_columns.push((id.kind.to_lowercase(), rows));
     }
-    from_rows(&load.region, &load.kind, &rows, &exogenous_rows, config)
+    from_rows(&load.region, &load.kind, &rows, &exogenous_columns, config)
 }
 
 fn within(range: Option<DateRange>) -> String {
     range.map_or(String::new(), |r| format!(" in {r}"))
 }
 
-/// Read one series from the store (collected, sorted).
+/// Read one series from the store (sorted).
 fn read_rows(store: &Store, id: &SeriesId, range: Option<DateRange>) -> Result<Rows, FeatureError> {
     if !store.series_dir(id).is_dir() {
         return Err(FeatureError::MissingSeries { series: id.to_string() });
     }
-    let scan = store.scan(id, range)?.select([
-        col(crate::ingest::COL_TIMESTAMP).cast(DataType::Int64).alias(COL_TIMESTAMP),
-        col(crate::ingest::COL_VALUE).cast(DataType::Float64).alias(COL_VALUE),
-    ]);
-    // polars' Parquet reader can panic on a damaged file: an error naming the series' folder
-    let damaged = |message: String| IngestError::StoreData { path: store.series_dir(id), message };
-    let frame =
-        crate::ingest::store::guard_reader(|| scan.collect()).map_err(damaged)?.map_err(|e| damaged(e.to_string()))?;
-    let timestamps: Vec<i64> = frame.column(COL_TIMESTAMP)?.i64()?.iter().flatten().collect();
-    let values: Vec<Option<f64>> = frame.column(COL_VALUE)?.f64()?.iter().collect();
-    if timestamps.len() != values.len() {
-        return Err(FeatureError::Polars(format!("series {id} has rows without a timestamp")));
-    }
-    Ok(Rows { timestamps, values })
+    let rows = store.read(id, range)?;
+    Ok(Rows { timestamps: rows.timestamps, values: rows.values })
 }
 
 /// The table from stored rows of the load series (kind `kind`) and exogenous series named by
@@ -269,21 +270,27 @@ pub(crate) fn from_rows(
     let grid = clean::hourly_grid(first, last);
     let raw = clean::reindex(load, &grid)?;
     let bounds = clean::is_load_kind(kind).then_some((0.0, config.upper_bound_mw));
-    // the two cleanings of the load and those of the exogenous series (inputs: cleaned
-    // causally) are independent
-    let ((cleaned, input), exogenous_cleaned) = rayon::join(
-        || rayon::join(|| clean::clean(&raw, bounds, config), || clean::clean_causal(&raw, bounds, config)),
+    let zone = region_zone(region);
+    // the two cleanings of the load, those of the exogenous series (inputs: cleaned causally)
+    // and the calendar are independent
+    let (((cleaned, input), exogenous_cleaned), calendar) = rayon::join(
         || {
-            exogenous
-                .iter()
-                .map(|(name, rows)| {
-                    let raw = clean::reindex(rows, &grid)?;
-                    Ok((name.clone(), clean::clean_causal(&raw, None, config)?.value))
-                })
-                .collect::<Result<Vec<(String, Vec<f64>)>, FeatureError>>()
+            rayon::join(
+                || rayon::join(|| clean::clean(&raw, bounds, config), || clean::clean_causal(&raw, bounds, config)),
+                || {
+                    exogenous
+                        .iter()
+                        .map(|(name, rows)| {
+                            let raw = clean::reindex(rows, &grid)?;
+                            Ok((name.clone(), clean::clean_causal(&raw, None, config)?.value))
+                        })
+                        .collect::<Result<Vec<(String, Vec<f64>)>, FeatureError>>()
+                },
+            )
         },
+        || calendar::calendar_columns(&grid, zone),
     );
-    let (cleaned, input, exogenous_columns) = (cleaned?, input?, exogenous_cleaned?);
+    let (cleaned, input, exogenous_columns, calendar) = (cleaned?, input?, exogenous_cleaned?, calendar?);
     let flags: Vec<u8> = cleaned
         .flags
         .iter()
@@ -291,34 +298,38 @@ pub(crate) fn from_rows(
         .map(|(hindsight, causal)| hindsight | if causal & FLAGS_IMPUTED != 0 { FLAG_INPUT_IMPUTED } else { 0 })
         .collect();
 
-    let zone = region_zone(region);
+    // every column is computed here; polars only holds them (no query plan to run)
     let height = grid.len();
     let timestamp = Series::new(COL_TIMESTAMP.into(), grid.clone())
         .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))?;
-    let value_raw = Series::new(COL_VALUE_RAW.into(), raw.clone());
-    let finite = |values: &[f64]| -> Vec<Option<f64>> { values.iter().map(|v| v.is_finite().then_some(*v)).collect() };
-    let value = Series::new(COL_VALUE.into(), finite(&input.value));
-    let target = Series::new(COL_TARGET.into(), finite(&cleaned.value));
+    let value_raw = raw.iter().map(|v| v.unwrap_or(0.0)).collect();
     let flag_column: Vec<i8> = flags.iter().map(|f| *f as i8).collect();
-    let flag_column = Series::new(COL_FLAGS.into(), flag_column);
-    let mut columns: Vec<Column> =
-        vec![timestamp.into(), value_raw.into(), value.into(), target.into(), flag_column.into()];
-    for (name, values) in &exogenous_columns {
-        columns.push(Series::new(name.as_str().into(), finite(values)).into());
+    let mut columns: Vec<Column> = vec![
+        timestamp.into(),
+        float_column(COL_VALUE_RAW, value_raw, raw.iter().map(Option::is_some)),
+        finite_column(COL_VALUE, input.value.clone()),
+        finite_column(COL_TARGET, cleaned.value.clone()),
+        Series::new(COL_FLAGS.into(), flag_column).into(),
+    ];
+    for (name, values) in CALENDAR_COLUMNS.iter().zip(calendar) {
+        columns.push(finite_column(name, values));
     }
-    let base = DataFrame::new(height, columns)?;
-
-    let lf = calendar::with_calendar(base.lazy(), zone)?;
-    let lf = lags::with_lags_and_rolling(lf);
-    let mut order: Vec<&str> = vec![COL_TIMESTAMP, COL_VALUE_RAW, COL_VALUE, COL_TARGET, COL_FLAGS];
-    order.extend(CALENDAR_COLUMNS);
-    order.extend(LAG_COLUMNS);
-    order.extend(ROLLING_COLUMNS);
-    order.extend(exogenous_columns.iter().map(|(name, _)| name.as_str()));
-    let frame = lf.select(order.iter().map(|name| col(*name)).collect::<Vec<_>>()).collect()?;
+    for (hours, name) in LAG_HOURS.iter().zip(LAG_COLUMNS) {
+        columns.push(finite_column(name, lags::lag(&input.value, *hours)));
+    }
+    for (k, window) in lags::ROLLING_WINDOWS.iter().enumerate() {
+        for (name, values) in ROLLING_COLUMNS[4 * k..4 * k + 4].iter().zip(lags::rolling(&input.value, *window)) {
+            columns.push(finite_column(name, values));
+        }
+    }
+    let exogenous_names: Vec<String> = exogenous_columns.iter().map(|(name, _)| name.clone()).collect();
+    for (name, values) in exogenous_columns {
+        columns.push(finite_column(&name, values));
+    }
+    let frame = DataFrame::new(height, columns)?;
 
     let mut known_columns: Vec<String> = CALENDAR_COLUMNS.iter().map(|c| c.to_string()).collect();
-    known_columns.extend(exogenous_columns.iter().map(|(name, _)| name.clone()));
+    known_columns.extend(exogenous_names);
     let mut observed_columns = vec![COL_VALUE.to_string()];
     observed_columns.extend(LAG_COLUMNS.iter().map(|c| c.to_string()));
     observed_columns.extend(ROLLING_COLUMNS.iter().map(|c| c.to_string()));
@@ -334,6 +345,20 @@ pub(crate) fn from_rows(
         known_columns,
         observed_columns,
     })
+}
+
+/// A Float64 column of `values`, null where `valid` says false. The values are moved in and the
+/// validity is one bitmap, not a builder call per value.
+fn float_column(name: &str, values: Vec<f64>, valid: impl Iterator<Item = bool>) -> Column {
+    let validity: polars_arrow::bitmap::Bitmap = valid.collect();
+    let validity = (validity.unset_bits() > 0).then_some(validity);
+    Float64Chunked::from_vec_validity(name.into(), values, validity).into_series().into()
+}
+
+/// A Float64 column of `values`, null where a value is not finite (NaN marks "no value").
+fn finite_column(name: &str, values: Vec<f64>) -> Column {
+    let valid: Vec<bool> = values.iter().map(|v| v.is_finite()).collect();
+    float_column(name, values, valid.into_iter())
 }
 
 #[cfg(test)]

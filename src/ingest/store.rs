@@ -351,14 +351,42 @@ impl Store {
         Ok(lf.sort([COL_TIMESTAMP], SortMultipleOptions::default()))
     }
 
-    /// The rows of one series (in `range` if given), collected.
+    /// The rows of one series (in `range` if given), sorted by timestamp. Each month file the
+    /// range touches is read on its own, without polars' query engine or thread pool: for the
+    /// many small files of a long series that is several times faster than [`Self::scan`].
+    /// A damaged file is an error naming it; a symbolic link anywhere below the series' folder
+    /// is refused.
     pub fn read(&self, id: &SeriesId, range: Option<DateRange>) -> Result<SeriesRows, IngestError> {
+        id.check()?;
         let dir = self.series_dir(id);
-        let scan = self.scan(id, range)?;
-        let df = guard_reader(|| scan.collect())
-            .map_err(|message| IngestError::StoreData { path: dir.clone(), message })?
-            .map_err(|e| IngestError::StoreData { path: dir.clone(), message: e.to_string() })?;
-        rows_from_frame(&df, id).map_err(|message| IngestError::StoreData { path: dir, message })
+        self.refuse_links(&dir)?;
+        let mut files = Vec::new();
+        parquet_files(&dir, &mut files)?;
+        if files.is_empty() {
+            return Err(IngestError::StoreData { path: dir, message: format!("no data for series {id} in the store") });
+        }
+        files.sort();
+        if let Some(range) = range {
+            let months = months_of(&range);
+            files.retain(|path| partition_month(&dir, path).is_none_or(|month| months.contains(&month)));
+        }
+        let mut out = SeriesRows::new(id.clone());
+        for path in &files {
+            let part = read_parquet(path, id)?;
+            for (t, v) in part.timestamps.into_iter().zip(part.values) {
+                if range.is_none_or(|r| r.holds_us(t)) {
+                    out.timestamps.push(t);
+                    out.values.push(v);
+                }
+            }
+        }
+        if !out.timestamps.is_sorted() {
+            let mut order: Vec<usize> = (0..out.len()).collect();
+            order.sort_by_key(|&i| out.timestamps[i]);
+            out.timestamps = order.iter().map(|&i| out.timestamps[i]).collect();
+            out.values = order.iter().map(|&i| out.values[i]).collect();
+        }
+        Ok(out)
     }
 
     /// Does the store hold a data file of `id`? A writer killed before the first file of a
@@ -566,8 +594,9 @@ fn count_files(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// Refuse a folder tree (that may not exist) holding a symbolic link anywhere.
-fn refuse_links_below(dir: &Path) -> Result<(), IngestError> {
+/// The Parquet files below `dir` (a folder that may not exist), refusing a symbolic link
+/// anywhere below it.
+fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), IngestError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
@@ -578,14 +607,30 @@ fn refuse_links_below(dir: &Path) -> Result<(), IngestError> {
     for entry in entries {
         let entry = entry.map_err(Store::io(dir))?;
         let kind = entry.file_type().map_err(Store::io(&entry.path()))?;
+        let path = entry.path();
         if kind.is_symlink() {
-            return Err(link_error(&entry.path()));
+            return Err(link_error(&path));
         }
         if kind.is_dir() {
-            refuse_links_below(&entry.path())?;
+            parquet_files(&path, out)?;
+        } else if kind.is_file() && path.extension().is_some_and(|x| x == "parquet") {
+            out.push(path);
         }
     }
     Ok(())
+}
+
+/// (year, month) of a file at `<series dir>/year=Y/month=M/…`; `None` for a file elsewhere.
+fn partition_month(dir: &Path, path: &Path) -> Option<(i32, u32)> {
+    let mut parts = path.strip_prefix(dir).ok()?.components().map(|c| c.as_os_str().to_str());
+    let year = parts.next()??.strip_prefix("year=")?.parse().ok()?;
+    let month = parts.next()??.strip_prefix("month=")?.parse().ok()?;
+    Some((year, month))
+}
+
+/// Refuse a folder tree (that may not exist) holding a symbolic link anywhere.
+fn refuse_links_below(dir: &Path) -> Result<(), IngestError> {
+    parquet_files(dir, &mut Vec::new())
 }
 
 fn link_error(path: &Path) -> IngestError {
@@ -677,7 +722,7 @@ fn write_parquet(path: &Path, rows: &SeriesRows) -> Result<(), IngestError> {
 
 fn read_parquet(path: &Path, id: &SeriesId) -> Result<SeriesRows, IngestError> {
     let file = File::open(path).map_err(Store::io(path))?;
-    let df = guard_reader(|| ParquetReader::new(file).finish())
+    let df = guard_reader(|| ParquetReader::new(file).read_parallel(ParallelStrategy::None).finish())
         .map_err(|message| IngestError::StoreData { path: path.to_owned(), message })?
         .map_err(|e| IngestError::StoreData { path: path.to_owned(), message: e.to_string() })?;
     rows_from_frame(&df, id).map_err(|message| IngestError::StoreData { path: path.to_owned(), message })

@@ -4,6 +4,7 @@
 //! The Ring Attention model, training, checkpoints and forecasts are filled in by the
 //! forecaster issue; what is here is the engine check every build runs.
 pub mod attention;
+pub mod blas;
 pub mod checkpoint;
 pub mod memory;
 pub mod resume;
