@@ -181,16 +181,35 @@ impl FeatureTable {
         self.flags.iter().filter(|f| **f & flag != 0).count()
     }
 
-    /// Write the table as Parquet (zstd).
+    /// Write the table as Parquet (zstd level 3, column statistics). The file appears whole
+    /// or not at all: it is written beside `path` under a temporary name and renamed.
     pub fn write_parquet(&self, path: &Path) -> Result<(), FeatureError> {
         let fail = |message: String| FeatureError::Write { path: path.to_owned(), message };
-        let file = std::fs::File::create(path).map_err(|e| fail(e.to_string()))?;
+        let name = path.file_name().ok_or_else(|| fail("the path names no file".into()))?;
+        let mut temp_name = std::ffi::OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(format!(".tmp-{}", std::process::id()));
+        let temp = path.with_file_name(temp_name);
         let level = ZstdLevel::try_new(3).map_err(|e| fail(e.to_string()))?;
-        let mut frame = self.frame.clone();
-        ParquetWriter::new(file)
-            .with_compression(ParquetCompression::Zstd(Some(level)))
-            .finish(&mut frame)
-            .map_err(|e| fail(e.to_string()))?;
+        let written = (|| -> Result<(), String> {
+            let file = std::fs::File::create(&temp).map_err(|e| e.to_string())?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            let mut frame = self.frame.clone();
+            // one buffered stream, encoded on this thread: polars' pool gains nothing on one
+            // row group of 25 columns, and small unbuffered writes cost
+            ParquetWriter::new(&mut out)
+                .with_compression(ParquetCompression::Zstd(Some(level)))
+                .set_parallel(false)
+                .finish(&mut frame)
+                .map_err(|e| e.to_string())?;
+            std::io::Write::flush(&mut out).map_err(|e| e.to_string())?;
+            drop(out);
+            std::fs::rename(&temp, path).map_err(|e| e.to_string())
+        })();
+        if let Err(message) = written {
+            let _ = std::fs::remove_file(&temp);
+            return Err(fail(message));
+        }
         Ok(())
     }
 }
@@ -213,6 +232,7 @@ pub fn build(
     range: Option<DateRange>,
     config: &FeatureConfig,
 ) -> Result<FeatureTable, FeatureError> {
+    let started = std::time::Instant::now();
     // the load and its exogenous series are read side by side; the exogenous rows are then
     // limited to the load's grid
     let (rows, exogenous_rows) = rayon::join(
@@ -239,7 +259,13 @@ pub fn build(
         }
         exogenous_columns.push((id.kind.to_lowercase(), rows));
     }
+    tracing::debug!(ms = ms(started), rows = rows.timestamps.len(), "features: store read");
     from_rows(&load.region, &load.kind, &rows, &exogenous_columns, config)
+}
+
+/// Milliseconds since `started`, for the stage timings logged at debug level (`-vv`).
+fn ms(started: std::time::Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1e5).round() / 100.0
 }
 
 fn within(range: Option<DateRange>) -> String {
@@ -267,6 +293,7 @@ pub(crate) fn from_rows(
     let (Some(&first), Some(&last)) = (load.timestamps.first(), load.timestamps.last()) else {
         return Err(FeatureError::Empty { series: format!("{region}:{kind}"), within: String::new() });
     };
+    let started = std::time::Instant::now();
     let grid = clean::hourly_grid(first, last);
     let raw = clean::reindex(load, &grid)?;
     let bounds = clean::is_load_kind(kind).then_some((0.0, config.upper_bound_mw));
@@ -291,6 +318,7 @@ pub(crate) fn from_rows(
         || calendar::calendar_columns(&grid, zone),
     );
     let (cleaned, input, exogenous_columns, calendar) = (cleaned?, input?, exogenous_cleaned?, calendar?);
+    tracing::debug!(ms = ms(started), "features: cleaned and calendar");
     let flags: Vec<u8> = cleaned
         .flags
         .iter()
@@ -311,22 +339,35 @@ pub(crate) fn from_rows(
         finite_column(COL_TARGET, cleaned.value.clone()),
         Series::new(COL_FLAGS.into(), flag_column).into(),
     ];
-    for (name, values) in CALENDAR_COLUMNS.iter().zip(calendar) {
-        columns.push(finite_column(name, values));
-    }
-    for (hours, name) in LAG_HOURS.iter().zip(LAG_COLUMNS) {
-        columns.push(finite_column(name, lags::lag(&input.value, *hours)));
-    }
-    for (k, window) in lags::ROLLING_WINDOWS.iter().enumerate() {
-        for (name, values) in ROLLING_COLUMNS[4 * k..4 * k + 4].iter().zip(lags::rolling(&input.value, *window)) {
-            columns.push(finite_column(name, values));
-        }
-    }
+    // the rolling statistics of the two windows and the other columns side by side
+    let (rolling, others) = rayon::join(
+        || {
+            let [short, long] = lags::ROLLING_WINDOWS;
+            let (short, long) =
+                rayon::join(|| lags::rolling(&input.value, short), || lags::rolling(&input.value, long));
+            ROLLING_COLUMNS
+                .iter()
+                .zip(short.into_iter().chain(long))
+                .map(|(name, values)| finite_column(name, values))
+                .collect::<Vec<_>>()
+        },
+        || {
+            let mut others: Vec<Column> =
+                CALENDAR_COLUMNS.iter().zip(calendar).map(|(name, values)| finite_column(name, values)).collect();
+            for (hours, name) in LAG_HOURS.iter().zip(LAG_COLUMNS) {
+                others.push(finite_column(name, lags::lag(&input.value, *hours)));
+            }
+            others
+        },
+    );
+    columns.extend(others);
+    columns.extend(rolling);
     let exogenous_names: Vec<String> = exogenous_columns.iter().map(|(name, _)| name.clone()).collect();
     for (name, values) in exogenous_columns {
         columns.push(finite_column(&name, values));
     }
     let frame = DataFrame::new(height, columns)?;
+    tracing::debug!(ms = ms(started), "features: table");
 
     let mut known_columns: Vec<String> = CALENDAR_COLUMNS.iter().map(|c| c.to_string()).collect();
     known_columns.extend(exogenous_names);
