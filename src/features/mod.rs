@@ -190,18 +190,10 @@ impl FeatureTable {
         temp_name.push(name);
         temp_name.push(format!(".tmp-{}", std::process::id()));
         let temp = path.with_file_name(temp_name);
-        let level = ZstdLevel::try_new(3).map_err(|e| fail(e.to_string()))?;
         let written = (|| -> Result<(), String> {
             let file = std::fs::File::create(&temp).map_err(|e| e.to_string())?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            let mut frame = self.frame.clone();
-            // one buffered stream, encoded on this thread: polars' pool gains nothing on one
-            // row group of 25 columns, and small unbuffered writes cost
-            ParquetWriter::new(&mut out)
-                .with_compression(ParquetCompression::Zstd(Some(level)))
-                .set_parallel(false)
-                .finish(&mut frame)
-                .map_err(|e| e.to_string())?;
+            write_table(&self.frame, &mut out).map_err(|e| e.to_string())?;
             std::io::Write::flush(&mut out).map_err(|e| e.to_string())?;
             drop(out);
             std::fs::rename(&temp, path).map_err(|e| e.to_string())
@@ -388,6 +380,50 @@ pub(crate) fn from_rows(
     })
 }
 
+/// Write `frame` as one Parquet row group, zstd level 3, with polars' column statistics and
+/// encodings (dictionary where it pays). polars' own writer encodes columns in parallel but
+/// compresses them one after another on the writing thread; here each column is encoded *and*
+/// compressed on a rayon worker, and the finished pages are written in column order.
+fn write_table(frame: &DataFrame, out: &mut impl std::io::Write) -> PolarsResult<()> {
+    use polars_parquet::write::{
+        CompressedPage, CompressionOptions, Version, WriteOptions, array_to_columns, compress,
+    };
+    use rayon::prelude::*;
+    let level = ZstdLevel::try_new(3)?;
+    let options = WriteOptions {
+        statistics: StatisticsOptions::default(),
+        version: Version::V1,
+        compression: CompressionOptions::Zstd(Some(polars_parquet::write::ZstdLevel::try_new(3)?)),
+        data_page_size: None,
+    };
+    let frame = frame.clone();
+    let mut writer = ParquetWriter::new(out)
+        .with_compression(ParquetCompression::Zstd(Some(level)))
+        .with_statistics(options.statistics)
+        .batched(frame.schema())?;
+    let encodings = polars::io::parquet::write::get_encodings(&frame.schema().to_arrow(CompatLevel::newest()));
+    let fields = writer.parquet_schema().fields().to_vec();
+    for batch in frame.iter_chunks(CompatLevel::newest(), false) {
+        // one column chunk per leaf (a flat column has one), in schema order
+        let fields: Vec<Vec<Vec<CompressedPage>>> = batch
+            .columns()
+            .par_iter()
+            .zip(&fields)
+            .zip(encodings.as_ref())
+            .map(|((array, field), encoding)| {
+                array_to_columns(array, field.clone(), options, encoding)?
+                    .into_iter()
+                    .map(|leaf| leaf.map(|page| Ok(compress(page?, Vec::new(), options.compression)?)).collect())
+                    .collect()
+            })
+            .collect::<PolarsResult<_>>()?;
+        let chunks: Vec<Vec<CompressedPage>> = fields.into_iter().flatten().collect();
+        writer.write_row_group(batch.len() as u64, &chunks)?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
 /// A Float64 column of `values`, null where `valid` says false. The values are moved in and the
 /// validity is one bitmap, not a builder call per value.
 fn float_column(name: &str, values: Vec<f64>, valid: impl Iterator<Item = bool>) -> Column {
@@ -514,5 +550,22 @@ pub(crate) mod tests {
         table.write_parquet(&path).unwrap();
         let back = ParquetReader::new(std::fs::File::open(&path).unwrap()).finish().unwrap();
         assert!(back.equals_missing(&table.frame));
+        // column statistics are written for every column
+        let metadata = polars_parquet::read::read_metadata(&mut std::fs::File::open(&path).unwrap()).unwrap();
+        assert_eq!(metadata.row_groups.len(), 1);
+        assert_eq!(metadata.row_groups[0].parquet_columns().len(), table.frame.width());
+        for column in metadata.row_groups[0].parquet_columns() {
+            let statistics = column.statistics(&metadata.footer_buf).expect("statistics written").unwrap();
+            let name = &column.descriptor().path_in_schema[0];
+            let nulls = table.frame.column(name).unwrap().null_count() as i64;
+            assert_eq!(statistics.null_count(), Some(nulls), "{name}");
+        }
+        // rewriting replaces the file whole; a failed write leaves nothing behind
+        std::fs::write(&path, b"old").unwrap();
+        table.write_parquet(&path).unwrap();
+        assert!(ParquetReader::new(std::fs::File::open(&path).unwrap()).finish().unwrap().equals_missing(&table.frame));
+        let missing = dir.path().join("no-such-folder").join("table.parquet");
+        assert!(matches!(table.write_parquet(&missing), Err(FeatureError::Write { .. })));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only table.parquet");
     }
 }
