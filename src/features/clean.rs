@@ -204,6 +204,9 @@ fn robust_z_with(value: &[f64], config: &FeatureConfig, centered: bool) -> Resul
 pub fn rolling_median(x: &[f64], window: usize, min_periods: usize, centered: bool) -> Vec<f64> {
     let n = x.len();
     let window = window.max(1);
+    if window <= SMALL_WINDOW {
+        return rolling_median_small(x, window, min_periods, centered);
+    }
     let bounds = |i: usize| {
         if centered {
             let right = window.div_ceil(2);
@@ -263,6 +266,70 @@ pub fn rolling_median(x: &[f64], window: usize, min_periods: usize, centered: bo
     out
 }
 
+/// Windows up to this many rows take [`rolling_median_small`].
+const SMALL_WINDOW: usize = 8;
+
+/// [`rolling_median`] for windows of at most [`SMALL_WINDOW`] rows: each window's values are
+/// gathered and sorted afresh (a sorting network for a full window of 7, the neighbourhood
+/// median's), which beats keeping them sorted at this size.
+fn rolling_median_small(x: &[f64], window: usize, min_periods: usize, centered: bool) -> Vec<f64> {
+    let n = x.len();
+    let (left, right) = if centered { (window - window.div_ceil(2), window.div_ceil(2)) } else { (window - 1, 1) };
+    let mut out = Vec::with_capacity(n);
+    let mut buffer = [0.0f64; SMALL_WINDOW];
+    for i in 0..n {
+        let rows = &x[i.saturating_sub(left)..(i + right).min(n)];
+        if let Ok(full) = <[f64; 7]>::try_from(rows)
+            && min_periods <= 7
+            && full.iter().all(|v| !v.is_nan())
+        {
+            let mut seven = full;
+            sort7(&mut seven);
+            out.push(seven[3]);
+            continue;
+        }
+        let mut k = 0;
+        for &v in rows {
+            if !v.is_nan() {
+                buffer[k] = v;
+                k += 1;
+            }
+        }
+        let values = &mut buffer[..k];
+        values.sort_unstable_by(f64::total_cmp);
+        out.push(if k == 0 || k < min_periods {
+            f64::NAN
+        } else if k % 2 == 1 {
+            values[k / 2]
+        } else {
+            let (a, b) = (values[k / 2 - 1], values[k / 2]);
+            a + 0.5 * (b - a)
+        });
+    }
+    out
+}
+
+/// Sort seven values (no NaN) with the 16-comparator network.
+fn sort7(v: &mut [f64; 7]) {
+    network!(v; (0, 6), (2, 3), (4, 5), (0, 2), (1, 4), (3, 6), (0, 1), (2, 5), (3, 4), (1, 2), (4, 6), (2, 3), (4, 5),
+        (1, 2), (3, 4), (5, 6));
+}
+
+/// A sorting network written out: each pair (a, b) puts the smaller of `v[a]`, `v[b]` at a.
+/// Constant indices into a fixed-size array keep the values in registers, and a plain `<`
+/// (the values hold no NaN) compiles to one min and one max instruction.
+macro_rules! network {
+    ($v:ident; $(($a:literal, $b:literal)),+ $(,)?) => {
+        $(
+            let (x, y) = ($v[$a], $v[$b]);
+            let smaller = y < x;
+            $v[$a] = if smaller { y } else { x };
+            $v[$b] = if smaller { x } else { y };
+        )+
+    };
+}
+use network;
+
 /// A key whose integer order is the IEEE 754 total order of `x` (as [`f64::total_cmp`]).
 fn order_key(x: f64) -> i64 {
     let bits = x.to_bits() as i64;
@@ -296,48 +363,62 @@ fn same_hour_median(value: &[f64], days: usize, centered: bool) -> Vec<Option<f6
     let (days, ahead) = if centered { (days, true) } else { (2 * days, false) };
     let n = value.len();
     let mut around = Vec::with_capacity(2 * days);
-    (0..n)
-        .map(|i| {
-            around.clear();
-            for k in 1..=days {
-                let offset = 24 * k;
-                if let Some(j) = i.checked_sub(offset) {
-                    let v = value[j];
-                    if v.is_finite() {
-                        around.push(v);
-                    }
-                }
-                if ahead && i + offset < n {
-                    let v = value[i + offset];
-                    if v.is_finite() {
-                        around.push(v);
-                    }
-                }
+    let mut out: Vec<Option<f64>> = Vec::with_capacity(n);
+    // rows whose 6 neighbours all exist (the usual 3 days each side, or 6 before): gathered
+    // into an array and, when all are finite, sorted by a network; other rows (the first and
+    // last days, gaps) take the general path
+    let behind = 24 * days;
+    let (interior, offsets): (std::ops::Range<usize>, [isize; 6]) = if centered && days == 3 {
+        (behind..n.saturating_sub(behind), [-24, 24, -48, 48, -72, 72])
+    } else if !centered && days == 6 {
+        (behind..n, [-24, -48, -72, -96, -120, -144])
+    } else {
+        (0..0, [0; 6])
+    };
+    for i in 0..n {
+        if interior.contains(&i) {
+            let mut six: [f64; 6] = std::array::from_fn(|k| value[i.wrapping_add_signed(offsets[k])]);
+            if six.iter().all(|v| v.is_finite()) {
+                sort6(&mut six);
+                out.push(Some(0.5 * (six[2] + six[3])));
+                continue;
             }
-            let m = around.len();
-            if m < 3 {
-                return None;
+        }
+        out.push(same_hour_median_at(value, i, days, ahead, &mut around));
+    }
+    out
+}
+
+/// [`same_hour_median`] at row `i`, in general: `around` is scratch space.
+fn same_hour_median_at(value: &[f64], i: usize, days: usize, ahead: bool, around: &mut Vec<f64>) -> Option<f64> {
+    let n = value.len();
+    around.clear();
+    for k in 1..=days {
+        let offset = 24 * k;
+        if let Some(j) = i.checked_sub(offset) {
+            let v = value[j];
+            if v.is_finite() {
+                around.push(v);
             }
-            if let Ok(six) = <&mut [f64; 6]>::try_from(around.as_mut_slice()) {
-                // the usual case (3 days each side, or 6 before): a sorting network
-                sort6(six);
-            } else {
-                insertion_sort(&mut around);
+        }
+        if ahead && i + offset < n {
+            let v = value[i + offset];
+            if v.is_finite() {
+                around.push(v);
             }
-            Some(if m % 2 == 1 { around[m / 2] } else { 0.5 * (around[m / 2 - 1] + around[m / 2]) })
-        })
-        .collect()
+        }
+    }
+    let m = around.len();
+    if m < 3 {
+        return None;
+    }
+    insertion_sort(around);
+    Some(if m % 2 == 1 { around[m / 2] } else { 0.5 * (around[m / 2 - 1] + around[m / 2]) })
 }
 
 /// Sort six finite values with the 12-comparator network (no branches to mispredict).
 fn sort6(v: &mut [f64; 6]) {
-    const NETWORK: [(usize, usize); 12] =
-        [(0, 5), (1, 3), (2, 4), (1, 2), (3, 4), (0, 3), (2, 5), (0, 1), (2, 3), (4, 5), (1, 2), (3, 4)];
-    for (a, b) in NETWORK {
-        let (x, y) = (v[a], v[b]);
-        v[a] = x.min(y);
-        v[b] = x.max(y);
-    }
+    network!(v; (0, 5), (1, 3), (2, 4), (1, 2), (3, 4), (0, 3), (2, 5), (0, 1), (2, 3), (4, 5), (1, 2), (3, 4));
 }
 
 /// Sort a handful of finite values (the same-hour neighbours: at most a dozen) in place.
@@ -488,17 +569,21 @@ mod tests {
         }
     }
 
-    /// The network sorts every arrangement of six values, ties included (all 6^6 inputs over
-    /// six distinct values cover every order type).
+    /// The networks sort every arrangement of six and seven values, ties included (all n^n
+    /// inputs over n distinct values cover every order type).
     #[test]
-    fn sort6_sorts_every_arrangement() {
-        for code in 0..6usize.pow(6) {
-            let mut v: [f64; 6] = std::array::from_fn(|k| ((code / 6usize.pow(k as u32)) % 6) as f64);
-            let mut want = v;
-            want.sort_by(f64::total_cmp);
-            sort6(&mut v);
-            assert_eq!(v, want, "input code {code}");
+    fn sorting_networks_sort_every_arrangement() {
+        fn check<const N: usize>(sort: fn(&mut [f64; N])) {
+            for code in 0..N.pow(N as u32) {
+                let mut v: [f64; N] = std::array::from_fn(|k| ((code / N.pow(k as u32)) % N) as f64);
+                let mut want = v;
+                want.sort_by(f64::total_cmp);
+                sort(&mut v);
+                assert_eq!(v, want, "{N} values, input code {code}");
+            }
         }
+        check::<6>(sort6);
+        check::<7>(sort7);
     }
 
     #[test]
