@@ -6,10 +6,8 @@
 //!
 //! The mean and standard deviation roll sums of deviations from an anchor (the first value of
 //! the current stretch of w rows); the sums are recomputed from scratch every w rows, so
-//! rounding never accumulates over more than one window. Minimum and maximum keep monotonic
-//! queues of row indices.
-use std::collections::VecDeque;
-
+//! rounding never accumulates over more than one window. Minimum and maximum are taken from
+//! running extremes within blocks of w rows (van Herk / Gil-Werman).
 /// Windows of the rolling statistics, hours; `ROLLING_COLUMNS` holds mean, std, min, max of each.
 pub const ROLLING_WINDOWS: [usize; 2] = [24, 168];
 
@@ -26,38 +24,14 @@ pub fn lag(value: &[f64], hours: usize) -> Vec<f64> {
 pub fn rolling(value: &[f64], window: usize) -> [Vec<f64>; 4] {
     let n = value.len();
     let window = window.max(2);
-    let mut out: [Vec<f64>; 4] = std::array::from_fn(|_| Vec::with_capacity(n));
+    let mut out: [Vec<f64>; 4] = std::array::from_fn(|_| vec![f64::NAN; n]);
+    let [mean_out, std_out, min_out, max_out] = &mut out;
     let (mut anchor, mut sum, mut squares, mut nulls) = (0.0f64, 0.0f64, 0.0f64, 0usize);
-    let (mut low, mut high): (VecDeque<usize>, VecDeque<usize>) = (VecDeque::new(), VecDeque::new());
-    for t in 0..n {
-        // the window of row t is rows t − window .. t − 1; row t − 1 has just entered it
-        if t >= 1 {
-            let entered = t - 1;
-            let x = value[entered];
-            if x.is_finite() {
-                while low.back().is_some_and(|&j| value[j] >= x) {
-                    low.pop_back();
-                }
-                low.push_back(entered);
-                while high.back().is_some_and(|&j| value[j] <= x) {
-                    high.pop_back();
-                }
-                high.push_back(entered);
-            }
-        }
-        if t < window {
-            out.iter_mut().for_each(|column| column.push(f64::NAN));
-            continue;
-        }
+    for t in window..n {
+        // the window of row t is rows t − window .. t − 1
         let start = t - window;
-        while low.front().is_some_and(|&j| j < start) {
-            low.pop_front();
-        }
-        while high.front().is_some_and(|&j| j < start) {
-            high.pop_front();
-        }
-        let rows = &value[start..t];
-        if (t - window).is_multiple_of(window) {
+        if start.is_multiple_of(window) {
+            let rows = &value[start..t];
             anchor = rows.iter().copied().find(|x| x.is_finite()).unwrap_or(0.0);
             (sum, squares, nulls) = (0.0, 0.0, 0);
             for &x in rows {
@@ -83,19 +57,52 @@ pub fn rolling(value: &[f64], window: usize) -> [Vec<f64>; 4] {
                 nulls += 1;
             }
         }
-        if nulls > 0 {
-            out.iter_mut().for_each(|column| column.push(f64::NAN));
-            continue;
+        if nulls == 0 {
+            let w = window as f64;
+            let mean = sum / w;
+            mean_out[t] = anchor + mean;
+            std_out[t] = ((squares - sum * mean) / (w - 1.0)).max(0.0).sqrt();
         }
-        let w = window as f64;
-        let mean = sum / w;
-        let variance = ((squares - sum * mean) / (w - 1.0)).max(0.0);
-        out[0].push(anchor + mean);
-        out[1].push(variance.sqrt());
-        out[2].push(low.front().map_or(f64::NAN, |&j| value[j]));
-        out[3].push(high.front().map_or(f64::NAN, |&j| value[j]));
     }
+    window_extreme(value, window, f64::INFINITY, f64::min, min_out, mean_out);
+    window_extreme(value, window, f64::NEG_INFINITY, f64::max, max_out, mean_out);
     out
+}
+
+/// The minimum (or maximum: `pick` and its `identity`) of rows t − window .. t − 1 into
+/// `out[t]` where `complete[t]` is not NaN (the window holds no null). Van Herk / Gil-Werman:
+/// running extremes from the start and from the end of each block of `window` rows; a window
+/// spans at most two blocks, so its extreme is that of a suffix of one and a prefix of the next.
+/// Three branch-free passes instead of a queue per row.
+fn window_extreme(
+    value: &[f64],
+    window: usize,
+    identity: f64,
+    pick: fn(f64, f64) -> f64,
+    out: &mut [f64],
+    complete: &[f64],
+) {
+    let n = value.len();
+    let usable = |v: &f64| if v.is_finite() { *v } else { identity };
+    let mut prefix = vec![identity; n];
+    let mut suffix = vec![identity; n];
+    for ((rows, prefix), suffix) in value.chunks(window).zip(prefix.chunks_mut(window)).zip(suffix.chunks_mut(window)) {
+        let mut running = identity;
+        for (v, p) in rows.iter().zip(prefix.iter_mut()) {
+            running = pick(running, usable(v));
+            *p = running;
+        }
+        running = identity;
+        for (v, s) in rows.iter().zip(suffix.iter_mut()).rev() {
+            running = pick(running, usable(v));
+            *s = running;
+        }
+    }
+    for t in window..n {
+        if !complete[t].is_nan() {
+            out[t] = pick(suffix[t - window], prefix[t - 1]);
+        }
+    }
 }
 
 #[cfg(test)]

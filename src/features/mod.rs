@@ -432,10 +432,14 @@ fn float_column(name: &str, values: Vec<f64>, valid: impl Iterator<Item = bool>)
     Float64Chunked::from_vec_validity(name.into(), values, validity).into_series().into()
 }
 
-/// A Float64 column of `values`, null where a value is not finite (NaN marks "no value").
+/// A Float64 column of `values`, null where a value is not finite (NaN marks "no value"). A
+/// column without such values (a counting pass the compiler vectorises) gets no bitmap.
 fn finite_column(name: &str, values: Vec<f64>) -> Column {
-    let valid: Vec<bool> = values.iter().map(|v| v.is_finite()).collect();
-    float_column(name, values, valid.into_iter())
+    if values.iter().filter(|v| !v.is_finite()).count() == 0 {
+        return Float64Chunked::from_vec(name.into(), values).into_series().into();
+    }
+    let valid: polars_arrow::bitmap::Bitmap = values.iter().map(|v| v.is_finite()).collect();
+    Float64Chunked::from_vec_validity(name.into(), values, Some(valid)).into_series().into()
 }
 
 #[cfg(test)]
