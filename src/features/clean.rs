@@ -176,18 +176,17 @@ pub fn robust_z(value: &[f64], config: &FeatureConfig) -> Result<Vec<f64>, Featu
 fn robust_z_with(value: &[f64], config: &FeatureConfig, centered: bool) -> Result<Vec<f64>, FeatureError> {
     let window = config.outlier_window.max(3);
     let base = same_hour_median(value, (window / 48).max(1), centered);
-    let seasonal: Vec<f64> = value.iter().zip(&base).map(|(x, b)| b.map_or(f64::NAN, |b| (x - b).abs())).collect();
+    let seasonal: Vec<f64> = value.iter().zip(&base).map(|(x, b)| (x - b).abs()).collect();
     let local_median = rolling_median(value, LOCAL_WINDOW, LOCAL_WINDOW / 2 + 1, centered);
     let mad = rolling_median(&seasonal, window, (window / 4).max(3), centered);
     Ok((0..value.len())
         .map(|i| {
             let local = (value[i] - local_median[i]).abs();
-            match base[i] {
-                Some(base) if seasonal[i].is_finite() && local.is_finite() && mad[i].is_finite() => {
-                    let scale = (MAD_TO_STD * mad[i]).max(SCALE_FLOOR * base.abs().max(1.0));
-                    seasonal[i].min(local) / scale
-                }
-                _ => 0.0,
+            if base[i].is_finite() && seasonal[i].is_finite() && local.is_finite() && mad[i].is_finite() {
+                let scale = (MAD_TO_STD * mad[i]).max(SCALE_FLOOR * base[i].abs().max(1.0));
+                seasonal[i].min(local) / scale
+            } else {
+                0.0
             }
         })
         .collect())
@@ -357,13 +356,13 @@ fn replace_sorted(sorted: &mut [i64], old: i64, new: i64) {
 }
 
 /// Median of the same hour on the `days` days before and after each hour (the hour itself
-/// left out, so a value is never its own baseline); `None` with fewer than 3 such values.
+/// left out, so a value is never its own baseline); NaN with fewer than 3 such values.
 /// Not `centered`: the same hour on the `2 × days` days before only.
-fn same_hour_median(value: &[f64], days: usize, centered: bool) -> Vec<Option<f64>> {
+fn same_hour_median(value: &[f64], days: usize, centered: bool) -> Vec<f64> {
     let (days, ahead) = if centered { (days, true) } else { (2 * days, false) };
     let n = value.len();
     let mut around = Vec::with_capacity(2 * days);
-    let mut out: Vec<Option<f64>> = Vec::with_capacity(n);
+    let mut out: Vec<f64> = Vec::with_capacity(n);
     // rows whose 6 neighbours all exist (the usual 3 days each side, or 6 before): gathered
     // into an array and, when all are finite, sorted by a network; other rows (the first and
     // last days, gaps) take the general path
@@ -380,7 +379,7 @@ fn same_hour_median(value: &[f64], days: usize, centered: bool) -> Vec<Option<f6
             let mut six: [f64; 6] = std::array::from_fn(|k| value[i.wrapping_add_signed(offsets[k])]);
             if six.iter().all(|v| v.is_finite()) {
                 sort6(&mut six);
-                out.push(Some(0.5 * (six[2] + six[3])));
+                out.push(0.5 * (six[2] + six[3]));
                 continue;
             }
         }
@@ -390,7 +389,7 @@ fn same_hour_median(value: &[f64], days: usize, centered: bool) -> Vec<Option<f6
 }
 
 /// [`same_hour_median`] at row `i`, in general: `around` is scratch space.
-fn same_hour_median_at(value: &[f64], i: usize, days: usize, ahead: bool, around: &mut Vec<f64>) -> Option<f64> {
+fn same_hour_median_at(value: &[f64], i: usize, days: usize, ahead: bool, around: &mut Vec<f64>) -> f64 {
     let n = value.len();
     around.clear();
     for k in 1..=days {
@@ -410,10 +409,10 @@ fn same_hour_median_at(value: &[f64], i: usize, days: usize, ahead: bool, around
     }
     let m = around.len();
     if m < 3 {
-        return None;
+        return f64::NAN;
     }
     insertion_sort(around);
-    Some(if m % 2 == 1 { around[m / 2] } else { 0.5 * (around[m / 2 - 1] + around[m / 2]) })
+    if m % 2 == 1 { around[m / 2] } else { 0.5 * (around[m / 2 - 1] + around[m / 2]) }
 }
 
 /// Sort six finite values with the 12-comparator network (no branches to mispredict).

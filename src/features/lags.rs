@@ -64,8 +64,9 @@ pub fn rolling(value: &[f64], window: usize) -> [Vec<f64>; 4] {
             std_out[t] = ((squares - sum * mean) / (w - 1.0)).max(0.0).sqrt();
         }
     }
-    window_extreme(value, window, f64::INFINITY, f64::min, min_out, mean_out);
-    window_extreme(value, window, f64::NEG_INFINITY, f64::max, max_out, mean_out);
+    let mut scratch = (vec![0.0; n], vec![0.0; n]);
+    window_extreme(value, window, f64::INFINITY, f64::min, min_out, mean_out, &mut scratch);
+    window_extreme(value, window, f64::NEG_INFINITY, f64::max, max_out, mean_out, &mut scratch);
     out
 }
 
@@ -73,7 +74,7 @@ pub fn rolling(value: &[f64], window: usize) -> [Vec<f64>; 4] {
 /// `out[t]` where `complete[t]` is not NaN (the window holds no null). Van Herk / Gil-Werman:
 /// running extremes from the start and from the end of each block of `window` rows; a window
 /// spans at most two blocks, so its extreme is that of a suffix of one and a prefix of the next.
-/// Three branch-free passes instead of a queue per row.
+/// Three branch-free passes instead of a queue per row; `scratch` holds the running extremes.
 fn window_extreme(
     value: &[f64],
     window: usize,
@@ -81,11 +82,10 @@ fn window_extreme(
     pick: fn(f64, f64) -> f64,
     out: &mut [f64],
     complete: &[f64],
+    (prefix, suffix): &mut (Vec<f64>, Vec<f64>),
 ) {
     let n = value.len();
     let usable = |v: &f64| if v.is_finite() { *v } else { identity };
-    let mut prefix = vec![identity; n];
-    let mut suffix = vec![identity; n];
     for ((rows, prefix), suffix) in value.chunks(window).zip(prefix.chunks_mut(window)).zip(suffix.chunks_mut(window)) {
         let mut running = identity;
         for (v, p) in rows.iter().zip(prefix.iter_mut()) {

@@ -371,19 +371,18 @@ impl Store {
             let months = months_of(&range);
             files.retain(|path| partition_month(&dir, path).is_none_or(|month| months.contains(&month)));
         }
-        // the files are read and decoded in parallel, then joined in order
-        use rayon::prelude::*;
-        let parts = files.par_iter().map(|path| read_parquet(path, id)).collect::<Result<Vec<_>, _>>()?;
+        // one file after another on this thread, into one pair of vectors, reusing the byte
+        // buffer: the allocator hands the same memory back for every file, where parallel
+        // per-file buffers would each touch (and have the kernel zero) fresh pages
         let mut out = SeriesRows::new(id.clone());
-        out.timestamps.reserve(parts.iter().map(SeriesRows::len).sum());
-        out.values.reserve(out.timestamps.capacity());
-        for part in parts {
-            for (t, v) in part.timestamps.into_iter().zip(part.values) {
-                if range.is_none_or(|r| r.holds_us(t)) {
-                    out.timestamps.push(t);
-                    out.values.push(v);
-                }
-            }
+        let capacity = files.len() * 745;
+        out.timestamps.reserve(capacity);
+        out.values.reserve(capacity);
+        let mut bytes = Vec::new();
+        for path in &files {
+            let frame = read_frame(path, &mut bytes)?;
+            append_rows(&frame, &mut out, range)
+                .map_err(|message| IngestError::StoreData { path: path.clone(), message })?;
         }
         if !out.timestamps.is_sorted() {
             let mut order: Vec<usize> = (0..out.len()).collect();
@@ -403,11 +402,7 @@ impl Store {
             return false;
         }
         let dir = self.series_dir(id);
-        let mut files = Vec::new();
-        if self.refuse_links(&dir).is_err() || parquet_files(&dir, &mut files).is_err() {
-            return true;
-        }
-        !files.is_empty()
+        self.refuse_links(&dir).is_err() || holds_file_or_link(&dir)
     }
 
     /// Every series with a data file in the store.
@@ -634,6 +629,18 @@ fn partition_month(dir: &Path, path: &Path) -> Option<(i32, u32)> {
     Some((year, month))
 }
 
+/// Does the folder tree `dir` (that may not exist) hold a Parquet file or a symbolic link?
+/// Stops at the first one found.
+fn holds_file_or_link(dir: &Path) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else { return false };
+    entries.flatten().any(|entry| match entry.file_type() {
+        Ok(kind) if kind.is_symlink() => true,
+        Ok(kind) if kind.is_dir() => holds_file_or_link(&entry.path()),
+        Ok(kind) => kind.is_file() && entry.path().extension().is_some_and(|x| x == "parquet"),
+        Err(_) => false,
+    })
+}
+
 /// Refuse a folder tree (that may not exist) holding a symbolic link anywhere.
 fn refuse_links_below(dir: &Path) -> Result<(), IngestError> {
     parquet_files(dir, &mut Vec::new())
@@ -728,16 +735,25 @@ fn write_parquet(path: &Path, rows: &SeriesRows) -> Result<(), IngestError> {
     Ok(())
 }
 
-/// Read one store file: its bytes in one read, then decoded from memory on this thread (a
-/// month file is small; the reader's many small reads and its thread pool cost more).
-fn read_parquet(path: &Path, id: &SeriesId) -> Result<SeriesRows, IngestError> {
-    let bytes = fs::read(path).map_err(Store::io(path))?;
-    let df = guard_reader(|| {
+/// Read one store file: its bytes in one read (into `bytes`, reused), then decoded from
+/// memory on this thread (a month file is small; the reader's many small reads and its thread
+/// pool cost more).
+fn read_frame(path: &Path, bytes: &mut Vec<u8>) -> Result<DataFrame, IngestError> {
+    bytes.clear();
+    File::open(path).and_then(|mut file| std::io::Read::read_to_end(&mut file, bytes)).map_err(Store::io(path))?;
+    guard_reader(|| {
         ParquetReader::new(std::io::Cursor::new(bytes.as_slice())).read_parallel(ParallelStrategy::None).finish()
     })
     .map_err(|message| IngestError::StoreData { path: path.to_owned(), message })?
-    .map_err(|e| IngestError::StoreData { path: path.to_owned(), message: e.to_string() })?;
-    rows_from_frame(&df, id).map_err(|message| IngestError::StoreData { path: path.to_owned(), message })
+    .map_err(|e| IngestError::StoreData { path: path.to_owned(), message: e.to_string() })
+}
+
+fn read_parquet(path: &Path, id: &SeriesId) -> Result<SeriesRows, IngestError> {
+    let frame = read_frame(path, &mut Vec::new())?;
+    let mut rows = SeriesRows::new(id.clone());
+    append_rows(&frame, &mut rows, None)
+        .map_err(|message| IngestError::StoreData { path: path.to_owned(), message })?;
+    Ok(rows)
 }
 
 /// A (`timestamp` Datetime(µs, UTC), `value` f64) frame of the rows.
@@ -750,6 +766,14 @@ pub fn frame_from_rows(rows: &SeriesRows) -> PolarsResult<DataFrame> {
 
 /// Rows from a frame with `timestamp` (any datetime unit) and `value` columns.
 pub fn rows_from_frame(df: &DataFrame, id: &SeriesId) -> Result<SeriesRows, String> {
+    let mut rows = SeriesRows::new(id.clone());
+    append_rows(df, &mut rows, None)?;
+    Ok(rows)
+}
+
+/// Append the rows of a frame with `timestamp` (any datetime unit) and `value` columns to
+/// `out`, those in `range` if given.
+fn append_rows(df: &DataFrame, out: &mut SeriesRows, range: Option<DateRange>) -> Result<(), String> {
     let ts = df
         .column(COL_TIMESTAMP)
         .map_err(|e| e.to_string())?
@@ -760,11 +784,27 @@ pub fn rows_from_frame(df: &DataFrame, id: &SeriesId) -> Result<SeriesRows, Stri
         df.column(COL_VALUE).map_err(|e| e.to_string())?.cast(&DataType::Float64).map_err(|e| e.to_string())?;
     let ts = ts.i64().map_err(|e| e.to_string())?;
     let values = values.f64().map_err(|e| e.to_string())?;
-    Ok(SeriesRows {
-        id: id.clone(),
-        timestamps: ts.iter().map(|t| t.ok_or("null timestamp in store")).collect::<Result<_, _>>()?,
-        values: values.iter().collect(),
-    })
+    if ts.null_count() > 0 {
+        return Err("null timestamp in store".into());
+    }
+    let keep = |t: i64| range.is_none_or(|r| r.holds_us(t));
+    match (ts.cont_slice(), values.cont_slice()) {
+        // one contiguous slice each (a month file's usual shape), all in range: copied whole
+        (Ok(t), Ok(v)) if range.is_none() || t.iter().all(|&x| keep(x)) => {
+            out.timestamps.extend_from_slice(t);
+            out.values.extend(v.iter().map(|x| Some(*x)));
+        }
+        _ => {
+            for (t, v) in ts.iter().zip(values.iter()) {
+                let t = t.expect("no nulls");
+                if keep(t) {
+                    out.timestamps.push(t);
+                    out.values.push(v);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Percent-encode a partition value (anything but `A-Za-z0-9._-`), as hive readers decode it.
