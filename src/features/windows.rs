@@ -272,27 +272,51 @@ impl Features {
         let n_features = self.names.len();
         let n_observed = self.observed.len();
         let per_window = positions * n_features;
-        let mut inputs = vec![0f32; origins.len() * per_window];
-        let mut targets = vec![0f32; origins.len() * horizon];
-        inputs.par_chunks_mut(per_window.max(1)).zip(targets.par_chunks_mut(horizon)).zip(origins.par_iter()).for_each(
-            |((input, target), &o)| {
+        // Every element is written below, so the buffers are not zeroed first: at hundreds of
+        // megabytes, a zeroing pass (a memset when the allocator reuses memory) costs as much
+        // as the fill itself.
+        let (input_len, target_len) = (origins.len() * per_window, origins.len() * horizon);
+        assert_eq!(n_features, n_observed + 1 + self.known.len(), "a window position is every feature");
+        let mut inputs: Vec<f32> = Vec::with_capacity(input_len);
+        let mut targets: Vec<f32> = Vec::with_capacity(target_len);
+        inputs.spare_capacity_mut()[..input_len]
+            .par_chunks_mut(per_window.max(1))
+            .zip(targets.spare_capacity_mut()[..target_len].par_chunks_mut(horizon))
+            .zip(origins.par_iter())
+            .for_each(|((input, target), &o)| {
                 let first = o + 1 - spec.context;
                 for (p, features) in input.chunks_mut(n_features).enumerate() {
                     let row = first + p;
+                    let (observed, known) = features.split_at_mut(n_observed + 1);
                     if p < spec.context {
-                        for (j, column) in self.observed.iter().enumerate() {
-                            features[j] = column[row];
+                        for (slot, column) in observed.iter_mut().zip(&self.observed) {
+                            slot.write(column[row]);
                         }
-                        features[n_observed] = 1.0;
+                        observed[n_observed].write(1.0);
+                    } else {
+                        // horizon positions: observed features unknown, mask 0
+                        observed.iter_mut().for_each(|slot| {
+                            slot.write(0.0);
+                        });
                     }
-                    for (j, column) in self.known.iter().enumerate() {
-                        features[n_observed + 1 + j] = column[row];
+                    for (slot, column) in known.iter_mut().zip(&self.known) {
+                        slot.write(column[row]);
                     }
                 }
                 let start = o + spec.gap() + 1;
-                target.copy_from_slice(&self.value[start..start + horizon]);
-            },
-        );
+                for (slot, value) in target.iter_mut().zip(&self.value[start..start + horizon]) {
+                    slot.write(*value);
+                }
+            });
+        // SAFETY: the first `input_len` and `target_len` elements were all initialised above:
+        // the chunks cover them exactly (`origins.len()` windows of `per_window` and `horizon`
+        // elements), every position of a window writes its `n_observed + 1` observed-and-mask
+        // slots and its `known.len()` known slots (`n_features = n_observed + 1 + known.len()`),
+        // and every target slot is written.
+        unsafe {
+            inputs.set_len(input_len);
+            targets.set_len(target_len);
+        }
         Windows {
             count: origins.len(),
             positions,
