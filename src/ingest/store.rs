@@ -352,9 +352,9 @@ impl Store {
     }
 
     /// The rows of one series (in `range` if given), sorted by timestamp. Each month file the
-    /// range touches is read on its own (in parallel, with rayon), without polars' query engine
-    /// or thread pool: for the many small files of a long series that is several times faster
-    /// than [`Self::scan`].
+    /// range touches is read whole and decoded on this thread, without polars' query engine or
+    /// thread pool: for the many small files of a long series that is several times faster
+    /// than [`Self::scan`]. Files of either codec (LZ4 now, zstd before) read the same.
     /// A damaged file is an error naming it; a symbolic link anywhere below the series' folder
     /// is refused.
     pub fn read(&self, id: &SeriesId, range: Option<DateRange>) -> Result<SeriesRows, IngestError> {
@@ -375,7 +375,8 @@ impl Store {
         // buffer: the allocator hands the same memory back for every file, where parallel
         // per-file buffers would each touch (and have the kernel zero) fresh pages
         let mut out = SeriesRows::new(id.clone());
-        let capacity = files.len() * 745;
+        // a month holds at most 31 × 24 hours
+        let capacity = files.len() * 744;
         out.timestamps.reserve(capacity);
         out.values.reserve(capacity);
         let mut bytes = Vec::new();
@@ -881,6 +882,36 @@ mod tests {
         // no temporary files are left behind
         let leftovers = walk(dir.path()).into_iter().filter(|p| p.to_string_lossy().contains(TEMP_MARK)).count();
         assert_eq!(leftovers, 0);
+    }
+
+    /// Files are LZ4 now; a store written before (zstd files) reads the same, a range reads
+    /// only the months it touches, and nulls survive the round trip.
+    #[test]
+    fn reads_zstd_files_of_earlier_stores_and_limits_months() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let _lock = store.lock().unwrap();
+        let id = SeriesId::new("synthetic", "SYN1", "D");
+        let mut written = rows(&id, 1..97, 0.0);
+        written.values[5] = None;
+        store.write_range(std::slice::from_ref(&written), range(1..97)).unwrap();
+        let january = store.partition_file(&id, 2024, 1);
+        let metadata = polars_parquet::read::read_metadata(&mut File::open(&january).unwrap()).unwrap();
+        let codec = metadata.row_groups[0].parquet_columns()[0].compression();
+        assert_eq!(format!("{codec:?}"), "Lz4Raw");
+        // rewrite January as an earlier version did (zstd)
+        let mut frame = ParquetReader::new(File::open(&january).unwrap()).finish().unwrap();
+        let zstd = polars::polars_utils::compression::ZstdLevel::try_new(3).unwrap();
+        ParquetWriter::new(File::create(&january).unwrap())
+            .with_compression(ParquetCompression::Zstd(Some(zstd)))
+            .finish(&mut frame)
+            .unwrap();
+        assert_eq!(store.read(&id, None).unwrap(), written);
+        // February only: the January file is not needed (a damaged one is not even opened)
+        fs::write(&january, b"not parquet").unwrap();
+        let february = store.read(&id, Some(range(60..97))).unwrap();
+        assert_eq!(february.len(), 37);
+        assert!(store.read(&id, None).unwrap_err().to_string().contains("month=01"));
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {
