@@ -326,7 +326,7 @@ pub(crate) fn from_rows(
     let flag_column: Vec<i8> = flags.iter().map(|f| *f as i8).collect();
     let mut columns: Vec<Column> = vec![
         timestamp.into(),
-        float_column(COL_VALUE_RAW, value_raw, raw.iter().map(Option::is_some)),
+        float_column(COL_VALUE_RAW, value_raw, raw.iter().map(Option::is_some).collect()),
         finite_column(COL_VALUE, input.value.clone()),
         finite_column(COL_TARGET, cleaned.value.clone()),
         Series::new(COL_FLAGS.into(), flag_column).into(),
@@ -389,16 +389,15 @@ fn write_table(frame: &DataFrame, out: &mut impl std::io::Write) -> PolarsResult
         CompressedPage, CompressionOptions, Version, WriteOptions, array_to_columns, compress,
     };
     use rayon::prelude::*;
-    let level = ZstdLevel::try_new(3)?;
+    const ZSTD_LEVEL: i32 = 3;
     let options = WriteOptions {
         statistics: StatisticsOptions::default(),
         version: Version::V1,
-        compression: CompressionOptions::Zstd(Some(polars_parquet::write::ZstdLevel::try_new(3)?)),
+        compression: CompressionOptions::Zstd(Some(polars_parquet::write::ZstdLevel::try_new(ZSTD_LEVEL)?)),
         data_page_size: None,
     };
-    let frame = frame.clone();
     let mut writer = ParquetWriter::new(out)
-        .with_compression(ParquetCompression::Zstd(Some(level)))
+        .with_compression(ParquetCompression::Zstd(Some(ZstdLevel::try_new(ZSTD_LEVEL)?)))
         .with_statistics(options.statistics)
         .batched(frame.schema())?;
     let encodings = polars::io::parquet::write::get_encodings(&frame.schema().to_arrow(CompatLevel::newest()));
@@ -424,22 +423,21 @@ fn write_table(frame: &DataFrame, out: &mut impl std::io::Write) -> PolarsResult
     Ok(())
 }
 
-/// A Float64 column of `values`, null where `valid` says false. The values are moved in and the
-/// validity is one bitmap, not a builder call per value.
-fn float_column(name: &str, values: Vec<f64>, valid: impl Iterator<Item = bool>) -> Column {
-    let validity: polars_arrow::bitmap::Bitmap = valid.collect();
-    let validity = (validity.unset_bits() > 0).then_some(validity);
-    Float64Chunked::from_vec_validity(name.into(), values, validity).into_series().into()
+/// A Float64 column of `values`, null where `valid` is unset (no bitmap when none is). The
+/// values are moved in; the validity is one bitmap, not a builder call per value.
+fn float_column(name: &str, values: Vec<f64>, valid: polars_arrow::bitmap::Bitmap) -> Column {
+    let valid = (valid.unset_bits() > 0).then_some(valid);
+    Float64Chunked::from_vec_validity(name.into(), values, valid).into_series().into()
 }
 
 /// A Float64 column of `values`, null where a value is not finite (NaN marks "no value"). A
-/// column without such values (a counting pass the compiler vectorises) gets no bitmap.
+/// column without such values (a counting pass the compiler vectorises) skips the bitmap.
 fn finite_column(name: &str, values: Vec<f64>) -> Column {
     if values.iter().filter(|v| !v.is_finite()).count() == 0 {
         return Float64Chunked::from_vec(name.into(), values).into_series().into();
     }
-    let valid: polars_arrow::bitmap::Bitmap = values.iter().map(|v| v.is_finite()).collect();
-    Float64Chunked::from_vec_validity(name.into(), values, Some(valid)).into_series().into()
+    let valid = values.iter().map(|v| v.is_finite()).collect();
+    float_column(name, values, valid)
 }
 
 #[cfg(test)]

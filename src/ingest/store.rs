@@ -329,32 +329,11 @@ impl Store {
         Ok(((!out.is_empty()).then_some(out), incoming.len()))
     }
 
-    /// A lazy frame (`timestamp`, `value`) of one series, sorted, limited to `range` if given.
-    pub fn scan(&self, id: &SeriesId, range: Option<DateRange>) -> Result<LazyFrame, IngestError> {
-        id.check()?;
-        let dir = self.series_dir(id);
-        self.refuse_links(&dir)?;
-        refuse_links_below(&dir)?;
-        if !self.has_series(id) {
-            return Err(IngestError::StoreData { path: dir, message: format!("no data for series {id} in the store") });
-        }
-        let mut args = ScanArgsParquet::default();
-        args.hive_options.enabled = Some(false);
-        let pattern = format!("{}/**/*.parquet", dir.display());
-        let mut lf = guard_reader(|| LazyFrame::scan_parquet(PlRefPath::new(pattern), args))
-            .map_err(|message| IngestError::StoreData { path: dir.clone(), message })?
-            .map_err(|e| IngestError::StoreData { path: dir.clone(), message: e.to_string() })?;
-        if let Some(range) = range {
-            let t = col(COL_TIMESTAMP).cast(DataType::Int64);
-            lf = lf.filter(t.clone().gt(lit(range.start_us())).and(t.lt_eq(lit(range.end_us()))));
-        }
-        Ok(lf.sort([COL_TIMESTAMP], SortMultipleOptions::default()))
-    }
-
     /// The rows of one series (in `range` if given), sorted by timestamp. Each month file the
     /// range touches is read whole and decoded on this thread, without polars' query engine or
     /// thread pool: for the many small files of a long series that is several times faster
-    /// than [`Self::scan`]. Files of either codec (LZ4 now, zstd before) read the same.
+    /// than a `scan_parquet` over them. Files of either codec (LZ4 now, zstd before) read the
+    /// same.
     /// A damaged file is an error naming it; a symbolic link anywhere below the series' folder
     /// is refused.
     pub fn read(&self, id: &SeriesId, range: Option<DateRange>) -> Result<SeriesRows, IngestError> {
@@ -763,13 +742,6 @@ pub fn frame_from_rows(rows: &SeriesRows) -> PolarsResult<DataFrame> {
         .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))?;
     let values = Series::new(COL_VALUE.into(), &rows.values);
     DataFrame::new(rows.len(), vec![ts.into(), values.into()])
-}
-
-/// Rows from a frame with `timestamp` (any datetime unit) and `value` columns.
-pub fn rows_from_frame(df: &DataFrame, id: &SeriesId) -> Result<SeriesRows, String> {
-    let mut rows = SeriesRows::new(id.clone());
-    append_rows(df, &mut rows, None)?;
-    Ok(rows)
 }
 
 /// Append the rows of a frame with `timestamp` (any datetime unit) and `value` columns to
