@@ -6,7 +6,7 @@
 //! `$ENERGY_REALDATA/caiso`) and is skipped with a notice where it is absent.
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use energy::config::SyntheticConfig;
-use energy::ingest::eia::Route;
+use energy::ingest::eia::{Route, fake};
 use energy::ingest::http::Reply;
 use energy::ingest::{
     CaisoKind, CaisoSource, EiaKind, EiaSource, HttpClient, RateLimits, RetryPolicy, Secret, Source, Store,
@@ -33,16 +33,18 @@ fn client() -> HttpClient {
 }
 
 /// A full 5,000-row region-data page (4 respondents × 4 types, string values, `warnings`), as the
-/// local EIA-compatible server of `energy bench` serves it.
+/// fake EIA API (`energy::ingest::eia::fake`, also the server of `energy bench`) serves it.
 fn eia(c: &mut Criterion) {
     let respondents: Vec<String> = ["CISO", "ERCO", "PJM", "MISO"].iter().map(|s| s.to_string()).collect();
     let kinds: Vec<EiaKind> = ["D", "DF", "NG", "TI"].iter().map(|k| EiaKind::parse(k).unwrap()).collect();
     let source =
         EiaSource::new("http://127.0.0.1:9/", Secret::new("BENCHKEY"), &respondents, &kinds, client()).unwrap();
     let range = month();
-    let url = source.page_url(Route::RegionData, range, 0).to_string();
+    let url = source.page_url(Route::RegionData, range, 0);
     // the client adds the key when it sends a request
-    let body = energy::bench::eia_page_body(&format!("{url}&api_key=BENCHKEY")).unwrap();
+    let query = format!("{}&api_key=BENCHKEY", url.query().unwrap_or_default());
+    let (body, _) = fake::answer(url.path(), &query, fake::PageStyle::default()).unwrap();
+    let url = url.to_string();
     let reply = Reply::new(200, Some("application/json"), body.into_bytes(), &url);
     let rows = source.read_page(&reply, Route::RegionData, range, 0).unwrap().rows.len();
     assert_eq!(rows, 5000);

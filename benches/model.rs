@@ -8,6 +8,7 @@ use energy::model::attention::{blockwise_attention, ring_attention};
 use energy::model::train::{self, TrainConfig, TrainData};
 use energy::model::transformer::{Forecaster, ForecasterConfig};
 use energy::report::NoReporter;
+use energy::rng::SplitMix64;
 use mlx_rs::{random, transforms::eval};
 use std::time::Duration;
 
@@ -15,11 +16,8 @@ const FEATURES: usize = 22;
 const BATCH: usize = 32;
 
 fn data(count: usize, positions: usize, horizon: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut state = 12345u64;
-    let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-    };
+    let mut rng = SplitMix64::new(12345);
+    let mut next = || (rng.next_f64() - 0.5) as f32;
     let inputs = (0..count * positions * FEATURES).map(|_| next()).collect();
     let targets = (0..count * horizon).map(|_| next()).collect();
     (inputs, targets)

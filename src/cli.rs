@@ -55,11 +55,12 @@ pub enum Command {
 /// Which data: shared by collect, features, train, forecast and evaluate.
 #[derive(Debug, Clone, Args)]
 pub struct SelectArgs {
-    /// Data source
-    #[arg(long, value_enum, default_value_t = SourceKind::Synthetic)]
-    pub source: SourceKind,
+    /// Data source [default: synthetic; forecast and evaluate: the model's]
+    #[arg(long, value_enum)]
+    pub source: Option<SourceKind>,
 
-    /// Region code, repeatable (EIA respondent, CAISO TAC area, SYN1…) [default: SYN1]
+    /// Region code, repeatable (EIA respondent, CAISO TAC area, SYN1…) [default: by source:
+    /// SYN1 (synthetic), `CA ISO-TAC` (caiso), the file's name (file); eia needs one]
     #[arg(long = "region", value_name = "CODE")]
     pub regions: Vec<String>,
 
@@ -183,6 +184,8 @@ pub struct TrainArgs {
     /// day d from data up to 10:00 local on day d-1
     #[arg(long, value_enum, default_value_t = Protocol::Next24h)]
     pub protocol: Protocol,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
     /// Continue the interrupted run whose state was saved in `<model dir>/resume/` after each
     /// epoch. Give the same flags; the data range is the saved run's unless --start/--end are
     /// given. Fails when there is no state to resume
@@ -223,6 +226,18 @@ pub struct EvaluateArgs {
     /// The protocol to score (must be the model's) [default: the model's]
     #[arg(long, value_enum)]
     pub protocol: Option<Protocol>,
+    #[command(flatten)]
+    pub operator: OperatorArgs,
+}
+
+/// Which stored series is the operator's own forecast, scored beside the model.
+#[derive(Debug, Clone, Args)]
+pub struct OperatorArgs {
+    /// Kind of the operator's day-ahead forecast of the same region, scored beside the model
+    /// where the store holds it; `none` scores none [default: DF (eia), DAM (caiso), none
+    /// (synthetic, file); evaluate: the one the model was trained with]
+    #[arg(long, value_name = "KIND")]
+    pub operator_kind: Option<String>,
 }
 
 /// `energy bench`: collection through a local EIA server, featurization, training, inference

@@ -7,10 +7,13 @@
 //! - [`ingest`]: sources (synthetic, file, EIA, CAISO), the orchestrator and the Parquet store.
 //! - [`features`]: cleaning, calendar, lags, scaling, windows and splits (polars, rayon).
 //! - [`model`]: the Ring Attention forecaster on mlx-rs.
-//! - [`eval`]: metrics (MAPE, MAE, MASE, pinball, coverage) and seasonal-naive baselines.
+//! - [`eval`]: metrics (MAPE, MAE, MASE, pinball, coverage), seasonal-naive baselines, interval
+//!   calibration and the one backtest `train` and `evaluate` share.
 //! - [`report`]: the `Reporter` trait through which the library reports progress.
+//! - [`rng`]: the one seedable random generator (SplitMix64) for shuffles and test data.
 //! - [`time`]: hourly ranges (interval-end), region time zones, US holidays.
-//! - [`bench`]: `energy bench`: the local EIA server, end-to-end throughput figures and reports.
+//! - [`bench`]: `energy bench`: end-to-end throughput figures, the machine probe and reports
+//!   (its local EIA server is the one EIA fake, [`ingest::eia::fake`]).
 pub mod bench;
 pub mod cli;
 pub mod commands;
@@ -20,6 +23,7 @@ pub mod features;
 pub mod ingest;
 pub mod model;
 pub mod report;
+pub mod rng;
 pub mod time;
 
 pub use commands::run;

@@ -119,13 +119,125 @@ impl DateRange {
 
 impl fmt::Display for DateRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}..{}", self.start.format("%Y-%m-%dT%H"), self.end.format("%Y-%m-%dT%H"))
+        write!(f, "{}..{}", self.start.format(FORMAT_HOUR), self.end.format(FORMAT_HOUR))
     }
 }
 
 /// Epoch microseconds to a UTC instant (clamped to chrono's range).
 pub fn from_us(us: i64) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp_micros(us).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The one way a UTC instant is shown to users (tables, summaries, `--json`): `2024-01-31T13:00Z`.
+pub const FORMAT_MINUTE: &str = "%Y-%m-%dT%H:%MZ";
+/// An hour as EIA writes periods and as ranges are shown: `2024-01-31T13`.
+pub const FORMAT_HOUR: &str = "%Y-%m-%dT%H";
+/// A GMT time as CAISO OASIS reads and writes it: `2024-01-31T13:00:00-00:00`.
+pub const FORMAT_GMT: &str = "%Y-%m-%dT%H:%M:%S-00:00";
+/// An instant to the second, RFC 3339 in UTC: `2024-01-31T13:00:00Z`.
+pub const FORMAT_SECOND: &str = "%Y-%m-%dT%H:%M:%SZ";
+
+/// Epoch µs as [`FORMAT_MINUTE`] (`2024-01-31T13:00Z`).
+pub fn format_minute(us: i64) -> String {
+    from_us(us).format(FORMAT_MINUTE).to_string()
+}
+
+/// Epoch µs as [`FORMAT_HOUR`] (`2024-01-31T13`).
+pub fn format_hour(us: i64) -> String {
+    from_us(us).format(FORMAT_HOUR).to_string()
+}
+
+/// Epoch µs as [`FORMAT_GMT`] (`2024-01-31T13:00:00-00:00`).
+pub fn format_gmt(us: i64) -> String {
+    from_us(us).format(FORMAT_GMT).to_string()
+}
+
+/// Epoch µs as [`FORMAT_SECOND`] (`2024-01-31T13:00:00Z`).
+pub fn format_second(us: i64) -> String {
+    from_us(us).format(FORMAT_SECOND).to_string()
+}
+
+/// An hour as epoch microseconds: `YYYY-MM-DDTHH` (UTC), `YYYY-MM-DDTHH±hh` (a local hour with
+/// its UTC offset, as EIA's local periods) or `YYYY-MM-DD` (hour 00 UTC). `None` when it is
+/// none of these. The one hour parser of the program (EIA periods, the bench server's
+/// `start`/`end`), written out because EIA pages hold thousands of periods.
+pub fn parse_hour(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let number = |digits: &[u8]| -> Option<i64> {
+        digits.iter().try_fold(0i64, |n, &c| c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0')))
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let (year, month, day) = (number(&b[0..4])?, number(&b[5..7])?, number(&b[8..10])?);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    let (hour, offset_hours) = match &b[10..] {
+        [] => (0, 0),
+        [b'T', h1, h2, rest @ ..] => {
+            let hour = number(&[*h1, *h2])?;
+            let offset = match rest {
+                [] => 0,
+                [sign @ (b'+' | b'-'), digits @ ..] if digits.len() == 2 => {
+                    let hours = number(digits)?;
+                    if *sign == b'-' { -hours } else { hours }
+                }
+                _ => return None,
+            };
+            (hour, offset)
+        }
+        _ => return None,
+    };
+    if hour > 23 {
+        return None;
+    }
+    Some((days_from_civil(year, month, day) * 24 + hour - offset_hours) * HOUR_US)
+}
+
+/// Parse one timestamp as users' files and OASIS write them: RFC 3339 (any offset, also
+/// `+hhmm`), or a naive `YYYY-MM-DD[T ]HH[:MM[:SS]]` in UTC; it must fall on a whole hour.
+pub fn parse_timestamp(text: &str) -> Result<i64, String> {
+    use chrono::NaiveDateTime;
+    let text = text.trim();
+    let micros = if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        t.timestamp_micros()
+    } else if let Ok(t) = DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%:z")
+        .or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%z"))
+    {
+        t.timestamp_micros()
+    } else {
+        let formats = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"];
+        let naive = formats
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+            .or_else(|| NaiveDateTime::parse_from_str(&format!("{text}:00"), "%Y-%m-%dT%H:%M").ok())
+            .ok_or_else(|| format!("cannot read timestamp `{text}` (expected e.g. 2024-01-31T13:00:00Z)"))?;
+        naive.and_utc().timestamp_micros()
+    };
+    if micros.rem_euclid(HOUR_US) != 0 {
+        return Err(format!("timestamp `{text}` is not on a whole hour"));
+    }
+    Ok(micros)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 /// The whole hour at or before `t`.

@@ -5,7 +5,7 @@ use crate::cli::{SelectArgs, SourceArgs};
 use crate::config::SyntheticConfig;
 use crate::ingest::caiso;
 use crate::ingest::eia::MISSING_KEY;
-use crate::ingest::file::FileColumns;
+use crate::ingest::file::{self, FileColumns};
 use crate::ingest::synthetic::{KIND_LOAD, KIND_TEMP, NoiseFloor};
 use crate::ingest::{
     CaisoKind, CaisoSource, CollectionResult, EiaKind, EiaSource, FileSource, HttpClient, Orchestrator, RateLimits,
@@ -35,7 +35,7 @@ pub(crate) fn collect(
     sources: &SourceArgs,
 ) -> Result<(CollectionResult, Vec<NoiseFloor>)> {
     let concurrency = sources.concurrency(&context.config)?;
-    match select.source {
+    match select.source() {
         SourceKind::Synthetic => {
             let source = synthetic_source(context, select, sources)?;
             let range = select.range(context.now)?;
@@ -44,21 +44,12 @@ pub(crate) fn collect(
         }
         SourceKind::File => {
             let path = sources.path.as_ref().ok_or_else(|| BadInput("--source file needs --path FILE".into()))?;
-            let default_region = path
-                .file_stem()
-                .map(|s| {
-                    s.to_string_lossy()
-                        .chars()
-                        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
-                        .collect()
-                })
-                .unwrap_or_else(|| "FILE".to_string());
-            let regions = select.regions(&default_region)?;
+            let regions = select.regions_or(Some(&file::default_region(path)))?;
             if regions.len() != 1 {
                 return Err(BadInput("--source file takes one --region".into()).into());
             }
             let kind = match select.kinds.as_slice() {
-                [] => KIND_LOAD.to_string(),
+                [] => SourceKind::File.load_kind().to_string(),
                 [kind] => kind.clone(),
                 _ => return Err(BadInput("--source file takes one --kind (the value column's)".into()).into()),
             };
@@ -98,7 +89,7 @@ pub(crate) fn collect(
 /// `--caiso-url` or `[caiso] url`, one request per `[caiso] min_interval_s` and retries from
 /// `[retry]` with a backoff of at least 5 s.
 pub(crate) fn caiso_source(context: &Context, select: &SelectArgs, sources: &SourceArgs) -> Result<CaisoSource> {
-    let regions = select.regions(caiso::SYSTEM_AREA)?;
+    let regions = select.regions()?;
     let kinds = select
         .kinds
         .iter()
@@ -115,14 +106,7 @@ pub(crate) fn caiso_source(context: &Context, select: &SelectArgs, sources: &Sou
 /// `D`, `DF`, `NG`, `TI` or `fuel:CODE`), the key from `--eia-api-key` or `EIA_API_KEY`, the base
 /// URL from `--eia-url` or `[eia] url`, rate limits from `[eia]` and retries from `[retry]`.
 pub(crate) fn eia_source(context: &Context, select: &SelectArgs, sources: &SourceArgs) -> Result<EiaSource> {
-    if select.regions.is_empty() {
-        return Err(BadInput(
-            "--source eia needs --region CODE, repeatable: an EIA respondent such as CISO, ERCO, PJM, MISO or US48"
-                .into(),
-        )
-        .into());
-    }
-    let regions = select.regions("")?;
+    let regions = select.regions()?;
     let kinds = select
         .kinds
         .iter()
@@ -145,7 +129,7 @@ pub(crate) fn synthetic_source(
     select: &SelectArgs,
     sources: &SourceArgs,
 ) -> Result<SyntheticSource> {
-    let regions = select.regions("SYN1")?;
+    let regions = select.regions()?;
     for kind in &select.kinds {
         if kind != KIND_LOAD && kind != KIND_TEMP {
             return Err(

@@ -3,7 +3,7 @@
 use super::modeling::{self, ModelMeta};
 use super::{BadInput, Context};
 use crate::cli::EvaluateArgs;
-use crate::eval::{self, Scores};
+use crate::eval::{self, BacktestSetup, Scores};
 use crate::features::{self, WindowSpec};
 use crate::time::{DateRange, HOUR_US, from_us};
 use anyhow::{Context as _, Result};
@@ -23,6 +23,10 @@ struct EvaluateReport<'a> {
     forecasts: usize,
     skipped_imputed: usize,
     overlaps_training: bool,
+    /// The MASE denominator: the training split's lag-24 naive MAE saved with the model (the
+    /// same as `train` used), or for older models the evaluated range's.
+    mase_scale: f64,
+    mase_scale_from: &'static str,
     scores: &'a [Scores],
 }
 
@@ -39,6 +43,7 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
         ))
         .into());
     }
+    modeling::check_source(&args.select, &meta, &args.model_dir)?;
     modeling::check_region(&args.select, &meta, &args.model_dir)?;
     for id in std::iter::once(&meta.load).chain(&meta.exogenous) {
         modeling::require_series(context, &meta, id)?;
@@ -63,18 +68,29 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
     if windows.count == 0 {
         return Err(BadInput(format!("no complete forecast day in {range}: give a longer range")).into());
     }
-    let mut forecasts = modeling::predict(&mut model, &windows, &meta.scaler, 64)?;
-    modeling::apply_calibration(&mut forecasts, meta.interval_calibration.as_ref());
-    let cleaned: Vec<f64> = table.target.iter().map(|v| f64::from(*v)).collect();
-    let scale = eval::naive_scale(&cleaned, 24).unwrap_or(f64::NAN);
-    let operator = match modeling::operator_series(context, &meta.load) {
-        Some(id) => Some(modeling::operator_aligned(context, &table, &id)?),
-        None => None,
+    let (mase_scale, mase_scale_from) = match meta.mase_scale {
+        Some(scale) => (scale, "training split"),
+        None => {
+            tracing::warn!("the model predates the saved MASE scale: MASE is scaled on the evaluated range");
+            (eval::mase_scale(&table, 0..table.len()), "evaluated range")
+        }
     };
-    let scores = modeling::score_windows(&table, &spec, &windows, &forecasts, operator.as_deref(), scale);
-    let first_target = table.timestamps[modeling::target_rows(&spec, windows.origins[0]).start];
+    let operator_id =
+        modeling::operator_series(context, &meta.load, meta.source, &args.operator, meta.operator_kind.as_deref())?;
+    let operator = modeling::operator_aligned(context, &table, operator_id.as_ref())?;
+    let setup = BacktestSetup {
+        table: &table,
+        spec: &spec,
+        scaler: &meta.scaler,
+        calibration: meta.interval_calibration.as_ref(),
+        operator: operator.as_deref(),
+        mase_scale,
+        batch_size: 64,
+    };
+    let scores = eval::backtest(&mut model, &windows, &setup)?.scores;
+    let first_target = table.timestamps[eval::target_rows(&spec, windows.origins[0]).start];
     let last_origin = *windows.origins.last().unwrap_or(&0);
-    let last_target = table.timestamps[modeling::target_rows(&spec, last_origin).end - 1];
+    let last_target = table.timestamps[eval::target_rows(&spec, last_origin).end - 1];
     // the training and validation splits cover the first part of the training range
     let seen = meta.split.train + meta.split.validation;
     let train_end = meta.data_range.start_us() + (meta.data_range.hours() as f64 * seen) as i64 * HOUR_US;
@@ -87,6 +103,8 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
         forecasts: windows.count,
         skipped_imputed: windows.skipped_imputed,
         overlaps_training: first_target <= train_end && meta.data_range.holds_us(first_target),
+        mase_scale,
+        mase_scale_from,
         scores: &scores,
     };
     if context.json {

@@ -2,9 +2,8 @@
 use super::{BadInput, Context};
 use crate::cli::FeaturesArgs;
 use crate::features::{self, FLAG_NAMES, FeatureConfig, FeatureError, FeatureTable};
-use crate::ingest::SeriesId;
-use crate::ingest::synthetic::{KIND_LOAD, KIND_TEMP};
-use crate::time::from_us;
+use crate::ingest::{KIND_TEMP, SeriesId};
+use crate::time::format_minute;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -32,12 +31,12 @@ struct Summary {
 
 pub(crate) fn run(context: &Context, args: &FeaturesArgs) -> Result<()> {
     let select = &args.select;
-    let regions = select.regions("SYN1")?;
+    let regions = select.regions()?;
     let [region] = regions.as_slice() else {
         return Err(BadInput(format!("`energy features` takes one --region (got {})", regions.len())).into());
     };
     let kind = match select.kinds.as_slice() {
-        [] => KIND_LOAD.to_string(),
+        [] => select.source().load_kind().to_string(),
         [kind] => kind.clone(),
         _ => return Err(BadInput("`energy features` takes one --kind (the load series')".into()).into()),
     };
@@ -46,7 +45,7 @@ pub(crate) fn run(context: &Context, args: &FeaturesArgs) -> Result<()> {
     {
         return Err(BadInput(format!("--out must end in .parquet, not `{}`", out.display())).into());
     }
-    let source = select.source.as_str();
+    let source = select.source().as_str();
     let load = SeriesId::new(source, region, kind);
     let collect_hint = || {
         format!(
@@ -92,7 +91,7 @@ fn summarize(
     seconds: f64,
     args: &FeaturesArgs,
 ) -> Summary {
-    let time = |t: Option<&i64>| t.map(|t| from_us(*t).format("%Y-%m-%dT%H:%MZ").to_string());
+    let time = |t: Option<&i64>| t.map(|t| format_minute(*t));
     Summary {
         series: load.to_string(),
         exogenous: exogenous.iter().map(ToString::to_string).collect(),

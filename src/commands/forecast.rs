@@ -4,6 +4,7 @@ use super::modeling::{self, ModelMeta};
 use super::{BadInput, Context, collect, plot};
 use crate::cli::{ForecastArgs, SelectArgs, SourceArgs};
 use crate::config::SyntheticConfig;
+use crate::eval;
 use crate::features::{self, Protocol, Rows};
 use crate::ingest::{Source, SourceKind, SyntheticSource};
 use crate::time::{DateRange, HOUR_US, from_us};
@@ -36,15 +37,11 @@ struct ForecastReport<'a> {
 
 pub(crate) fn run(context: &Context, args: &ForecastArgs, sources: &SourceArgs) -> Result<()> {
     let (mut model, meta): (_, ModelMeta) = modeling::load_model(&args.model_dir)?;
+    modeling::check_source(&args.select, &meta, &args.model_dir)?;
     modeling::check_region(&args.select, &meta, &args.model_dir)?;
-    if args.select.source != SourceKind::Synthetic && args.select.source != meta.source {
-        return Err(
-            BadInput(format!("the model was trained on source {}, not {}", meta.source, args.select.source)).into()
-        );
-    }
     if args.collect {
         let select = SelectArgs {
-            source: meta.source,
+            source: Some(meta.source),
             regions: vec![meta.region.clone()],
             kinds: Vec::new(),
             days: Some(args.select.days.unwrap_or(DEFAULT_COLLECT_DAYS)),
@@ -99,14 +96,14 @@ pub(crate) fn run(context: &Context, args: &ForecastArgs, sources: &SourceArgs) 
         return Err(BadInput(format!("the store holds too little history of {}: collect more days", meta.load)).into());
     }
     let windows = features::window_at(&table, &meta.scaler, &spec, origin)?;
-    let mut forecasts = modeling::predict(&mut model, &windows, &meta.scaler, 1)?;
-    modeling::apply_calibration(&mut forecasts, meta.interval_calibration.as_ref());
-    let rows: Vec<ForecastRow> = modeling::target_rows(&spec, origin)
+    let mut forecasts = eval::predict(&mut model, &windows, &meta.scaler, 1)?;
+    eval::apply_calibration(&mut forecasts, meta.interval_calibration.as_ref());
+    let rows: Vec<ForecastRow> = eval::target_rows(&spec, origin)
         .zip(&forecasts[0])
         .map(|(row, q)| {
             let t = from_us(table.timestamps[row]);
             ForecastRow {
-                timestamp_utc: t.format("%Y-%m-%dT%H:%MZ").to_string(),
+                timestamp_utc: t.format(crate::time::FORMAT_MINUTE).to_string(),
                 local_time: t.with_timezone(&table.zone).format("%Y-%m-%d %H:%M %Z").to_string(),
                 p10: q.p10,
                 p50: q.p50,
@@ -122,10 +119,8 @@ pub(crate) fn run(context: &Context, args: &ForecastArgs, sources: &SourceArgs) 
         let history: Vec<(i64, f64)> = (origin.saturating_sub(7 * 24)..=origin)
             .map(|row| (table.timestamps[row], f64::from(table.target[row])))
             .collect();
-        let future: Vec<(i64, crate::eval::Quantiles)> = modeling::target_rows(&spec, origin)
-            .zip(&forecasts[0])
-            .map(|(row, q)| (table.timestamps[row], *q))
-            .collect();
+        let future: Vec<(i64, crate::eval::Quantiles)> =
+            eval::target_rows(&spec, origin).zip(&forecasts[0]).map(|(row, q)| (table.timestamps[row], *q)).collect();
         plot::forecast_png(path, &format!("{} forecast", meta.load), &history, &future)?;
     }
     let report = ForecastReport {

@@ -12,7 +12,7 @@ mod train;
 
 use crate::cli::{Cli, Command, SelectArgs, SourceArgs};
 use crate::config::{Config, ConfigError};
-use crate::ingest::{IngestError, Store};
+use crate::ingest::{IngestError, SourceKind, Store, check_name};
 use crate::time::DateRange;
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
@@ -115,25 +115,35 @@ impl SelectArgs {
         if range.end > crate::time::floor_hour(now) {
             return Err(BadInput(format!(
                 "the range {range} ends in the future (now is {})",
-                now.format("%Y-%m-%dT%H:%MZ")
+                crate::time::format_minute(now.timestamp_micros())
             )));
         }
         check_span(range)
     }
 
-    /// Region codes, checked, with the source's default.
-    pub fn regions(&self, default: &str) -> Result<Vec<String>, BadInput> {
+    /// The source the flags name (`synthetic` when none).
+    pub fn source(&self) -> SourceKind {
+        self.source.unwrap_or(SourceKind::Synthetic)
+    }
+
+    /// Region codes, checked with the store's name rule, or the source's default region
+    /// ([`SourceKind::default_region`]).
+    pub fn regions(&self) -> Result<Vec<String>, BadInput> {
+        self.regions_or(self.source().default_region())
+    }
+
+    /// Region codes, checked, or `default` when none is given (an error naming the flag when
+    /// there is no default either).
+    pub fn regions_or(&self, default: Option<&str>) -> Result<Vec<String>, BadInput> {
         if self.regions.is_empty() {
-            return Ok(vec![default.to_string()]);
+            return match default {
+                Some(region) => Ok(vec![region.to_string()]),
+                None => Err(BadInput(self.source().region_hint().to_string())),
+            };
         }
         let mut out: Vec<String> = Vec::new();
         for region in &self.regions {
-            let ok = !region.is_empty()
-                && region.len() <= 40
-                && region.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ' ' | '.'));
-            if !ok {
-                return Err(BadInput(format!("invalid region code `{}`", region.escape_debug())));
-            }
+            check_name("region", region).map_err(|e| BadInput(e.to_string()))?;
             if !out.contains(region) {
                 out.push(region.clone());
             }

@@ -5,7 +5,7 @@ use super::reporters::BarReporter;
 use super::{BadInput, Context, collect};
 use crate::cli::TrainArgs;
 use crate::config::SplitConfig;
-use crate::eval::{self, Scores};
+use crate::eval::{self, BacktestSetup, IntervalCalibration, Scores};
 use crate::features::{self, FeatureConfig, Protocol, Scaler, WindowSpec};
 use crate::ingest::SeriesId;
 use crate::ingest::SourceKind;
@@ -48,7 +48,9 @@ struct TrainSummary<'a> {
     total_seconds: f64,
     test_scores: &'a [Scores],
     /// The p10–p90 calibration fitted on the validation split (applied to the test scores).
-    interval_calibration: Option<&'a modeling::IntervalCalibration>,
+    interval_calibration: Option<&'a IntervalCalibration>,
+    /// The MASE denominator saved with the model (the training split's lag-24 naive MAE).
+    mase_scale: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     noise_floor: Option<&'a NoiseFloor>,
 }
@@ -80,7 +82,8 @@ struct WindowCounts {
 
 pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
-    let region = modeling::one_region(&args.select)?;
+    let region = modeling::one_region(&args.select, Some(&args.sources))?;
+    let source = args.select.source();
     let resume_dir = args.model_dir.join(RESUME_DIR);
     // A resumed run keeps its data range (`--days` counts back from now) unless told otherwise.
     let range = match (args.resume, args.select.start) {
@@ -129,11 +132,12 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
             );
         }
         floors = collected_floors;
-    } else if args.select.source == SourceKind::Synthetic {
+    } else if source == SourceKind::Synthetic {
         floors = collect::synthetic_source(context, &args.select, &args.sources)?.noise_floors();
     }
 
-    let (load, exogenous) = modeling::series_for(context, args.select.source, &region)?;
+    let (load, exogenous) = modeling::series_for(context, source, &region)?;
+    let operator_id = modeling::operator_series(context, &load, source, &args.operator, None)?;
     let featurize = Instant::now();
     let feature_config = FeatureConfig::default();
     let table = modeling::build_features(context, &load, &exogenous, range, &feature_config)?;
@@ -169,7 +173,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         Forecaster::with_seed(&forecaster_config, seed).map_err(|e| anyhow::anyhow!("cannot build the model: {e}"))?;
     let train_config = TrainConfig::from_model_config(&model_config, seed);
     let provenance = Provenance {
-        source: args.select.source,
+        source,
         region: &region,
         load: &load,
         exogenous: &exogenous,
@@ -219,20 +223,23 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         e => anyhow::Error::new(e).context("training failed"),
     })?;
 
-    let validation_forecasts = modeling::predict(&mut model, &validation_windows, &scaler, model_config.batch_size)?;
-    let calibration = modeling::calibrate_intervals(&table, &spec, &validation_windows, &validation_forecasts);
-    let mut forecasts = modeling::predict(&mut model, &test_windows, &scaler, model_config.batch_size)?;
-    modeling::apply_calibration(&mut forecasts, calibration.as_ref());
-    let cleaned: Vec<f64> = table.target[splits.train.clone()].iter().map(|v| f64::from(*v)).collect();
-    let scale = eval::naive_scale(&cleaned, 24).unwrap_or(f64::NAN);
-    let operator = match modeling::operator_series(context, &load) {
-        Some(id) => Some(modeling::operator_aligned(context, &table, &id)?),
-        None => None,
+    let validation_forecasts = eval::predict(&mut model, &validation_windows, &scaler, model_config.batch_size)?;
+    let calibration = eval::calibrate_intervals(&table, &spec, &validation_windows, &validation_forecasts);
+    let mase_scale = eval::mase_scale(&table, splits.train.clone());
+    let operator = modeling::operator_aligned(context, &table, operator_id.as_ref())?;
+    let setup = BacktestSetup {
+        table: &table,
+        spec: &spec,
+        scaler: &scaler,
+        calibration: calibration.as_ref(),
+        operator: operator.as_deref(),
+        mase_scale,
+        batch_size: model_config.batch_size,
     };
-    let test_scores = modeling::score_windows(&table, &spec, &test_windows, &forecasts, operator.as_deref(), scale);
+    let test_scores = eval::backtest(&mut model, &test_windows, &setup)?.scores;
 
     let meta = ModelMeta {
-        source: args.select.source,
+        source,
         region: region.clone(),
         load: load.clone(),
         exogenous: exogenous.clone(),
@@ -246,6 +253,8 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         seed,
         test_scores: test_scores.clone(),
         interval_calibration: calibration.clone(),
+        mase_scale: mase_scale.is_finite().then_some(mase_scale),
+        operator_kind: operator_id.as_ref().map(|id| id.kind.clone()),
     };
     checkpoint::save(&args.model_dir, &model, &forecaster_config, &serde_json::to_value(&meta)?)
         .with_context(|| format!("cannot save the model to `{}`", args.model_dir.display()))?;
@@ -279,6 +288,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         total_seconds: started.elapsed().as_secs_f64(),
         test_scores: &test_scores,
         interval_calibration: calibration.as_ref(),
+        mase_scale,
         noise_floor: floors.iter().find(|f| f.region == region),
     };
     if context.json {
@@ -348,7 +358,7 @@ fn print_summary(s: &TrainSummary) {
             c.points,
             100.0 * c.validation_coverage_before,
             100.0 * c.validation_coverage_after,
-            100.0 * modeling::NOMINAL_COVERAGE,
+            100.0 * eval::NOMINAL_COVERAGE,
             c.margins_mw.iter().sum::<f64>() / c.margins_mw.len().max(1) as f64
         ),
         None => println!("p10-p90 intervals not calibrated (too few validation hours)"),

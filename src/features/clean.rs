@@ -508,6 +508,7 @@ mod tests {
     use crate::features::tests::synthetic;
     use crate::features::{FLAG_INPUT_IMPUTED, FLAGS_IMPUTED, from_rows};
     use crate::ingest::{FileSource, SeriesId, Source, Store, file::FileColumns};
+    use crate::rng::SplitMix64;
     use crate::time::{DateRange, from_us};
     use chrono::{TimeZone as _, Utc};
 
@@ -515,11 +516,8 @@ mod tests {
     /// windows, nulls, short series, min_periods above and below the count).
     #[test]
     fn rolling_median_equals_polars() {
-        let mut state = 99u64;
-        let mut next = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut rng = SplitMix64::new(99);
+        let mut next = || rng.next_f64();
         for n in [0usize, 1, 5, 40, 1000] {
             let x: Vec<f64> = (0..n)
                 .map(|_| {

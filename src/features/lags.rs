@@ -110,6 +110,7 @@ mod tests {
     use super::*;
     use crate::features::tests::synthetic_table;
     use crate::features::{COL_VALUE, LAG_COLUMNS, LAG_HOURS};
+    use crate::rng::SplitMix64;
     use proptest::prelude::*;
 
     /// The statistics of rows t − w .. t − 1 computed directly: None before row w or with a null.
@@ -139,11 +140,8 @@ mod tests {
             null_every in prop_oneof![Just(0usize), 50usize..400],
             window in prop_oneof![Just(2usize), Just(24), Just(168), 3usize..40],
         ) {
-            let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let mut next = || {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (state >> 11) as f64 / (1u64 << 53) as f64
-            };
+            let mut rng = SplitMix64::new(seed);
+            let mut next = || rng.next_f64();
             let value: Vec<f64> = (0..3000)
                 .map(|k| if null_every > 0 && k % null_every == 7 { f64::NAN } else { level + 1000.0 * (next() - 0.5) })
                 .collect();

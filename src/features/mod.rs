@@ -182,27 +182,18 @@ impl FeatureTable {
     }
 
     /// Write the table as Parquet (zstd level 3, column statistics). The file appears whole
-    /// or not at all: it is written beside `path` under a temporary name and renamed.
+    /// or not at all ([`crate::ingest::store::write_atomic_with`]).
     pub fn write_parquet(&self, path: &Path) -> Result<(), FeatureError> {
-        let fail = |message: String| FeatureError::Write { path: path.to_owned(), message };
-        let name = path.file_name().ok_or_else(|| fail("the path names no file".into()))?;
-        let mut temp_name = std::ffi::OsString::from(".");
-        temp_name.push(name);
-        temp_name.push(format!(".tmp-{}", std::process::id()));
-        let temp = path.with_file_name(temp_name);
-        let written = (|| -> Result<(), String> {
-            let file = std::fs::File::create(&temp).map_err(|e| e.to_string())?;
+        crate::ingest::store::write_atomic_with(path, |temp| {
+            let file = std::fs::OpenOptions::new().write(true).open(temp)?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            write_table(&self.frame, &mut out).map_err(|e| e.to_string())?;
-            std::io::Write::flush(&mut out).map_err(|e| e.to_string())?;
-            drop(out);
-            std::fs::rename(&temp, path).map_err(|e| e.to_string())
-        })();
-        if let Err(message) = written {
-            let _ = std::fs::remove_file(&temp);
-            return Err(fail(message));
-        }
-        Ok(())
+            write_table(&self.frame, &mut out).map_err(std::io::Error::other)?;
+            std::io::Write::flush(&mut out)
+        })
+        .map_err(|e| {
+            let cause = std::error::Error::source(&e).map(|cause| format!(": {cause}")).unwrap_or_default();
+            FeatureError::Write { path: path.to_owned(), message: format!("{e}{cause}") }
+        })
     }
 }
 

@@ -8,7 +8,7 @@
 use super::store::guard_reader;
 use super::{Batch, IngestError, SeriesId, SeriesRows, Source};
 use crate::time::{DateRange, HOUR_US};
-use chrono::{DateTime, NaiveDateTime, TimeDelta};
+use chrono::TimeDelta;
 use polars::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -143,6 +143,20 @@ impl Source for FileSource {
 /// A reader's message on one line: polars adds paragraphs of hints (for its Python API) and
 /// may quote a field with its line break. Keeps the first paragraph and, where given, the
 /// original error that follows the hints.
+/// The region a file is imported as without `--region`: its name without the extension,
+/// upper-cased, with every character but ASCII letters and digits turned into `_`
+/// (`pjm_2020-2024.csv` → `PJM_2020_2024`).
+pub fn default_region(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| {
+            s.to_string_lossy()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+                .collect()
+        })
+        .unwrap_or_else(|| "FILE".to_string())
+}
+
 fn one_line(message: &str) -> String {
     let paragraphs: Vec<&str> = message.split("\n\n").map(str::trim).filter(|p| !p.is_empty()).collect();
     let original = paragraphs.iter().position(|p| p.starts_with("Original error")).unwrap_or(paragraphs.len());
@@ -157,27 +171,7 @@ fn kind_of(column: &str) -> String {
     kind.trim_matches('_').to_string()
 }
 
-/// Parse one timestamp: RFC 3339 (any offset), or a naive `YYYY-MM-DD[T ]HH[:MM[:SS]]` in UTC.
-pub fn parse_timestamp(text: &str) -> Result<i64, String> {
-    let text = text.trim();
-    let micros = if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        t.timestamp_micros()
-    } else if let Ok(t) = DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%:z") {
-        t.timestamp_micros()
-    } else {
-        let formats = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"];
-        let naive = formats
-            .iter()
-            .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-            .or_else(|| NaiveDateTime::parse_from_str(&format!("{text}:00"), "%Y-%m-%dT%H:%M").ok())
-            .ok_or_else(|| format!("cannot read timestamp `{text}` (expected e.g. 2024-01-31T13:00:00Z)"))?;
-        naive.and_utc().timestamp_micros()
-    };
-    if micros.rem_euclid(HOUR_US) != 0 {
-        return Err(format!("timestamp `{text}` is not on a whole hour"));
-    }
-    Ok(micros)
-}
+pub use crate::time::parse_timestamp;
 
 fn read_timestamps(column: &Column) -> Result<Vec<i64>, (usize, String)> {
     match column.dtype() {

@@ -49,6 +49,14 @@ pub enum SourceKind {
     File,
 }
 
+/// Hourly demand (load), the kind a model forecasts on every source but CAISO.
+pub const KIND_DEMAND: &str = "D";
+/// Air temperature, °C: the exogenous series a model uses where the store holds it.
+pub const KIND_TEMP: &str = "TEMP";
+
+/// The facts of each source that commands ask for: its name, default region, load kind,
+/// operator-forecast kind and the kinds it offers. Every command asks here; no command spells
+/// a source's region or kind itself.
 impl SourceKind {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -56,6 +64,58 @@ impl SourceKind {
             SourceKind::Eia => "eia",
             SourceKind::Caiso => "caiso",
             SourceKind::File => "file",
+        }
+    }
+
+    /// The region a command uses without `--region`: `SYN1` (synthetic), `CA ISO-TAC` (the
+    /// CAISO system total). `None` where the user must name one (EIA respondents) or where it
+    /// comes from the imported file's name ([`file::default_region`]).
+    pub fn default_region(self) -> Option<&'static str> {
+        match self {
+            SourceKind::Synthetic => Some(synthetic::DEFAULT_REGION),
+            SourceKind::Caiso => Some(caiso::SYSTEM_AREA),
+            SourceKind::Eia | SourceKind::File => None,
+        }
+    }
+
+    /// What to tell a user who gave no `--region` where there is no default.
+    pub fn region_hint(self) -> &'static str {
+        match self {
+            SourceKind::Eia => {
+                "--source eia needs --region CODE, repeatable: an EIA respondent such as CISO, ERCO, PJM, MISO or US48"
+            }
+            SourceKind::File => "--source file needs --region CODE: the region the file is (or was) imported as",
+            SourceKind::Synthetic | SourceKind::Caiso => "give --region CODE",
+        }
+    }
+
+    /// The kind holding the load a model forecasts: `ACTUAL` for CAISO, `D` elsewhere (a file's
+    /// value column is stored as `D` unless `--kind` says otherwise).
+    pub fn load_kind(self) -> &'static str {
+        match self {
+            SourceKind::Caiso => "ACTUAL",
+            SourceKind::Synthetic | SourceKind::Eia | SourceKind::File => KIND_DEMAND,
+        }
+    }
+
+    /// The kind holding the operator's own day-ahead forecast of the load, scored beside the
+    /// model where the store holds it: EIA's `DF`, CAISO's `DAM`. A file has none by default
+    /// (`--operator-kind` names one, e.g. the `DF` column of an EIA-930 series file).
+    pub fn operator_forecast_kind(self) -> Option<&'static str> {
+        match self {
+            SourceKind::Eia => Some("DF"),
+            SourceKind::Caiso => Some("DAM"),
+            SourceKind::Synthetic | SourceKind::File => None,
+        }
+    }
+
+    /// The kinds the source offers, as the help text names them.
+    pub fn kinds(self) -> &'static str {
+        match self {
+            SourceKind::Synthetic => "D, TEMP",
+            SourceKind::Eia => "D, DF, NG, TI, fuel:CODE",
+            SourceKind::Caiso => "ACTUAL, DAM, 2DA, 7DA, RTPD, RTD",
+            SourceKind::File => "any: the value column is stored as --kind (default D), other numeric columns by name",
         }
     }
 }

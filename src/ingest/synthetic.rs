@@ -37,9 +37,11 @@ use chrono_tz::Tz;
 use serde::Serialize;
 use std::f64::consts::PI;
 
-/// Kinds the synthetic source produces for each region.
-pub const KIND_LOAD: &str = "D";
-pub const KIND_TEMP: &str = "TEMP";
+/// The load kind of the synthetic source (the one `D` of every source).
+pub const KIND_LOAD: &str = super::KIND_DEMAND;
+pub use super::KIND_TEMP;
+/// The region commands use without `--region`.
+pub const DEFAULT_REGION: &str = "SYN1";
 
 const LOAD_PHI: f64 = 0.9;
 const LOAD_SIGMA_FRACTION: f64 = 0.008;

@@ -3,10 +3,13 @@
 //! the scaler, feature names, region, protocol and metrics), so forecasting never needs the
 //! training data.
 //!
-//! Each file is written to a temporary name in the same folder, synced and renamed over the old
-//! one, so a crash never leaves a half-written file (the weights are renamed first, then the
-//! config). Loading checks every tensor's key and shape against the config, which MLX's own
-//! safetensors loader does not.
+//! Each file is written with the program's one atomic write ([`write_atomic`],
+//! [`write_atomic_with`]: temporary file in the same folder, fsync, rename over the old one,
+//! fsync of the folder), so a crash never leaves a half-written file; the weights are written
+//! first, then the config. Loading checks every tensor's key and shape against the config,
+//! which MLX's own safetensors loader does not.
+use crate::ingest::IngestError;
+use crate::ingest::store::{write_atomic, write_atomic_with};
 use crate::model::transformer::{Forecaster, ForecasterConfig};
 use mlx_rs::Array;
 use mlx_rs::error::Exception;
@@ -14,10 +17,8 @@ use mlx_rs::module::{FlattenedModuleParam, ModuleParameters};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The weights file inside a checkpoint folder.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -34,6 +35,8 @@ pub enum ModelError {
     MissingFile { path: PathBuf },
     #[error("cannot access `{}`", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot write `{}`", path.display())]
+    Write { path: PathBuf, source: IngestError },
     #[error("cannot parse `{}`", path.display())]
     ParseConfig { path: PathBuf, source: serde_json::Error },
     #[error("cannot serialize the config for `{}`", path.display())]
@@ -59,8 +62,8 @@ struct ConfigFile {
     extra: serde_json::Value,
 }
 
-/// Write `dir/model.safetensors` and `dir/config.json` (creating `dir` if needed), each
-/// atomically (temporary file, sync, rename).
+/// Write `dir/model.safetensors`, then `dir/config.json` (creating `dir` if needed), each
+/// atomically ([`write_atomic`]).
 pub fn save(
     dir: &Path,
     model: &Forecaster,
@@ -73,48 +76,15 @@ pub fn save(
             source: Exception::custom("the config to save differs from the model's own"),
         });
     }
-    fs::create_dir_all(dir).map_err(|source| ModelError::Io { path: dir.to_path_buf(), source })?;
-    // Unique per process and call; MLX picks the format from the extension, so the temporary
-    // weights name must end in .safetensors.
-    let unique = format!("{}.{}", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed));
-    let weights_temp = dir.join(format!(".model.{unique}.tmp.safetensors"));
-    let config_temp = dir.join(format!(".config.{unique}.tmp.json"));
-    let result = write_and_rename(dir, model, config, extra, &weights_temp, &config_temp);
-    if result.is_err() {
-        // Best effort: a temporary that was already renamed no longer exists.
-        let _ = fs::remove_file(&weights_temp);
-        let _ = fs::remove_file(&config_temp);
-    }
-    result
-}
-
-/// Numbers the temporary files of concurrent saves in one process.
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-fn write_and_rename(
-    dir: &Path,
-    model: &Forecaster,
-    config: &ForecasterConfig,
-    extra: &serde_json::Value,
-    weights_temp: &Path,
-    config_temp: &Path,
-) -> Result<(), ModelError> {
-    let config_path = dir.join(CONFIG_FILE);
-    let parameters = model.parameters().flatten();
-    Array::save_safetensors(parameters, None, weights_temp)
-        .map_err(|error| ModelError::Weights { path: weights_temp.to_path_buf(), message: error.to_string() })?;
-    sync_file(weights_temp)?;
-
+    let (weights_path, config_path) = (dir.join(WEIGHTS_FILE), dir.join(CONFIG_FILE));
     let file =
         ConfigFile { format_version: u64::from(FORMAT_VERSION), forecaster: config.clone(), extra: extra.clone() };
     let text = serde_json::to_string_pretty(&file)
         .map_err(|source| ModelError::SerializeConfig { path: config_path.clone(), source })?;
-    write_synced(config_temp, text.as_bytes())?;
-
-    rename(weights_temp, &dir.join(WEIGHTS_FILE))?;
-    rename(config_temp, &config_path)?;
-    sync_folder(dir);
-    Ok(())
+    fs::create_dir_all(dir).map_err(|source| ModelError::Io { path: dir.to_path_buf(), source })?;
+    write_safetensors(&weights_path, model.parameters().flatten())
+        .map_err(|source| ModelError::Write { path: weights_path, source })?;
+    write_atomic(&config_path, text.as_bytes()).map_err(|source| ModelError::Write { path: config_path, source })
 }
 
 /// Read a checkpoint written by [`save`]: the model (weights checked key by key and shape by
@@ -195,43 +165,15 @@ pub(crate) fn check_weights(
     Ok(loaded.into_iter().map(|(key, value)| (Rc::from(key), value)).collect())
 }
 
-/// An I/O failure on a path, from the durable-file helpers below (which the training state of
-/// [`super::resume`] uses too).
-#[derive(Debug)]
-pub(crate) struct PathIo {
-    pub path: PathBuf,
-    pub source: std::io::Error,
-}
-
-impl From<PathIo> for ModelError {
-    fn from(error: PathIo) -> Self {
-        ModelError::Io { path: error.path, source: error.source }
-    }
-}
-
-/// Flush a written file to disk.
-pub(crate) fn sync_file(path: &Path) -> Result<(), PathIo> {
-    fs::File::open(path).and_then(|file| file.sync_all()).map_err(|source| PathIo { path: path.to_path_buf(), source })
-}
-
-/// Create `path` with `bytes`, flushed to disk.
-pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), PathIo> {
-    let io = |source| PathIo { path: path.to_path_buf(), source };
-    let mut file = fs::File::create(path).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.sync_all().map_err(io)
-}
-
-/// Rename `from` over `to` (an error names `to`).
-pub(crate) fn rename(from: &Path, to: &Path) -> Result<(), PathIo> {
-    fs::rename(from, to).map_err(|source| PathIo { path: to.to_path_buf(), source })
-}
-
-/// Make renames in `dir` durable (best effort: not every platform can open a folder).
-pub(crate) fn sync_folder(dir: &Path) {
-    if let Ok(folder) = fs::File::open(dir) {
-        let _ = folder.sync_all();
-    }
+/// Write `tensors` as the safetensors file `path` atomically ([`write_atomic_with`]; MLX writes
+/// the temporary file, whose name keeps the `.safetensors` extension MLX requires).
+pub(crate) fn write_safetensors<'a, S: AsRef<str>>(
+    path: &Path,
+    tensors: impl IntoIterator<Item = (S, &'a Array)>,
+) -> Result<(), IngestError> {
+    write_atomic_with(path, |temp| {
+        Array::save_safetensors(tensors, None, temp).map_err(|error| std::io::Error::other(error.to_string()))
+    })
 }
 
 #[cfg(test)]

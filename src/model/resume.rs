@@ -18,18 +18,21 @@
 //! - `best_weights` is a pointer: the name of the `weights-eNNNN.safetensors` file of the best
 //!   epoch so far, which is kept for as long as that epoch stays the best.
 //!
-//! Every file is written under a temporary name, synced and renamed; `state.json` is renamed
-//! last and is the commit point: it names the tensor files of its own epoch (new names each
-//! epoch), so a crash at any moment leaves either the previous epoch's complete state or the new
-//! one. Files that `state.json` does not name are removed after each save.
-use crate::model::checkpoint::{self, PathIo, rename, sync_file, sync_folder, write_synced};
-use crate::model::train::{EpochReport, TrainConfig, TrainData};
+//! Every file is written atomically with [`write_atomic`] (temporary file, fsync, rename, fsync
+//! of the folder); `state.json` is written last and is the commit point: it names the tensor
+//! files of its own epoch (new names each epoch), so a crash at any moment leaves either the
+//! previous epoch's complete state or the new one. Files that `state.json` does not name are
+//! removed after each save.
+use crate::ingest::IngestError;
+use crate::ingest::store::write_atomic;
+use crate::model::checkpoint::{self, write_safetensors};
+use crate::model::train::types::{Progress, TrainConfig, TrainData};
 use crate::model::transformer::{Forecaster, ForecasterConfig};
 use mlx_rs::Array;
 use mlx_rs::error::Exception;
 use mlx_rs::module::{FlattenedModuleParam, ModuleParameters};
 use mlx_rs::optimizers::{OptimizerState, State};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
@@ -62,18 +65,14 @@ pub enum ResumeError {
     Inconsistent { path: PathBuf, message: String },
     #[error("cannot access `{}`", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot write `{}`", path.display())]
+    Write { path: PathBuf, source: IngestError },
     #[error("cannot read or write tensors `{}`: {message}", path.display())]
     Tensors { path: PathBuf, message: String },
     #[error("tensors `{}` do not match the model: {message}", path.display())]
     TensorsMismatch { path: PathBuf, message: String },
     #[error("mlx: {}", .0.what())]
     Mlx(#[from] Exception),
-}
-
-impl From<PathIo> for ResumeError {
-    fn from(error: PathIo) -> Self {
-        ResumeError::Io { path: error.path, source: error.source }
-    }
 }
 
 impl ResumeError {
@@ -185,109 +184,6 @@ fn short(value: &Value) -> String {
     if text.chars().count() <= 48 { text } else { format!("{}…", text.chars().take(47).collect::<String>()) }
 }
 
-/// Where a run stands after an epoch: everything besides tensors needed to continue it exactly.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
-    /// Epochs completed (counted from 1; 0 before the first).
-    pub epoch: usize,
-    /// Optimizer steps taken: the position in the learning-rate schedule.
-    pub step: usize,
-    /// Length of the schedule (steps per epoch × epochs), for the record.
-    pub total_steps: usize,
-    /// SplitMix64 shuffle state after the last shuffle.
-    pub shuffle_state: u64,
-    /// The window order after the last shuffle; the next epoch shuffles this permutation.
-    pub order: Vec<usize>,
-    /// The best epoch so far (by validation loss, or training loss without validation data).
-    pub best: Option<BestEpoch>,
-    /// Epochs since the best one (early stopping's patience counter).
-    pub since_best: usize,
-    pub stopped_early: bool,
-    /// One record per completed epoch.
-    pub epochs: Vec<EpochRecord>,
-    /// Wall time of the whole run so far, over every attempt.
-    pub seconds: f64,
-    /// Wall time of the training phases so far, over every attempt.
-    pub train_seconds: f64,
-}
-
-impl Progress {
-    /// A run that has not started: the shuffle seeded with `seed`, windows in order.
-    pub fn new(seed: u64, windows: usize, total_steps: usize) -> Self {
-        Self {
-            epoch: 0,
-            step: 0,
-            total_steps,
-            shuffle_state: seed,
-            order: (0..windows).collect(),
-            best: None,
-            since_best: 0,
-            stopped_early: false,
-            epochs: Vec::new(),
-            seconds: 0.0,
-            train_seconds: 0.0,
-        }
-    }
-}
-
-/// The best epoch so far and its selection loss.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct BestEpoch {
-    pub epoch: usize,
-    /// An f32 loss held as f64, so that its JSON round trip is exact.
-    #[serde(deserialize_with = "nan_from_null")]
-    pub loss: f64,
-}
-
-/// [`EpochReport`] with f32 losses held as f64 and NaN as `null`. An f32 held as f64 comes
-/// back from JSON exactly even though serde_json may misread the f64's last bit; the f64
-/// learning rate may not, so a resumed run recomputes it from the schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    #[serde(deserialize_with = "nan_from_null")]
-    pub train_loss: f64,
-    #[serde(deserialize_with = "nan_from_null")]
-    pub validation_loss: f64,
-    #[serde(deserialize_with = "nan_from_null")]
-    pub sequences_per_s: f64,
-    #[serde(deserialize_with = "nan_from_null")]
-    pub seconds: f64,
-    #[serde(deserialize_with = "nan_from_null")]
-    pub learning_rate: f64,
-}
-
-impl From<&EpochReport> for EpochRecord {
-    fn from(report: &EpochReport) -> Self {
-        Self {
-            epoch: report.epoch,
-            train_loss: f64::from(report.train_loss),
-            validation_loss: f64::from(report.validation_loss),
-            sequences_per_s: report.sequences_per_s,
-            seconds: report.seconds,
-            learning_rate: report.learning_rate,
-        }
-    }
-}
-
-impl From<&EpochRecord> for EpochReport {
-    fn from(record: &EpochRecord) -> Self {
-        Self {
-            epoch: record.epoch,
-            train_loss: record.train_loss as f32,
-            validation_loss: record.validation_loss as f32,
-            sequences_per_s: record.sequences_per_s,
-            seconds: record.seconds,
-            learning_rate: record.learning_rate,
-        }
-    }
-}
-
-/// serde_json writes NaN as `null`; read it back as NaN.
-fn nan_from_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
-}
-
 /// What `state.json` holds.
 #[derive(Debug, Serialize, Deserialize)]
 struct StateFile {
@@ -390,10 +286,7 @@ pub fn save(
     let state_path = dir.join(STATE_FILE);
     let text = serde_json::to_string_pretty(&file)
         .map_err(|source| ResumeError::Serialize { path: state_path.clone(), source })?;
-    let temp = dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
-    write_synced(&temp, text.as_bytes())?;
-    rename(&temp, &state_path)?;
-    sync_folder(dir);
+    write_atomic(&state_path, text.as_bytes()).map_err(|source| ResumeError::Write { path: state_path, source })?;
 
     // What the new state does not name: the previous epoch's files, temporaries of a crash.
     let keep: BTreeSet<&str> =
@@ -510,27 +403,20 @@ fn read_moments(path: &Path, model: &Forecaster) -> Result<OptimizerMoments, Res
     Ok(moments)
 }
 
-/// Write `name` in `dir` through a temporary file (synced, then renamed).
+/// Write `name` in `dir` atomically ([`write_safetensors`]).
 fn write_tensors<'a>(
     dir: &Path,
     name: &str,
     tensors: impl IntoIterator<Item = (String, &'a Array)>,
 ) -> Result<(), ResumeError> {
-    // MLX picks the format from the extension: the temporary name must end in .safetensors.
-    let temp = dir.join(format!(".{name}.{}.tmp.safetensors", std::process::id()));
-    let result = Array::save_safetensors(tensors, None, &temp)
-        .map_err(|error| ResumeError::Tensors { path: temp.clone(), message: error.to_string() })
-        .and_then(|()| Ok(sync_file(&temp)?))
-        .and_then(|()| Ok(rename(&temp, &dir.join(name))?));
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
+    let path = dir.join(name);
+    write_safetensors(&path, tensors).map_err(|source| ResumeError::Write { path, source })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::train::types::{BestEpoch, EpochRecord};
     use crate::model::transformer::tests::tiny_config;
 
     fn settings() -> TrainConfig {

@@ -101,3 +101,24 @@ fn train_then_forecast_then_evaluate() {
         .code(1)
         .stderr(predicates::str::contains("protocol"));
 }
+
+/// The README's headline claim, on a fixed window with the main job's settings (`energy train
+/// --collect` on 180 synthetic days, every model default): the model's test-split MAPE beats
+/// both seasonal naives. Training is seeded and deterministic, so this is the README's figure.
+#[test]
+fn the_main_job_beats_both_seasonal_naives() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let model = dir.path().join("model");
+    let out = energy(&store)
+        .args(["train", "--collect", "--start", "2025-10-03", "--end", "2026-03-31", "--json", "-q", "--model-dir"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    let train = json(&out);
+    let mape = |i: usize| train["test_scores"][i]["mape_percent"].as_f64().unwrap();
+    assert_eq!(train["test_scores"][1]["name"], "seasonal naive (24 h)");
+    assert_eq!(train["test_scores"][2]["name"], "seasonal naive (168 h)");
+    eprintln!("test MAPE: model {:.2} %, naive 24 h {:.2} %, naive 168 h {:.2} %", mape(0), mape(1), mape(2));
+    assert!(mape(0) < mape(1) && mape(0) < mape(2), "{}", train["test_scores"]);
+}

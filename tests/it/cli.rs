@@ -74,7 +74,7 @@ fn bad_ranges_exit_1_with_a_clear_message() {
         (&["collect", "--start", "2024-01-01"], "--end"),
         (&["collect", "--start", "2999-01-01", "--end", "2999-01-02"], "in the future"),
         (&["collect", "--source", "nowhere"], "nowhere"),
-        (&["collect", "--region", "SYN/../1"], "invalid region code"),
+        (&["collect", "--region", "SYN/../1"], "invalid region"),
         (&["collect", "--kind", "DF"], "kinds D and TEMP"),
         (&["collect", "--concurrency", "0"], "--concurrency"),
         (&["collect", "--missing-rate", "2"], "--missing-rate"),

@@ -1,15 +1,17 @@
-//! The EIA source against wiremock servers: a fake EIA API that serves the real response shapes
-//! (pagination, `total` as a string, `warnings`, the key echoed in `request.params`), real bodies
-//! from `shared/realdata/eia`, failures and retries, redaction of the key, and the real binary.
+//! The EIA source against the fake EIA API (`energy::ingest::eia::fake`: the real response
+//! shapes, pagination, `total` as a string, `warnings`, the key echoed in `request.params`),
+//! served by its local server or, beside failures of a test's own, by wiremock; real bodies from
+//! `shared/realdata/eia`, failures and retries, redaction of the key, and the real binary.
 use super::cli::energy;
 use super::realdata;
+use energy::ingest::eia::fake::{self, LocalEiaServer, PageStyle, ServerConfig};
 use energy::ingest::eia::{EiaKind, EiaSource, PAGE_ROWS};
 use energy::ingest::{Batch, HttpClient, IngestError, RateLimits, RetryPolicy, Secret, SeriesRows, Source};
-use energy::time::{DateRange, HOUR_US, from_us};
-use serde_json::json;
+use energy::time::{DateRange, HOUR_US, from_us, parse_hour};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tracing_subscriber::util::SubscriberInitExt;
 use wiremock::matchers::{method, path_regex};
@@ -19,87 +21,56 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 const KEY: &str = "eiaKEYdistinct0123456789abcdefZYXWVUTSRQ";
 
 fn hour(text: &str) -> i64 {
-    chrono::NaiveDateTime::parse_from_str(&format!("{text}:00"), "%Y-%m-%dT%H:%M").unwrap().and_utc().timestamp_micros()
+    parse_hour(text).unwrap()
 }
 
 fn range(start: &str, end: &str) -> DateRange {
     DateRange::new(from_us(hour(start)), from_us(hour(end))).unwrap()
 }
 
-/// The value the fake server gives a series at an hour.
+/// The value the fake EIA API gives a series at an hour.
 pub(crate) fn value_at(t_us: i64, respondent: &str, kind: &str) -> f64 {
-    (t_us / HOUR_US % 1000) as f64 * 10.0 + (respondent.len() * 100 + kind.len()) as f64
+    fake::value_at(t_us, respondent, kind)
 }
 
-/// A fake EIA API v2: rows for every asked period (inclusive start and end), respondent and
-/// type (or fuel type), sorted, paged by offset and length, in the 2.1.13 shape: `total` and
-/// `value` as strings (numbers when `numeric`), `warnings` when the total passes a page, and
-/// the key echoed back in `request.params` as the real API does.
+/// The fake EIA API ([`fake::answer`]) as a wiremock responder, for tests that mount failures
+/// of their own beside it.
 #[derive(Clone, Default)]
-struct FakeEia {
-    numeric: bool,
-    /// Every `null_every`-th hour has a null value (0: none).
-    null_every: i64,
-    /// Latency added to every reply.
-    delay: Duration,
-}
+struct FakeEia(PageStyle);
 
 impl Respond for FakeEia {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let body = page_body(&request.url, self.numeric, self.null_every);
-        ResponseTemplate::new(200).set_body_raw(body, "application/json").set_delay(self.delay)
+        let (status, body) = match fake::answer(request.url.path(), request.url.query().unwrap_or_default(), self.0) {
+            Ok((body, _)) => (200, body),
+            Err((status, body)) => (status, body),
+        };
+        ResponseTemplate::new(status).set_body_raw(body, "application/json")
     }
 }
 
-/// The fake server's page for `url` (see [`FakeEia`]); also served by the fault-injecting
-/// server of `faults.rs`.
+/// The fake EIA API's page for `url`; also served by the fault-injecting server of `faults.rs`.
+/// Pages are kept once written: those tests ask for the same pages again and again under a
+/// client timeout of 1 s, and a full page takes tens of milliseconds in a debug build.
 pub(crate) fn page_body(url: &reqwest::Url, numeric: bool, null_every: i64) -> String {
-    let pairs: Vec<(String, String)> = url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-    let all = |name: &str| -> Vec<String> { pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect() };
-    let one = |name: &str| all(name).into_iter().next().unwrap_or_default();
-    let fuel = url.path().contains("/fuel-type-data/");
-    let facet = if fuel { "fueltype" } else { "type" };
-    let mut respondents = all("facets[respondent][]");
-    respondents.sort();
-    let mut kinds = all(&format!("facets[{facet}][]"));
-    kinds.sort();
-    let (start, end) = (hour(&one("start")), hour(&one("end")));
-    let offset: usize = one("offset").parse().unwrap_or(0);
-    let length: usize = one("length").parse().unwrap_or(5000).min(5000);
-    // only the page's rows are built: row i is hour i / (R·K), respondent (i / K) % R, kind i % K
-    let hours = if end >= start { ((end - start) / HOUR_US + 1) as usize } else { 0 };
-    let per_hour = respondents.len() * kinds.len();
-    let total = hours * per_hour;
-    let mut data = String::with_capacity(length.min(total) * 200);
-    for i in offset..(offset + length).min(total) {
-        let t = start + (i / per_hour) as i64 * HOUR_US;
-        let (respondent, kind) = (&respondents[(i / kinds.len()) % respondents.len()], &kinds[i % kinds.len()]);
-        let value = if null_every > 0 && (t / HOUR_US) % null_every == 0 {
-            "null".to_string()
-        } else if numeric {
-            value_at(t, respondent, kind).to_string()
-        } else {
-            format!("\"{}\"", value_at(t, respondent, kind))
-        };
-        if !data.is_empty() {
-            data.push(',');
-        }
-        data.push_str(&format!(
-            r#"{{"period":"{}","respondent":"{respondent}","respondent-name":"{respondent} Balancing Authority","{facet}":"{kind}","type-name":"Demand","value":{value},"value-units":"megawatthours"}}"#,
-            from_us(t).format("%Y-%m-%dT%H")
-        ));
+    /// Bodies by URL and style.
+    type Pages = HashMap<(String, bool, i64), String>;
+    static PAGES: LazyLock<Mutex<Pages>> = LazyLock::new(Default::default);
+    let key = (url.to_string(), numeric, null_every);
+    if let Some(body) = PAGES.lock().unwrap().get(&key) {
+        return body.clone();
     }
-    let total_json = if numeric { total.to_string() } else { format!("\"{total}\"") };
-    let warnings = if total > length {
-        r#""warnings":[{"warning":"incomplete return","description":"The API can only return 5000 rows in JSON format.  Please consider constraining your request with facet, start, or end, or using offset to paginate results."}],"#
-    } else {
-        ""
+    let style = PageStyle { numeric, null_every };
+    let body = match fake::answer(url.path(), url.query().unwrap_or_default(), style) {
+        Ok((body, _)) => body,
+        Err((status, body)) => panic!("the fake EIA API answers {status} to {url}: {body}"),
     };
-    format!(
-        r#"{{"response":{{{warnings}"total":{total_json},"dateFormat":"YYYY-MM-DD\"T\"HH24","frequency":"hourly","data":[{data}],"description":"Hourly demand, day-ahead demand forecast, net generation, and interchange by balancing authority.  \n    Source: Form EIA-930"}},"request":{{"command":"{}","params":{{"api_key":{},"frequency":"hourly","offset":"{offset}","length":"{length}"}}}},"apiVersion":"2.1.13","ExcelAddInVersion":"2.1.0"}}"#,
-        url.path(),
-        json!(one("api_key")),
-    )
+    PAGES.lock().unwrap().insert(key, body.clone());
+    body
+}
+
+/// The fake EIA API over HTTP, without latency or limits a test reaches.
+fn local_server(style: PageStyle) -> LocalEiaServer {
+    LocalEiaServer::start(ServerConfig { style, ..ServerConfig::unthrottled() }).unwrap()
 }
 
 fn data_path() -> wiremock::matchers::PathRegexMatcher {
@@ -176,8 +147,8 @@ async fn pages_through_three_pages_with_the_real_total_and_warnings_shapes() {
 
 #[tokio::test]
 async fn numeric_values_nulls_and_fuel_types_in_one_chunk() {
-    let server = fake_server(FakeEia { numeric: true, null_every: 5, ..FakeEia::default() }).await;
-    let source = source(&server.uri(), &["CISO", "ERCO"], &["D", "fuel:COL", "fuel:SUN"], 1);
+    let server = local_server(PageStyle { numeric: true, null_every: 5 });
+    let source = source(&server.url(), &["CISO", "ERCO"], &["D", "fuel:COL", "fuel:SUN"], 1);
     let chunk = range("2024-03-01T00", "2024-03-03T00");
     let batch = source.fetch(chunk).await.unwrap();
     assert_eq!(batch.requests, 2, "one request per route");
@@ -476,14 +447,15 @@ async fn the_key_appears_in_no_error_and_no_log_line_at_trace_level() {
         (
             "403",
             Mock::given(method("GET")).respond_with(ResponseTemplate::new(403).set_body_raw(
-                format!(r#"{{"error":{{"code":"API_KEY_INVALID","message":"key {KEY} is not valid"}}}}"#),
+                serde_json::json!({ "error": { "code": "API_KEY_INVALID", "message": format!("key {KEY} is not valid") } })
+                    .to_string(),
                 "application/json",
             )),
         ),
         (
             "400",
             Mock::given(method("GET")).respond_with(ResponseTemplate::new(400).set_body_raw(
-                format!(r#"{{"error":"Invalid api_key={KEY} provided","code":400}}"#),
+                serde_json::json!({ "error": format!("Invalid api_key={KEY} provided"), "code": 400 }).to_string(),
                 "application/json",
             )),
         ),
@@ -512,9 +484,9 @@ async fn the_key_appears_in_no_error_and_no_log_line_at_trace_level() {
         .unwrap_err();
     assert!(!format!("{error:#} {error:?}").contains(KEY), "{error:?}");
     // a success, whose body echoes the key in request.params
-    let server = fake_server(FakeEia::default()).await;
+    let server = local_server(PageStyle::default());
     let batch =
-        source(&server.uri(), &["CISO"], &["D"], 1).fetch(range("2024-01-01T00", "2024-01-02T00")).await.unwrap();
+        source(&server.url(), &["CISO"], &["D"], 1).fetch(range("2024-01-01T00", "2024-01-02T00")).await.unwrap();
     assert_eq!(batch.rows(), 24);
     let logs = capture.text();
     assert!(logs.contains("retrying request") && logs.contains("TRACE"), "the capture works: {logs}");
@@ -544,8 +516,7 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
 
 #[test]
 fn collect_from_eia_then_status_then_settled_chunks_are_not_fetched_again() {
-    let runtime = runtime();
-    let server = runtime.block_on(fake_server(FakeEia::default()));
+    let server = local_server(PageStyle::default());
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let args = [
@@ -561,7 +532,7 @@ fn collect_from_eia_then_status_then_settled_chunks_are_not_fetched_again() {
         "--end",
         "2024-02-05",
         "--eia-url",
-        &server.uri(),
+        &server.url(),
         "--json",
         "-vvv",
     ];
@@ -576,7 +547,7 @@ fn collect_from_eia_then_status_then_settled_chunks_are_not_fetched_again() {
     for (what, text) in [("stdout", String::from_utf8_lossy(&output.stdout)), ("stderr", stderr.clone())] {
         assert!(!text.contains(KEY), "the key leaked into {what}");
     }
-    let requests = runtime.block_on(server.received_requests()).unwrap().len();
+    let requests = server.stats().requests;
     assert_eq!(requests, 2);
 
     let out = energy(&store).args(["status", "--json"]).assert().success();
@@ -596,16 +567,15 @@ fn collect_from_eia_then_status_then_settled_chunks_are_not_fetched_again() {
     let again: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(again["fetched_chunks"], 0);
     assert_eq!(again["skipped_chunks"], 2);
-    assert_eq!(runtime.block_on(server.received_requests()).unwrap().len(), requests);
+    assert_eq!(server.stats().requests, requests);
     assert_eq!(files_containing(&store, KEY), Vec::<String>::new(), "the key is in no stored file");
 }
 
 #[test]
 fn recent_chunks_are_fetched_again_until_they_settle() {
-    let runtime = runtime();
-    let server = runtime.block_on(fake_server(FakeEia::default()));
+    let server = local_server(PageStyle::default());
     let dir = tempfile::tempdir().unwrap();
-    let args = ["collect", "--source", "eia", "--region", "ERCO", "--days", "2", "--eia-url", &server.uri(), "--json"];
+    let args = ["collect", "--source", "eia", "--region", "ERCO", "--days", "2", "--eia-url", &server.url(), "--json"];
     let first = energy(dir.path()).env("EIA_API_KEY", KEY).args(args).assert().success();
     let first: serde_json::Value = serde_json::from_slice(&first.get_output().stdout).unwrap();
     assert_eq!(first["rows"], 48);
@@ -679,27 +649,29 @@ fn eia_flags_are_checked_before_any_request() {
     assert!(!dir.path().join("source=eia").exists());
 }
 
-/// Collection throughput against a local server adding 200 ms to every reply, default rate
-/// limits (5 requests/s, 9,000/h) and concurrency (4 chunks), into a temporary store:
+/// Collection throughput against the local EIA server adding 200 ms to every reply, the API's
+/// rate limits (5 requests/s, 9,000/h, kept by both sides) and the default concurrency (4
+/// chunks), into a temporary store:
 /// `cargo test --test it eia::collection_throughput -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn collection_throughput_against_a_slow_server() {
     use energy::ingest::{Orchestrator, Store};
     let runtime = runtime();
-    let server = runtime.block_on(fake_server(FakeEia { delay: Duration::from_millis(200), ..FakeEia::default() }));
+    let server =
+        LocalEiaServer::start(ServerConfig { latency: Duration::from_millis(200), ..ServerConfig::default() }).unwrap();
     let respondents: Vec<String> = (0..70).map(|i| format!("R{i:02}")).collect();
     let respondents: Vec<&str> = respondents.iter().map(String::as_str).collect();
     let retry = RetryPolicy::from(&energy::config::RetryConfig::default());
     let source = source_with(
-        &server.uri(),
+        &server.url(),
         &respondents,
         &["D", "DF", "NG", "TI"],
         retry,
         RateLimits::per_second_and_hour(5, 9000),
     );
     // 280 series × 1,420 hours (2024-01-01 to 2024-02-29T04): 397,600 rows, about 80 pages
-    let range = DateRange::new(from_us(hour("2024-01-01T00")), from_us(hour("2024-02-29T04"))).unwrap();
+    let range = range("2024-01-01T00", "2024-02-29T04");
     let dir = tempfile::tempdir().unwrap();
     let store = Store::new(dir.path());
     let _lock = store.lock().unwrap();

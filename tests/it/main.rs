@@ -12,3 +12,4 @@ mod isolation;
 mod realdata;
 mod reliability;
 mod resume;
+mod sources;

@@ -15,11 +15,33 @@
 //! refused ([`IngestError::StoreLink`]) when it, or a folder on the way to it, is a symbolic
 //! link: the store follows no link (the root itself may be one). New files are created
 //! exclusively (`O_EXCL`), so not even a link planted under a temporary file's name is followed.
-use super::{COL_TIMESTAMP, COL_VALUE, IngestError, SeriesId, SeriesRows};
+//!
+//! # Layout
+//! - this file: the [`Store`] API (lock, chunk writes, reads, listing, status);
+//! - `ledger`: the completed-chunk ledger in `_catalog/ledger.json` and row checksums;
+//! - `parquet`: encoding and decoding one partition file;
+//! - `layout`: partition folder names, months and walking the tree without following links;
+//! - `atomic`: the program's one atomic file write ([`write_atomic`], [`write_atomic_with`]).
+mod atomic;
+mod layout;
+mod ledger;
+mod parquet;
+
+pub use atomic::{write_atomic, write_atomic_with};
+pub use ledger::{LedgerEntry, checksum};
+pub use parquet::frame_from_rows;
+pub(crate) use parquet::guard_reader;
+
+use super::{IngestError, SeriesId, SeriesRows};
 use crate::time::{DateRange, from_us};
-use chrono::{DateTime, Datelike, Utc};
-use polars::prelude::*;
-use serde::{Deserialize, Serialize};
+use atomic::{TEMP_MARK, temp_path};
+use chrono::{DateTime, Utc};
+use layout::{
+    count_files, encode, holds_file_or_link, link_error, month_range, months_of, parquet_files, partition_month,
+    refuse_links_below, subdirs,
+};
+use parquet::{append_rows, read_frame, read_parquet, write_parquet};
+use serde::Serialize;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,7 +50,6 @@ const CATALOG: &str = "_catalog";
 const LEDGER_FILE: &str = "ledger.json";
 const LOCK_FILE: &str = "lock";
 const PART_FILE: &str = "part-0000.parquet";
-const TEMP_MARK: &str = ".tmp-";
 
 /// A store root.
 #[derive(Debug, Clone)]
@@ -40,29 +61,6 @@ pub struct Store {
 #[derive(Debug)]
 pub struct StoreLock {
     _file: File,
-}
-
-/// One completed chunk of one series.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LedgerEntry {
-    pub series: SeriesId,
-    /// The source's parameters (seed, defects, …) when it was collected.
-    pub params: String,
-    pub range: DateRange,
-    pub rows: usize,
-    /// CRC-32 of the rows written (timestamps and value bits).
-    pub checksum: u32,
-    pub fetched_at: DateTime<Utc>,
-    /// False when the chunk was recent enough that the source may still revise it.
-    pub settled: bool,
-}
-
-/// The ledger file, versioned.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "version")]
-enum LedgerFile {
-    #[serde(rename = "1")]
-    V1 { entries: Vec<LedgerEntry> },
 }
 
 /// What one chunk write did.
@@ -97,7 +95,7 @@ impl Store {
         &self.root
     }
 
-    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IngestError + '_ {
+    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IngestError + '_ {
         move |source| IngestError::StoreIo { path: path.to_owned(), source }
     }
 
@@ -158,7 +156,7 @@ impl Store {
 
     /// Refuse `path` (below the root) when it or a folder between the root and it is a
     /// symbolic link. The parts that do not exist yet are fine: they are created as folders.
-    fn refuse_links(&self, path: &Path) -> Result<(), IngestError> {
+    pub(crate) fn refuse_links(&self, path: &Path) -> Result<(), IngestError> {
         let Ok(below) = path.strip_prefix(&self.root) else {
             return Err(IngestError::StoreData {
                 path: path.to_owned(),
@@ -227,13 +225,13 @@ impl Store {
                     stats.rows += merged.1;
                     match merged.0 {
                         Some(rows) => {
-                            let temp = temp_path(&path);
+                            let temp = temp_path(&path, false);
                             write_parquet(&temp, &rows)?;
                             staged.push((temp, path));
                         }
                         None if path.exists() => {
                             // the month holds nothing any more: an empty file keeps the swap atomic
-                            let temp = temp_path(&path);
+                            let temp = temp_path(&path, false);
                             write_parquet(&temp, &SeriesRows::new(series.id.clone()))?;
                             staged.push((temp, path));
                         }
@@ -428,388 +426,6 @@ impl Store {
             })
             .collect()
     }
-
-    fn ledger_path(&self) -> PathBuf {
-        self.root.join(CATALOG).join(LEDGER_FILE)
-    }
-
-    /// The completed-chunk ledger (empty for a new store).
-    pub fn ledger(&self) -> Result<Vec<LedgerEntry>, IngestError> {
-        let path = self.ledger_path();
-        self.refuse_links(&path)?;
-        match fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<LedgerFile>(&bytes) {
-                Ok(LedgerFile::V1 { entries }) => Ok(entries),
-                Err(e) => Err(IngestError::StoreData { path, message: format!("corrupt ledger: {e}") }),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(Self::io(&path)(e)),
-        }
-    }
-
-    /// Record completed chunks: entries for the same series and range are replaced. The
-    /// caller holds the lock.
-    pub fn record(&self, entries: &[LedgerEntry]) -> Result<(), IngestError> {
-        let mut all = self.ledger()?;
-        all.retain(|old| !entries.iter().any(|new| new.series == old.series && new.range == old.range));
-        all.extend_from_slice(entries);
-        all.sort_by(|a, b| (&a.series, a.range).cmp(&(&b.series, b.range)));
-        let path = self.ledger_path();
-        self.refuse_links(&path)?;
-        let bytes = serde_json::to_vec_pretty(&LedgerFile::V1 { entries: all })
-            .map_err(|e| IngestError::StoreData { path: path.clone(), message: e.to_string() })?;
-        write_atomic(&path, &bytes)
-    }
-
-    /// Is `range` of `series` covered by settled ledger entries collected with `params`?
-    pub fn covered(ledger: &[LedgerEntry], series: &SeriesId, params: &str, range: &DateRange) -> bool {
-        let mut spans: Vec<(i64, i64)> = ledger
-            .iter()
-            .filter(|e| &e.series == series && e.params == params && e.settled)
-            .map(|e| (e.range.start_us(), e.range.end_us()))
-            .collect();
-        spans.sort();
-        let mut reached = range.start_us();
-        for (start, end) in spans {
-            if start > reached {
-                break;
-            }
-            reached = reached.max(end);
-            if reached >= range.end_us() {
-                return true;
-            }
-        }
-        reached >= range.end_us()
-    }
-}
-
-thread_local! {
-    /// Set while [`guard_reader`] runs on this thread: the panic it catches is not printed.
-    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// How many [`guard_reader`] calls are running: panics of polars' own threads meanwhile are
-/// theirs, and come back to them.
-static ACTIVE_GUARDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Run a reader over bytes that may be corrupt, turning its panic into an error message:
-/// polars' Parquet reader panics on some damaged files (a flipped byte in the footer) instead
-/// of failing. The panic is not printed (on the calling thread and polars' worker threads).
-pub(crate) fn guard_reader<T>(read: impl FnOnce() -> T) -> Result<T, String> {
-    use std::sync::atomic::Ordering;
-    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
-    QUIET_HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let polars_worker = ACTIVE_GUARDS.load(Ordering::SeqCst) > 0
-                && std::thread::current().name().is_some_and(|name| name.starts_with("polars"));
-            if !QUIET_PANICS.with(std::cell::Cell::get) && !polars_worker {
-                previous(info);
-            }
-        }));
-    });
-    let was_quiet = QUIET_PANICS.with(|quiet| quiet.replace(true));
-    ACTIVE_GUARDS.fetch_add(1, Ordering::SeqCst);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
-    ACTIVE_GUARDS.fetch_sub(1, Ordering::SeqCst);
-    QUIET_PANICS.with(|quiet| quiet.set(was_quiet));
-    result.map_err(|payload| {
-        let why = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        format!("the file is corrupt (the reader failed: {})", why.lines().next().unwrap_or(""))
-    })
-}
-
-/// CRC-32 of rows (timestamps and value bits; null as a marker).
-pub fn checksum(rows: &SeriesRows, range: &DateRange) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    for (t, v) in rows.timestamps.iter().zip(&rows.values) {
-        if range.holds_us(*t) {
-            hasher.update(&t.to_le_bytes());
-            hasher.update(&v.map_or(u64::MAX, f64::to_bits).to_le_bytes());
-        }
-    }
-    hasher.finalize()
-}
-
-/// The folders `{prefix}{value}` in `dir` with their decoded values; a symbolic link named so
-/// is refused.
-fn subdirs(dir: &Path, prefix: &str) -> Result<Vec<(PathBuf, String)>, IngestError> {
-    let mut out = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(Store::io(dir)(e)),
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(value) = name.strip_prefix(prefix) else { continue };
-        let kind = entry.file_type().map_err(Store::io(&entry.path()))?;
-        if kind.is_symlink() {
-            return Err(link_error(&entry.path()));
-        }
-        if kind.is_dir() {
-            out.push((entry.path(), decode(value)));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Parquet files below `dir` (links not followed).
-fn count_files(dir: &Path) -> usize {
-    fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| match e.file_type() {
-                    Ok(kind) if kind.is_dir() => count_files(&e.path()),
-                    Ok(kind) if kind.is_file() => usize::from(e.path().extension().is_some_and(|x| x == "parquet")),
-                    _ => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-/// The Parquet files below `dir` (a folder that may not exist), refusing a symbolic link
-/// anywhere below it.
-fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), IngestError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
-            return Ok(());
-        }
-        Err(e) => return Err(Store::io(dir)(e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(Store::io(dir))?;
-        let kind = entry.file_type().map_err(Store::io(&entry.path()))?;
-        let path = entry.path();
-        if kind.is_symlink() {
-            return Err(link_error(&path));
-        }
-        if kind.is_dir() {
-            parquet_files(&path, out)?;
-        } else if kind.is_file() && path.extension().is_some_and(|x| x == "parquet") {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
-/// (year, month) of a file at `<series dir>/year=Y/month=M/…`; `None` for a file elsewhere.
-fn partition_month(dir: &Path, path: &Path) -> Option<(i32, u32)> {
-    let mut parts = path.strip_prefix(dir).ok()?.components().map(|c| c.as_os_str().to_str());
-    let year = parts.next()??.strip_prefix("year=")?.parse().ok()?;
-    let month = parts.next()??.strip_prefix("month=")?.parse().ok()?;
-    Some((year, month))
-}
-
-/// Does the folder tree `dir` (that may not exist) hold a Parquet file or a symbolic link?
-/// Stops at the first one found.
-fn holds_file_or_link(dir: &Path) -> bool {
-    let Ok(entries) = fs::read_dir(dir) else { return false };
-    entries.flatten().any(|entry| match entry.file_type() {
-        Ok(kind) if kind.is_symlink() => true,
-        Ok(kind) if kind.is_dir() => holds_file_or_link(&entry.path()),
-        Ok(kind) => kind.is_file() && entry.path().extension().is_some_and(|x| x == "parquet"),
-        Err(_) => false,
-    })
-}
-
-/// Refuse a folder tree (that may not exist) holding a symbolic link anywhere.
-fn refuse_links_below(dir: &Path) -> Result<(), IngestError> {
-    parquet_files(dir, &mut Vec::new())
-}
-
-fn link_error(path: &Path) -> IngestError {
-    IngestError::StoreLink { path: path.to_owned(), target: fs::read_link(path).unwrap_or_default() }
-}
-
-/// Create `path` for writing, never following a link: a stale file of that name (a temporary
-/// file of a killed writer with the same pid) is removed first, then the file is created
-/// exclusively.
-fn create_new(path: &Path) -> Result<File, IngestError> {
-    match fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Store::io(path)(e)),
-    }
-    fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(Store::io(path))
-}
-
-/// (year, month) of every calendar month (UTC) that holds an interval end of `range`.
-fn months_of(range: &DateRange) -> Vec<(i32, u32)> {
-    let mut out = Vec::new();
-    if range.hours() <= 0 {
-        return out;
-    }
-    let first = from_us(range.start_us() + crate::time::HOUR_US);
-    let last = range.end;
-    let (mut y, mut m) = (first.year(), first.month());
-    while (y, m) <= (last.year(), last.month()) {
-        out.push((y, m));
-        (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-    }
-    out
-}
-
-/// The range whose interval ends fall in the UTC calendar month: ends at (y-m-01T00, next 01T00].
-fn month_range(year: i32, month: u32) -> DateRange {
-    use chrono::TimeZone;
-    let start = Utc.with_ymd_and_hms(year, month, 1, 0, 0, 0).single().expect("valid month");
-    let (ny, nm) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
-    let end = Utc.with_ymd_and_hms(ny, nm, 1, 0, 0, 0).single().expect("valid month");
-    // An interval ending exactly at midnight on the 1st belongs to the month it ends in.
-    DateRange { start: start - chrono::TimeDelta::hours(1), end: end - chrono::TimeDelta::hours(1) }
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    path.with_file_name(format!("{name}{TEMP_MARK}{}", std::process::id()))
-}
-
-/// Write `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IngestError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(Store::io(dir))?;
-    let temp = temp_path(path);
-    let mut file = create_new(&temp)?;
-    file.write_all(bytes).map_err(Store::io(&temp))?;
-    file.sync_all().map_err(Store::io(&temp))?;
-    drop(file);
-    fs::rename(&temp, path).map_err(Store::io(path))?;
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), IngestError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(Store::io(dir))
-}
-
-/// Write rows as an LZ4 Parquet file at `path` (folders created; the caller flushes it). LZ4
-/// rather than zstd: a month file is read far more often than written, and LZ4 decodes it
-/// 2.5 × faster (a zstd decoder context per column chunk dominates these small files) for
-/// files about a quarter larger. Files written by earlier versions (zstd) read the same.
-fn write_parquet(path: &Path, rows: &SeriesRows) -> Result<(), IngestError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(Store::io(dir))?;
-    let mut df =
-        frame_from_rows(rows).map_err(|e| IngestError::StoreData { path: path.to_owned(), message: e.to_string() })?;
-    let file = create_new(path)?;
-    // One buffered stream and no thread hand-off: a partition (a month of one series) is small,
-    // and unbuffered writes and pool wake-ups cost more than the encoding itself.
-    let mut out = std::io::BufWriter::with_capacity(256 << 10, &file);
-    ParquetWriter::new(&mut out)
-        .with_compression(ParquetCompression::Lz4Raw)
-        .with_statistics(StatisticsOptions::default())
-        .set_parallel(false)
-        .finish(&mut df)
-        .map_err(|e| IngestError::StoreData { path: path.to_owned(), message: e.to_string() })?;
-    std::io::Write::flush(&mut out).map_err(Store::io(path))?;
-    drop(out);
-    drop(file);
-    Ok(())
-}
-
-/// Read one store file: its bytes in one read (into `bytes`, reused), then decoded from
-/// memory on this thread (a month file is small; the reader's many small reads and its thread
-/// pool cost more).
-fn read_frame(path: &Path, bytes: &mut Vec<u8>) -> Result<DataFrame, IngestError> {
-    bytes.clear();
-    File::open(path).and_then(|mut file| std::io::Read::read_to_end(&mut file, bytes)).map_err(Store::io(path))?;
-    guard_reader(|| {
-        ParquetReader::new(std::io::Cursor::new(bytes.as_slice())).read_parallel(ParallelStrategy::None).finish()
-    })
-    .map_err(|message| IngestError::StoreData { path: path.to_owned(), message })?
-    .map_err(|e| IngestError::StoreData { path: path.to_owned(), message: e.to_string() })
-}
-
-fn read_parquet(path: &Path, id: &SeriesId) -> Result<SeriesRows, IngestError> {
-    let frame = read_frame(path, &mut Vec::new())?;
-    let mut rows = SeriesRows::new(id.clone());
-    append_rows(&frame, &mut rows, None)
-        .map_err(|message| IngestError::StoreData { path: path.to_owned(), message })?;
-    Ok(rows)
-}
-
-/// A (`timestamp` Datetime(µs, UTC), `value` f64) frame of the rows.
-pub fn frame_from_rows(rows: &SeriesRows) -> PolarsResult<DataFrame> {
-    let ts = Series::new(COL_TIMESTAMP.into(), &rows.timestamps)
-        .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))?;
-    let values = Series::new(COL_VALUE.into(), &rows.values);
-    DataFrame::new(rows.len(), vec![ts.into(), values.into()])
-}
-
-/// Append the rows of a frame with `timestamp` (any datetime unit) and `value` columns to
-/// `out`, those in `range` if given.
-fn append_rows(df: &DataFrame, out: &mut SeriesRows, range: Option<DateRange>) -> Result<(), String> {
-    let ts = df
-        .column(COL_TIMESTAMP)
-        .map_err(|e| e.to_string())?
-        .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))
-        .and_then(|c| c.cast(&DataType::Int64))
-        .map_err(|e| e.to_string())?;
-    let values =
-        df.column(COL_VALUE).map_err(|e| e.to_string())?.cast(&DataType::Float64).map_err(|e| e.to_string())?;
-    let ts = ts.i64().map_err(|e| e.to_string())?;
-    let values = values.f64().map_err(|e| e.to_string())?;
-    if ts.null_count() > 0 {
-        return Err("null timestamp in store".into());
-    }
-    let keep = |t: i64| range.is_none_or(|r| r.holds_us(t));
-    match (ts.cont_slice(), values.cont_slice()) {
-        // one contiguous slice each (a month file's usual shape), all in range: copied whole
-        (Ok(t), Ok(v)) if range.is_none() || t.iter().all(|&x| keep(x)) => {
-            out.timestamps.extend_from_slice(t);
-            out.values.extend(v.iter().map(|x| Some(*x)));
-        }
-        _ => {
-            for (t, v) in ts.iter().zip(values.iter()) {
-                let t = t.expect("no nulls");
-                if keep(t) {
-                    out.timestamps.push(t);
-                    out.values.push(v);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Percent-encode a partition value (anything but `A-Za-z0-9._-`), as hive readers decode it.
-fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&value[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -817,6 +433,7 @@ mod tests {
     use super::*;
     use crate::time::HOUR_US;
     use chrono::TimeZone;
+    use polars::prelude::*;
 
     fn rows(id: &SeriesId, hours: std::ops::Range<i64>, value: f64) -> SeriesRows {
         let base = Utc.with_ymd_and_hms(2024, 1, 30, 0, 0, 0).unwrap().timestamp_micros();
@@ -909,24 +526,6 @@ mod tests {
     }
 
     #[test]
-    fn ledger_coverage_merges_entries() {
-        let id = SeriesId::new("synthetic", "SYN1", "D");
-        let entry = |r: DateRange| LedgerEntry {
-            series: id.clone(),
-            params: "p".into(),
-            range: r,
-            rows: 1,
-            checksum: 0,
-            fetched_at: Utc::now(),
-            settled: true,
-        };
-        let ledger = vec![entry(range(1..11)), entry(range(11..21))];
-        assert!(Store::covered(&ledger, &id, "p", &range(5..16)));
-        assert!(!Store::covered(&ledger, &id, "p", &range(5..26)));
-        assert!(!Store::covered(&ledger, &id, "other", &range(5..16)));
-    }
-
-    #[test]
     fn a_series_folder_without_files_is_not_a_series() {
         // what a writer killed during the first write of a series leaves behind
         let dir = tempfile::tempdir().unwrap();
@@ -940,11 +539,5 @@ mod tests {
         assert!(!store.has_series(&id));
         let err = store.read(&id, None).unwrap_err().to_string();
         assert!(err.contains("no data for series"), "{err}");
-    }
-
-    #[test]
-    fn partition_names_round_trip() {
-        assert_eq!(encode("CA ISO-TAC"), "CA%20ISO-TAC");
-        assert_eq!(decode(&encode("CA ISO-TAC/x")), "CA ISO-TAC/x");
     }
 }

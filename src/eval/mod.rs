@@ -1,0 +1,21 @@
+//! Judging forecasts: metrics, the seasonal-naive baselines, interval calibration and the one
+//! backtest that `train` (on its test split) and `evaluate` (on any range) both run.
+//!
+//! # Layout
+//! - [`metrics`]: MAPE, MAE, MASE, pinball loss, p10–p90 coverage, seasonal naives.
+//! - [`calibration`]: split-conformal widening of the p10–p90 interval, fitted on validation.
+//! - [`backtest`]: forecast every window, calibrate, score beside the baselines and the
+//!   operator's own forecast.
+//!
+//! # MASE
+//! MASE is the model's MAE divided by one fixed scale: the in-sample MAE of the lag-24 naive
+//! forecast over the **training split** of the model's data ([`backtest::mase_scale`]). `train`
+//! computes it and saves it with the model; `evaluate` uses the saved scale, so both commands
+//! print MASE in the same units for the same model.
+pub mod backtest;
+pub mod calibration;
+pub mod metrics;
+
+pub use backtest::{Backtest, BacktestSetup, align_to_rows, backtest, mase_scale, predict, target_rows};
+pub use calibration::{IntervalCalibration, NOMINAL_COVERAGE, apply_calibration, calibrate_intervals};
+pub use metrics::{Quantiles, Scores, naive_scale, pinball, score_points, score_quantiles, seasonal_naive};
