@@ -103,7 +103,11 @@ pub struct EiaConfig {
 
 impl Default for EiaConfig {
     fn default() -> Self {
-        Self { url: DEFAULT_EIA_URL.into(), requests_per_second: 5, requests_per_hour: 9_000 }
+        Self {
+            url: DEFAULT_EIA_URL.into(),
+            requests_per_second: crate::ingest::eia::REQUESTS_PER_SECOND,
+            requests_per_hour: crate::ingest::eia::REQUESTS_PER_HOUR,
+        }
     }
 }
 

@@ -696,6 +696,18 @@ fn collection_throughput_against_a_slow_server() {
         rows
     });
     let fetch_seconds = fetch_started.elapsed().as_secs_f64();
+    // what is deterministic: every row, in full pages, and no request refused or retried
+    assert_eq!(result.rows, 280 * 1_420);
+    let pages: usize =
+        range.chunks(source.chunk_len()).iter().map(|c| (280 * c.hours() as usize).div_ceil(PAGE_ROWS as usize)).sum();
+    // full pages: no more requests than whole pages per chunk, no fewer than the rows need
+    assert!(
+        (result.rows.div_ceil(PAGE_ROWS as usize)..=pages).contains(&(result.requests as usize)),
+        "{}",
+        result.requests
+    );
+    assert_eq!(result.retries, 0);
+    assert_eq!(server.stats().rejected, 0);
     let ceiling = 5.0 * PAGE_ROWS as f64;
     let rate = result.rows as f64 / seconds;
     println!(
