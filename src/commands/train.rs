@@ -206,12 +206,14 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         provenance: serde_json::to_value(&provenance)?,
         after_epoch: Some(&mut pause),
     };
+    let (train_residuals, validation_residuals) =
+        (train_windows.residual_targets(), validation_windows.residual_targets());
     let reporter = BarReporter::new(context.quiet || context.json, "windows");
     let report = train::train_checkpointed(
         &mut model,
         &train_config,
-        &data(&train_windows),
-        &data(&validation_windows),
+        &data(&train_windows, &train_residuals),
+        &data(&validation_windows, &validation_residuals),
         &forecaster_config.quantiles,
         &reporter,
         checkpointing,
@@ -314,8 +316,10 @@ fn saved_range(dir: &Path) -> Result<DateRange> {
         .with_context(|| format!("the training state in `{}` names no data range", dir.display()))
 }
 
-fn data(windows: &features::Windows) -> TrainData<'_> {
-    TrainData { inputs: &windows.inputs, targets: &windows.targets, count: windows.count }
+/// Training data of `windows`: the inputs and the corrections the model learns
+/// (`residuals`, from [`features::Windows::residual_targets`]).
+fn data<'a>(windows: &'a features::Windows, residuals: &'a [f32]) -> TrainData<'a> {
+    TrainData { inputs: &windows.inputs, targets: residuals, count: windows.count }
 }
 
 fn print_summary(s: &TrainSummary) {

@@ -62,7 +62,8 @@ pub fn mase_scale(table: &FeatureTable, train_rows: std::ops::Range<usize>) -> f
     metrics::naive_scale(&cleaned, 24).unwrap_or(f64::NAN)
 }
 
-/// Forecasts of every window, in MW: `[window][hour]` quantiles, uncalibrated.
+/// Forecasts of every window, in MW: `[window][hour]` quantiles, uncalibrated: the model's
+/// quantiles of the correction plus the window's base ([`Windows::bases`]).
 pub fn predict(
     model: &mut Forecaster,
     windows: &Windows,
@@ -78,7 +79,9 @@ pub fn predict(
             (0..windows.horizon)
                 .map(|h| {
                     let at = (w * windows.horizon + h) * q;
-                    let mut values = [inverse(flat[at]), inverse(flat[at + q / 2]), inverse(flat[at + q - 1])];
+                    // the model forecasts the correction of the window's base (its week-back naive)
+                    let base = windows.bases[w * windows.horizon + h];
+                    let mut values = [flat[at], flat[at + q / 2], flat[at + q - 1]].map(|v| inverse(v + base));
                     values.sort_by(f64::total_cmp);
                     Quantiles { p10: values[0], p50: values[1], p90: values[2] }
                 })

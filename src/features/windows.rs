@@ -6,7 +6,12 @@
 //! `horizon` target rows. Per position the features are, in order ([`Windows::feature_names`]):
 //! every observed column, scaled, set to 0 after the origin; the `observed` indicator (1 up to
 //! the origin, 0 after); every known column, scaled (calendar columns pass through unscaled, see
-//! [`super::scaler`]).
+//! [`super::scaler`]); and the two **issue-time seasonal naives** of the position's hour
+//! ([`NAIVE_FEATURES`], scaled like `value`): the same hour one day back and one week back,
+//! moved back by whole days until the hour is known at the origin (the baselines of
+//! [`crate::eval::seasonal_naive`]). At context positions they are the plain lags 24 and 168;
+//! at horizon positions they carry what is known of the target's hour at issue time, so the
+//! model corrects a baseline instead of rebuilding the load from the calendar.
 //!
 //! Protocols ([`crate`] architecture, "Day-ahead protocol"):
 //! - `next-24h`: origins every `stride` rows, the first one right before the first target row
@@ -35,6 +40,10 @@ pub const DAY_AHEAD_GAP: usize = 14;
 pub const DAY_AHEAD_ISSUE_HOUR: u32 = 10;
 /// Name of the observed-indicator feature.
 pub const OBSERVED_INDICATOR: &str = "observed";
+/// The issue-time seasonal naives of every position, with their base lags in hours.
+pub const NAIVE_FEATURES: [(&str, usize); 2] = [("naive_day", 24), ("naive_week", WEEK_LAG)];
+/// Lag of the week-back naive, the base the model's forecast is a correction of.
+const WEEK_LAG: usize = 168;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -91,10 +100,22 @@ pub struct Windows {
     pub inputs: Vec<f32>,
     /// `[count, horizon]`, scaled with the scaler's `value` statistics.
     pub targets: Vec<f32>,
+    /// `[count, horizon]`: the issue-time week-back naive of each target hour (scaled, the
+    /// `naive_week` feature at its position). The model learns `targets − bases` and adds the
+    /// base back ([`Windows::residual_targets`]), so a level it never saw in training (a season
+    /// outside the training split) comes from the data, not from extrapolation.
+    pub bases: Vec<f32>,
     /// Table row of the origin (the last observed hour) of each window.
     pub origins: Vec<usize>,
     /// Windows dropped because a target hour was imputed (not a real observation).
     pub skipped_imputed: usize,
+}
+
+impl Windows {
+    /// What the model learns: each target minus its base (`targets − bases`).
+    pub fn residual_targets(&self) -> Vec<f32> {
+        self.targets.iter().zip(&self.bases).map(|(t, b)| t - b).collect()
+    }
 }
 
 /// Windows whose target rows all lie in `target_rows` (a split); see the module documentation.
@@ -192,6 +213,8 @@ struct Features {
     /// Prefix counts of rows with a NaN observed (known) feature.
     observed_bad: Vec<u32>,
     known_bad: Vec<u32>,
+    /// Index of the scaled input `value` among the observed columns.
+    value_column: usize,
 }
 
 impl Features {
@@ -255,7 +278,25 @@ impl Features {
         let mut names: Vec<String> = table.observed_columns.clone();
         names.push(OBSERVED_INDICATOR.to_string());
         names.extend(table.known_columns.iter().cloned());
-        Ok(Self { names, observed, known, value, observed_bad, known_bad })
+        names.extend(NAIVE_FEATURES.iter().map(|(name, _)| name.to_string()));
+
+        let value_column = table
+            .observed_columns
+            .iter()
+            .position(|c| c == COL_VALUE)
+            .ok_or_else(|| FeatureError::Window(format!("the table has no `{COL_VALUE}` column")))?;
+        Ok(Self { names, observed, known, value, observed_bad, known_bad, value_column })
+    }
+
+    /// The scaled input value `lag` hours before `row`, moved back by whole days until it is
+    /// known at `origin`; 0 (the mean) where there is none.
+    fn naive(&self, row: usize, origin: usize, lag: usize) -> f32 {
+        let mut back = lag;
+        while row >= back && row - back > origin {
+            back += 24;
+        }
+        let value = if row >= back { self.observed[self.value_column][row - back] } else { f32::NAN };
+        if value.is_finite() { value } else { 0.0 }
     }
 
     /// Are all inputs of the window at origin `o` finite (rows inside the prepared columns)?
@@ -276,14 +317,18 @@ impl Features {
         // megabytes, a zeroing pass (a memset when the allocator reuses memory) costs as much
         // as the fill itself.
         let (input_len, target_len) = (origins.len() * per_window, origins.len() * horizon);
-        assert_eq!(n_features, n_observed + 1 + self.known.len(), "a window position is every feature");
+        let n_known = self.known.len();
+        let n_naive = NAIVE_FEATURES.len();
+        assert_eq!(n_features, n_observed + 1 + n_known + n_naive, "a window position is every feature");
         let mut inputs: Vec<f32> = Vec::with_capacity(input_len);
         let mut targets: Vec<f32> = Vec::with_capacity(target_len);
+        let mut bases: Vec<f32> = Vec::with_capacity(target_len);
         inputs.spare_capacity_mut()[..input_len]
             .par_chunks_mut(per_window.max(1))
             .zip(targets.spare_capacity_mut()[..target_len].par_chunks_mut(horizon))
+            .zip(bases.spare_capacity_mut()[..target_len].par_chunks_mut(horizon))
             .zip(origins.par_iter())
-            .for_each(|((input, target), &o)| {
+            .for_each(|(((input, target), base), &o)| {
                 let first = o + 1 - spec.context;
                 for (p, features) in input.chunks_mut(n_features).enumerate() {
                     let row = first + p;
@@ -299,23 +344,31 @@ impl Features {
                             slot.write(0.0);
                         });
                     }
+                    let (known, naive) = known.split_at_mut(n_known);
                     for (slot, column) in known.iter_mut().zip(&self.known) {
                         slot.write(column[row]);
+                    }
+                    for (slot, (_, lag)) in naive.iter_mut().zip(NAIVE_FEATURES) {
+                        slot.write(self.naive(row, o, lag));
                     }
                 }
                 let start = o + spec.gap() + 1;
                 for (slot, value) in target.iter_mut().zip(&self.value[start..start + horizon]) {
                     slot.write(*value);
                 }
+                for (h, slot) in base.iter_mut().enumerate() {
+                    slot.write(self.naive(start + h, o, WEEK_LAG));
+                }
             });
         // SAFETY: the first `input_len` and `target_len` elements were all initialised above:
         // the chunks cover them exactly (`origins.len()` windows of `per_window` and `horizon`
         // elements), every position of a window writes its `n_observed + 1` observed-and-mask
-        // slots and its `known.len()` known slots (`n_features = n_observed + 1 + known.len()`),
-        // and every target slot is written.
+        // slots, its `n_known` known slots and its naive slots (`n_features = n_observed + 1 +
+        // n_known + n_naive`), and every target and base slot is written.
         unsafe {
             inputs.set_len(input_len);
             targets.set_len(target_len);
+            bases.set_len(target_len);
         }
         Windows {
             count: origins.len(),
@@ -325,6 +378,7 @@ impl Features {
             feature_names: self.names.clone(),
             inputs,
             targets,
+            bases,
             origins,
             skipped_imputed,
         }
@@ -364,7 +418,7 @@ mod tests {
         let spec = next24(48, 12);
         let w = make_windows(table, scaler, &spec, 0..table.len()).unwrap();
         assert_eq!(w.positions, 72);
-        assert_eq!(w.n_features, table.observed_columns.len() + 1 + table.known_columns.len());
+        assert_eq!(w.n_features, table.observed_columns.len() + 1 + table.known_columns.len() + NAIVE_FEATURES.len());
         assert_eq!(w.feature_names.len(), w.n_features);
         assert_eq!(w.feature_names[table.observed_columns.len()], OBSERVED_INDICATOR);
         assert_eq!(w.inputs.len(), w.count * w.positions * w.n_features);
@@ -389,6 +443,45 @@ mod tests {
                 }
                 // known features are present at every position
                 assert_eq!(at(&w, k, p, temp), scaler.transform("temp", temp_column[row]));
+            }
+        }
+    }
+
+    /// The naive features: plain lags 24 and 168 in the context; at horizon positions the
+    /// same hour of the latest day (week) known at the origin, for both protocols.
+    #[test]
+    fn naive_features_hold_what_is_known_at_issue_time() {
+        let (table, scaler) = table();
+        let value = table.column(COL_VALUE).unwrap();
+        let scaled = |row: usize| scaler.transform(COL_VALUE, value[row]);
+        for spec in [next24(48, 12), WindowSpec { context: 24, horizon: 24, stride: 1, protocol: Protocol::DayAhead }] {
+            let w = make_windows(table, scaler, &spec, 0..table.len()).unwrap();
+            let day = w.feature_names.iter().position(|n| n == "naive_day").unwrap();
+            let week = w.feature_names.iter().position(|n| n == "naive_week").unwrap();
+            assert_eq!(week, w.n_features - 1);
+            for k in [0, w.count / 2, w.count - 1] {
+                let o = w.origins[k];
+                let first = o + 1 - spec.context;
+                for p in 0..w.positions {
+                    let row = first + p;
+                    let (d, wk) = (at(&w, k, p, day), at(&w, k, p, week));
+                    if row <= o {
+                        assert_eq!((d, wk), (scaled(row - 24), scaled(row - 168)), "context position {p}");
+                    } else {
+                        // the latest same hour at or before the origin
+                        let back_day = (row - o).div_ceil(24) * 24;
+                        assert!(row - back_day <= o && row - back_day + 24 > o);
+                        assert_eq!(d, scaled(row - back_day), "horizon position {p}");
+                        let back_week = if row - 168 <= o { 168 } else { 168 + (row - 168 - o).div_ceil(24) * 24 };
+                        assert_eq!(wk, scaled(row - back_week), "horizon position {p}");
+                        // a target's base is its position's week-back naive
+                        if let Some(h) = row.checked_sub(o + spec.gap() + 1).filter(|h| *h < spec.horizon) {
+                            assert_eq!(w.bases[k * spec.horizon + h], wk);
+                            let residual = w.residual_targets()[k * spec.horizon + h];
+                            assert_eq!(residual, w.targets[k * spec.horizon + h] - wk);
+                        }
+                    }
+                }
             }
         }
     }
