@@ -198,6 +198,15 @@ pub fn parse_hour(text: &str) -> Option<i64> {
 /// Parse one timestamp as users' files and OASIS write them: RFC 3339 (any offset, also
 /// `+hhmm`), or a naive `YYYY-MM-DD[T ]HH[:MM[:SS]]` in UTC; it must fall on a whole hour.
 pub fn parse_timestamp(text: &str) -> Result<i64, String> {
+    let micros = parse_instant(text)?;
+    if micros.rem_euclid(HOUR_US) != 0 {
+        return Err(format!("timestamp `{}` is not on a whole hour", text.trim()));
+    }
+    Ok(micros)
+}
+
+/// [`parse_timestamp`] at any minute (OASIS's 5- and 15-minute interval bounds).
+pub fn parse_instant(text: &str) -> Result<i64, String> {
     use chrono::NaiveDateTime;
     let text = text.trim();
     let micros = if let Ok(t) = DateTime::parse_from_rfc3339(text) {
@@ -215,9 +224,6 @@ pub fn parse_timestamp(text: &str) -> Result<i64, String> {
             .ok_or_else(|| format!("cannot read timestamp `{text}` (expected e.g. 2024-01-31T13:00:00Z)"))?;
         naive.and_utc().timestamp_micros()
     };
-    if micros.rem_euclid(HOUR_US) != 0 {
-        return Err(format!("timestamp `{text}` is not on a whole hour"));
-    }
     Ok(micros)
 }
 
@@ -316,6 +322,27 @@ pub fn is_us_holiday(date: NaiveDate) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one hour parser and the one timestamp parser agree with chrono, and the formats
+    /// read back.
+    #[test]
+    fn parsers_and_formats_round_trip() {
+        let t = Utc.with_ymd_and_hms(2024, 2, 29, 13, 0, 0).unwrap().timestamp_micros();
+        assert_eq!(parse_hour("2024-02-29T13"), Some(t));
+        assert_eq!(parse_hour("2024-02-29T14+01"), Some(t));
+        assert_eq!(parse_hour("2024-02-29T08-05"), Some(t));
+        assert_eq!(parse_hour("2024-02-29"), Some(t - 13 * HOUR_US));
+        for bad in ["2023-02-29T01", "2024-13-01T00", "2024-01-01T24", "2024-01-01T1", "2024-01-01 01", "x"] {
+            assert_eq!(parse_hour(bad), None, "{bad}");
+        }
+        assert_eq!(parse_hour(&format_hour(t)), Some(t));
+        for text in [format_second(t), format_gmt(t), "2024-02-29 13:00".into(), "2024-02-29T14:00:00+0100".into()] {
+            assert_eq!(parse_timestamp(&text), Ok(t), "{text}");
+        }
+        assert_eq!(parse_instant("2024-02-29T13:15:00-00:00"), Ok(t + HOUR_US / 4));
+        assert!(parse_timestamp("2024-02-29T13:15:00-00:00").unwrap_err().contains("whole hour"));
+        assert_eq!(format_minute(t), "2024-02-29T13:00Z");
+    }
     use proptest::prelude::*;
 
     fn d(y: i32, m: u32, day: u32) -> NaiveDate {

@@ -28,7 +28,7 @@ pub(crate) fn run(context: &Context, args: &StatusArgs) -> Result<()> {
         "series", "rows", "first", "last", "missing", "nulls", "chunks", "files"
     );
     let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.map_or("-".to_string(), |t| t.format("%Y-%m-%dT%H:%MZ").to_string())
+        t.map_or("-".to_string(), |t| t.format(crate::time::FORMAT_MINUTE).to_string())
     };
     for s in &status {
         println!(
@@ -119,7 +119,7 @@ pub(crate) fn compare_rows(first: &SeriesRows, second: &SeriesRows, threshold: f
             }
             if percent.is_none_or(|p| p > threshold) && difference != 0.0 {
                 disagreements.push(Disagreement {
-                    timestamp: crate::time::from_us(a_t).format("%Y-%m-%dT%H:%MZ").to_string(),
+                    timestamp: crate::time::format_minute(a_t),
                     first: a,
                     second: b,
                     difference,

@@ -74,7 +74,7 @@ pub(crate) fn reindex(rows: &Rows, grid: &[i64]) -> Result<Vec<Option<f64>>, Fea
         if std::mem::replace(&mut seen[slot], true) {
             return Err(FeatureError::Data(format!(
                 "the series holds the hour ending {} twice (duplicate timestamps)",
-                crate::time::from_us(t).format("%Y-%m-%dT%H:%MZ")
+                crate::time::from_us(t).format(crate::time::FORMAT_MINUTE)
             )));
         }
         out[slot] = value;

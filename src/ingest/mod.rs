@@ -227,7 +227,7 @@ impl SeriesRows {
         if let Some(w) = self.timestamps.windows(2).find(|w| w[0] == w[1]) {
             return Err(IngestError::DuplicateTimestamp {
                 series: self.id.to_string(),
-                timestamp: crate::time::from_us(w[0]).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                timestamp: crate::time::format_second(w[0]),
             });
         }
         Ok(())

@@ -290,7 +290,7 @@ fn caiso_zip(url: &reqwest::Url) -> (&'static str, Vec<u8>) {
         "7DA" => "SYS_FCST_7DA_MW",
         other => panic!("the fault server serves no run `{other}`"),
     };
-    let gmt = |us: i64| from_us(us).format("%Y-%m-%dT%H:%M:%S-00:00").to_string();
+    let gmt = |us: i64| energy::time::format_gmt(us);
     let mut csv = String::from(CAISO_HEADER);
     let mut t = start;
     while t < end {

@@ -6,8 +6,7 @@
 use super::{CaisoKind, ERR_NO_DATA};
 use crate::ingest::http::Reply;
 use crate::ingest::{IngestError, SeriesId, SeriesRows};
-use crate::time::{DateRange, FORMAT_GMT, HOUR_US, parse_timestamp};
-use chrono::NaiveDateTime;
+use crate::time::{DateRange, HOUR_US, parse_instant};
 use std::collections::HashMap;
 use std::io::Read;
 
@@ -187,15 +186,10 @@ pub fn parse_csv(text: &str) -> Result<Table, String> {
     Ok(Table { header, rows })
 }
 
-/// An OASIS interval bound in epoch µs: `2023-08-13T00:15:00-00:00` ([`FORMAT_GMT`], any
-/// minute: RTPD and RTD intervals are 15 and 5 minutes long), or any whole-hour spelling
-/// [`parse_timestamp`] reads.
+/// An OASIS interval bound in epoch µs: `2023-08-13T00:15:00-00:00` (any minute: RTPD and
+/// RTD intervals are 15 and 5 minutes long), or any other spelling [`parse_instant`] reads.
 fn parse_time(text: &str) -> Option<i64> {
-    let text = text.trim();
-    NaiveDateTime::parse_from_str(text, FORMAT_GMT)
-        .map(|t| t.and_utc().timestamp_micros())
-        .ok()
-        .or_else(|| parse_timestamp(text).ok())
+    parse_instant(text).ok()
 }
 
 /// The end of the hour holding the interval that ends at `t_end` (itself when on the hour).
@@ -317,6 +311,7 @@ fn snippet(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::time::format_gmt;
+    use crate::time::parse_timestamp;
 
     fn day() -> DateRange {
         let start = crate::time::from_us(parse_timestamp("2023-08-13T00:00:00Z").unwrap());
