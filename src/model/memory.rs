@@ -135,7 +135,11 @@ mod tests {
             .map(|part| part.trim().parse().unwrap())
             .collect();
         eprintln!("MLX_BFS_MAX_WIDTH={:?}", std::env::var(SCHEDULER_VARIABLE).ok());
-        for row in attention_peak_memory(&lengths, 64)? {
+        let rows = attention_peak_memory(&lengths, 64)?;
+        // what is deterministic: one row per length, in order, each measured
+        assert_eq!(rows.iter().map(|r| r.length).collect::<Vec<_>>(), lengths);
+        assert!(rows.iter().all(|r| r.blockwise_bytes > 0 && r.reference_bytes > 0));
+        for row in rows {
             eprintln!(
                 "length {:5}: blockwise {:8.1} MiB, reference {:8.1} MiB, ratio {:.3}",
                 row.length,

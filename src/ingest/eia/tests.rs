@@ -361,6 +361,8 @@ fn parse_throughput() {
         rows += s.read_page(&reply, Route::RegionData, chunk, 0).unwrap().rows.len();
     }
     let seconds = started.elapsed().as_secs_f64();
+    // what is deterministic: every round reads the whole page
+    assert_eq!(rows, 5000 * rounds);
     println!(
         "parsed {rows} rows ({} bytes a page) in {seconds:.3} s: {:.0} rows/s, {:.0} MB/s (debug_assertions: {})",
         body.len(),

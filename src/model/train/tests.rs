@@ -502,6 +502,11 @@ fn train_step_figures() -> Result<(), Exception> {
             times.push(started.elapsed().as_secs_f64() * 1e3);
         }
         let peak = mlx_rs::memory::peak_memory()?.saturating_sub(baseline);
+        // what is deterministic: every step ran and the model is still finite
+        assert_eq!(times.len(), steps);
+        let forecast = model.forward(&inputs)?;
+        transforms::eval([&forecast])?;
+        assert!(forecast.as_slice::<f32>().iter().all(|v| v.is_finite()));
         times.sort_by(f64::total_cmp);
         let median = times[times.len() / 2];
         eprintln!(
