@@ -87,7 +87,7 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
         mase_scale,
         batch_size: 64,
     };
-    let scores = eval::backtest(&mut model, &windows, &setup)?.scores;
+    let scores = eval::backtest(&mut model, &windows, &setup)?;
     let first_target = table.timestamps[eval::target_rows(&spec, windows.origins[0]).start];
     let last_origin = *windows.origins.last().unwrap_or(&0);
     let last_target = table.timestamps[eval::target_rows(&spec, last_origin).end - 1];

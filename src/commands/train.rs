@@ -238,7 +238,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         mase_scale,
         batch_size: model_config.batch_size,
     };
-    let test_scores = eval::backtest(&mut model, &test_windows, &setup)?.scores;
+    let test_scores = eval::backtest(&mut model, &test_windows, &setup)?;
 
     let meta = ModelMeta {
         source,

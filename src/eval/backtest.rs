@@ -39,20 +39,12 @@ pub struct BacktestSetup<'a> {
     pub batch_size: usize,
 }
 
-/// Forecasts of every window (calibrated, MW, `[window][hour]`) and their scores: the model,
-/// the two seasonal naives and, where given, the operator.
-#[derive(Debug, Clone)]
-pub struct Backtest {
-    pub forecasts: Vec<Vec<Quantiles>>,
-    pub scores: Vec<Scores>,
-}
-
-/// Forecast, calibrate and score every window.
-pub fn backtest(model: &mut Forecaster, windows: &Windows, setup: &BacktestSetup) -> Result<Backtest, PredictError> {
+/// Forecast and calibrate every window, and score it: the model, the two seasonal naives and,
+/// where given, the operator.
+pub fn backtest(model: &mut Forecaster, windows: &Windows, setup: &BacktestSetup) -> Result<Vec<Scores>, PredictError> {
     let mut forecasts = predict(model, windows, setup.scaler, setup.batch_size)?;
     apply_calibration(&mut forecasts, setup.calibration);
-    let scores = score_windows(setup.table, setup.spec, windows, &forecasts, setup.operator, setup.mase_scale);
-    Ok(Backtest { forecasts, scores })
+    Ok(score_windows(setup.table, setup.spec, windows, &forecasts, setup.operator, setup.mase_scale))
 }
 
 /// The MASE scale of a model: the in-sample MAE of the lag-24 naive forecast over the cleaned

@@ -16,6 +16,6 @@ pub mod backtest;
 pub mod calibration;
 pub mod metrics;
 
-pub use backtest::{Backtest, BacktestSetup, align_to_rows, backtest, mase_scale, predict, target_rows};
+pub use backtest::{BacktestSetup, align_to_rows, backtest, mase_scale, predict, target_rows};
 pub use calibration::{IntervalCalibration, NOMINAL_COVERAGE, apply_calibration, calibrate_intervals};
 pub use metrics::{Quantiles, Scores, naive_scale, pinball, score_points, score_quantiles, seasonal_naive};

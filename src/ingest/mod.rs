@@ -93,7 +93,7 @@ impl SourceKind {
     /// value column is stored as `D` unless `--kind` says otherwise).
     pub fn load_kind(self) -> &'static str {
         match self {
-            SourceKind::Caiso => "ACTUAL",
+            SourceKind::Caiso => CaisoKind::Actual.series_kind(),
             SourceKind::Synthetic | SourceKind::Eia | SourceKind::File => KIND_DEMAND,
         }
     }
@@ -103,8 +103,8 @@ impl SourceKind {
     /// (`--operator-kind` names one, e.g. the `DF` column of an EIA-930 series file).
     pub fn operator_forecast_kind(self) -> Option<&'static str> {
         match self {
-            SourceKind::Eia => Some("DF"),
-            SourceKind::Caiso => Some("DAM"),
+            SourceKind::Eia => Some(eia::KIND_DAY_AHEAD),
+            SourceKind::Caiso => Some(CaisoKind::Dam.series_kind()),
             SourceKind::Synthetic | SourceKind::File => None,
         }
     }

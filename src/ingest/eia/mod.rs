@@ -78,7 +78,9 @@ const PAGE_CONCURRENCY: usize = 8;
 /// again next time.
 pub const SETTLE_HOURS: i64 = 48;
 /// The region-data types.
-pub const REGION_KINDS: [&str; 4] = ["D", "DF", "NG", "TI"];
+/// The balancing authority's own day-ahead demand forecast.
+pub const KIND_DAY_AHEAD: &str = "DF";
+pub const REGION_KINDS: [&str; 4] = [super::KIND_DEMAND, KIND_DAY_AHEAD, "NG", "TI"];
 /// Prefix of the stored kind of fuel-type series (`FUEL_COL`).
 pub const FUEL_PREFIX: &str = "FUEL_";
 /// Requests a second the API allows one key (also its burst).
