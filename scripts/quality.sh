@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Forecast quality on the three fixed synthetic windows of issue #15, with the main job's
 # settings (`energy train --collect`, every model default): test MAPE of the model, both
-# seasonal naives and the noise floor, p10-p90 test coverage, and training time.
+# seasonal naives, the boosted-trees baseline and the noise floor, p10-p90 test coverage, and
+# training time.
 # Usage: scripts/quality.sh [path/to/energy] (default: target/debug/energy, or
-# $CARGO_TARGET_DIR/debug/energy).
+# $CARGO_TARGET_DIR/debug/energy); QUALITY_WINDOWS="START:END ..." runs other windows.
 set -euo pipefail
 energy="${1:-${CARGO_TARGET_DIR:-target}/debug/energy}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-printf '%-25s %8s %9s %10s %7s %9s %8s\n' window model naive24 naive168 floor coverage seconds
-for window in 2025-06-04:2025-11-30 2025-10-03:2026-03-31 2026-03-05:2026-08-31; do
+printf '%-25s %8s %9s %10s %8s %7s %9s %8s\n' window model naive24 naive168 boosted floor coverage seconds
+for window in ${QUALITY_WINDOWS:-2025-06-04:2025-11-30 2025-10-03:2026-03-31 2026-03-05:2026-08-31}; do
   start=${window%%:*}
   end=${window##*:}
   "$energy" --store "$work/store-$start" train --collect --start "$start" --end "$end" \
@@ -19,9 +20,9 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 s = {x["name"]: x for x in r["test_scores"]}
 floor = r["noise_floor"]["mape_next_24h_percent"] if r.get("noise_floor") else float("nan")
-print("%-25s %8.2f %9.2f %10.2f %7.2f %8.0f%% %8.0f" % (
+print("%-25s %8.2f %9.2f %10.2f %8.2f %7.2f %8.0f%% %8.0f" % (
     sys.argv[2], s["model"]["mape_percent"], s["seasonal naive (24 h)"]["mape_percent"],
-    s["seasonal naive (168 h)"]["mape_percent"], floor, 100 * s["model"]["coverage_p10_p90"],
+    s["seasonal naive (168 h)"]["mape_percent"], s["boosted trees"]["mape_percent"], floor, 100 * s["model"]["coverage_p10_p90"],
     r["total_seconds"]))
 PY
 done

@@ -3,7 +3,7 @@
 use super::modeling::{self, ModelMeta};
 use super::{BadInput, Context};
 use crate::cli::EvaluateArgs;
-use crate::eval::{self, BacktestSetup, Scores};
+use crate::eval::{self, BacktestSetup, BoostedTrees, Scores};
 use crate::features::{self, WindowSpec};
 use crate::time::{DateRange, HOUR_US, from_us};
 use anyhow::{Context as _, Result};
@@ -78,12 +78,17 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
     let operator_id =
         modeling::operator_series(context, &meta.load, meta.source, &args.operator, meta.operator_kind.as_deref())?;
     let operator = modeling::operator_aligned(context, &table, operator_id.as_ref())?;
+    let boosted = BoostedTrees::load(&args.model_dir)?;
+    if boosted.is_none() {
+        tracing::warn!("the model predates the boosted-trees baseline: train it again to score one");
+    }
     let setup = BacktestSetup {
         table: &table,
         spec: &spec,
         scaler: &meta.scaler,
         calibration: meta.interval_calibration.as_ref(),
         operator: operator.as_deref(),
+        boosted: boosted.as_ref(),
         mase_scale,
         batch_size: 64,
     };

@@ -214,6 +214,12 @@ pub(crate) fn print_scores(scores: &[Scores]) {
             s.name, s.hours, s.mape_percent, s.mae, s.mase, s.pinball, coverage
         );
     }
+    for s in scores.iter().filter(|s| !s.coverage_by_lead.is_empty()) {
+        // one figure per lead hour, in groups of six
+        let leads: Vec<String> = s.coverage_by_lead.iter().map(|c| format!("{:.0}", 100.0 * c)).collect();
+        let groups: Vec<String> = leads.chunks(6).map(|g| g.join(" ")).collect();
+        println!("{} p10-p90 coverage % by lead hour 1..{}: {}", s.name, leads.len(), groups.join(" | "));
+    }
 }
 
 pub(crate) fn format_time(us: i64) -> String {

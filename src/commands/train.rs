@@ -5,7 +5,7 @@ use super::reporters::BarReporter;
 use super::{BadInput, Context, collect};
 use crate::cli::TrainArgs;
 use crate::config::SplitConfig;
-use crate::eval::{self, BacktestSetup, IntervalCalibration, Scores};
+use crate::eval::{self, BacktestSetup, BoostedTrees, IntervalCalibration, Scores};
 use crate::features::{self, FeatureConfig, Protocol, Scaler, WindowSpec};
 use crate::ingest::SeriesId;
 use crate::ingest::SourceKind;
@@ -45,6 +45,9 @@ struct TrainSummary<'a> {
     parameters: usize,
     training: &'a TrainReport,
     featurize_seconds: f64,
+    /// Fitting the boosted-trees baseline on the training windows.
+    boosted_seconds: f64,
+    boosted_trees: usize,
     total_seconds: f64,
     test_scores: &'a [Scores],
     /// The p10–p90 calibration fitted on the validation split (applied to the test scores).
@@ -225,6 +228,10 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         e => anyhow::Error::new(e).context("training failed"),
     })?;
 
+    let boosting = Instant::now();
+    let boosted = BoostedTrees::fit(&train_windows, &spec, seed)?;
+    let boosted_seconds = boosting.elapsed().as_secs_f64();
+
     let validation_forecasts = eval::predict(&mut model, &validation_windows, &scaler, model_config.batch_size)?;
     let calibration = eval::calibrate_intervals(&table, &spec, &validation_windows, &validation_forecasts);
     let mase_scale = eval::mase_scale(&table, splits.train.clone());
@@ -235,6 +242,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         scaler: &scaler,
         calibration: calibration.as_ref(),
         operator: operator.as_deref(),
+        boosted: Some(&boosted),
         mase_scale,
         batch_size: model_config.batch_size,
     };
@@ -260,6 +268,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     };
     checkpoint::save(&args.model_dir, &model, &forecaster_config, &serde_json::to_value(&meta)?)
         .with_context(|| format!("cannot save the model to `{}`", args.model_dir.display()))?;
+    boosted.save(&args.model_dir)?;
     // The run is safe in the checkpoint: its resumable state has served.
     if let Err(e) = resume::clear(&resume_dir) {
         tracing::warn!("cannot remove the finished training state: {e}");
@@ -287,6 +296,8 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         parameters: modeling::parameter_count(&model),
         training: &report,
         featurize_seconds,
+        boosted_seconds,
+        boosted_trees: boosted.trees(),
         total_seconds: started.elapsed().as_secs_f64(),
         test_scores: &test_scores,
         interval_calibration: calibration.as_ref(),
@@ -356,6 +367,7 @@ fn print_summary(s: &TrainSummary) {
         s.featurize_seconds,
         s.total_seconds
     );
+    println!("boosted-trees baseline: {} trees fitted in {:.1} s", s.boosted_trees, s.boosted_seconds);
     match s.interval_calibration {
         Some(c) => println!(
             "p10-p90 intervals calibrated on {} validation hours: coverage {:.0} % -> {:.0} % (nominal {:.0} %), mean margin {:+.0} MW",

@@ -2,7 +2,8 @@
 //! model's interval calibration, and score it beside the seasonal naives and the operator's
 //! own forecast over the same target hours. `train` runs it on its test split, `evaluate` on
 //! any range; both pass the scale saved with the model ([`mase_scale`]).
-use super::calibration::{IntervalCalibration, apply_calibration};
+use super::boosted::{BOOSTED, BoostedError, BoostedTrees};
+use super::calibration::{IntervalCalibration, apply_rolling_calibration};
 use super::metrics::{self, Quantiles, Scores};
 use crate::features::{self, FLAGS_IMPUTED, FeatureTable, Scaler, WindowSpec, Windows};
 use crate::ingest::SeriesRows;
@@ -24,15 +25,24 @@ pub const OPERATOR: &str = "operator day-ahead forecast";
 #[error("forecasting failed: {0}")]
 pub struct PredictError(pub String);
 
+impl From<BoostedError> for PredictError {
+    fn from(e: BoostedError) -> Self {
+        PredictError(e.to_string())
+    }
+}
+
 /// What a backtest scores with besides the model and its windows.
 pub struct BacktestSetup<'a> {
     pub table: &'a FeatureTable,
     pub spec: &'a WindowSpec,
     pub scaler: &'a Scaler,
-    /// The model's p10–p90 calibration (none: the intervals as the model gives them).
+    /// The model's p10–p90 calibration, applied rolling ([`apply_rolling_calibration`]; none:
+    /// the intervals as the model gives them).
     pub calibration: Option<&'a IntervalCalibration>,
     /// The operator's forecast aligned to the table's rows ([`align_to_rows`]), if any.
     pub operator: Option<&'a [f64]>,
+    /// The boosted-trees baseline fitted with the model, if any.
+    pub boosted: Option<&'a BoostedTrees>,
     /// The MASE denominator ([`mase_scale`] of the training split).
     pub mase_scale: f64,
     /// Windows per inference call.
@@ -40,11 +50,25 @@ pub struct BacktestSetup<'a> {
 }
 
 /// Forecast and calibrate every window, and score it: the model, the two seasonal naives and,
-/// where given, the operator.
+/// where given, the boosted baseline and the operator.
 pub fn backtest(model: &mut Forecaster, windows: &Windows, setup: &BacktestSetup) -> Result<Vec<Scores>, PredictError> {
     let mut forecasts = predict(model, windows, setup.scaler, setup.batch_size)?;
-    apply_calibration(&mut forecasts, setup.calibration);
-    Ok(score_windows(setup.table, setup.spec, windows, &forecasts, setup.operator, setup.mase_scale))
+    apply_rolling_calibration(setup.table, setup.spec, windows, &mut forecasts, setup.calibration);
+    let boosted = match setup.boosted {
+        Some(trees) => Some(trees.predict(windows, setup.spec, setup.scaler)?),
+        None => None,
+    };
+    let others = Others { boosted: boosted.as_deref(), operator: setup.operator };
+    Ok(score_windows(setup.table, setup.spec, windows, &forecasts, &others, setup.mase_scale))
+}
+
+/// The forecasters scored beside the model and the naives, where given.
+#[derive(Default)]
+pub struct Others<'a> {
+    /// Boosted-trees forecasts, `[window][hour]` in MW.
+    pub boosted: Option<&'a [Vec<f64>]>,
+    /// The operator's forecast aligned to the table's rows.
+    pub operator: Option<&'a [f64]>,
 }
 
 /// The MASE scale of a model: the in-sample MAE of the lag-24 naive forecast over the cleaned
@@ -90,40 +114,49 @@ pub fn target_rows(spec: &WindowSpec, origin: usize) -> std::ops::Range<usize> {
 
 /// Score the forecasts and the baselines over the same target hours: seasonal naive with lag
 /// 24 (the same hour yesterday, or two days back where yesterday is not known at issue time)
-/// and lag 168, and the operator's forecast when given. Only real observations are scored
-/// (imputed hours are not).
+/// and lag 168, then the boosted baseline and the operator's forecast when given. Only real
+/// observations are scored (imputed hours are not). The model's row also holds its p10–p90
+/// coverage per lead hour.
 pub fn score_windows(
     table: &FeatureTable,
     spec: &WindowSpec,
     windows: &Windows,
     forecasts: &[Vec<Quantiles>],
-    operator: Option<&[f64]>,
+    others: &Others,
     scale: f64,
 ) -> Vec<Scores> {
     let observed: Vec<f64> = table.target.iter().map(|v| f64::from(*v)).collect();
     let mut actuals = Vec::new();
     let mut model = Vec::new();
-    let (mut naive_day, mut naive_week, mut operator_points) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut naive_day, mut naive_week, mut boosted, mut operator) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (w, &origin) in windows.origins.iter().enumerate() {
         let rows = target_rows(spec, origin);
         naive_day.extend(metrics::seasonal_naive(&observed, origin, rows.clone(), 24));
         naive_week.extend(metrics::seasonal_naive(&observed, origin, rows.clone(), 168));
+        if let Some(b) = others.boosted {
+            boosted.extend_from_slice(&b[w]);
+        }
         for (h, row) in rows.enumerate() {
             let real = table.flags[row] & FLAGS_IMPUTED == 0;
             actuals.push(if real { observed[row] } else { f64::NAN });
             model.push(forecasts[w][h]);
-            if let Some(op) = operator {
-                operator_points.push(op[row]);
+            if let Some(op) = others.operator {
+                operator.push(op[row]);
             }
         }
     }
+    let mut model_scores = metrics::score_quantiles(MODEL, &model, &actuals, scale);
+    model_scores.coverage_by_lead = metrics::coverage_by_lead(&model, &actuals, spec.horizon);
     let mut scores = vec![
-        metrics::score_quantiles(MODEL, &model, &actuals, scale),
+        model_scores,
         metrics::score_points(NAIVE_DAY, &naive_day, &actuals, scale),
         metrics::score_points(NAIVE_WEEK, &naive_week, &actuals, scale),
     ];
-    if operator.is_some() {
-        scores.push(metrics::score_points(OPERATOR, &operator_points, &actuals, scale));
+    if others.boosted.is_some() {
+        scores.push(metrics::score_points(BOOSTED, &boosted, &actuals, scale));
+    }
+    if others.operator.is_some() {
+        scores.push(metrics::score_points(OPERATOR, &operator, &actuals, scale));
     }
     scores
 }
@@ -180,12 +213,17 @@ mod tests {
             .collect();
         let scale = mase_scale(&table, 0..200);
         assert!(scale > 0.0);
-        let scores = score_windows(&table, &spec, &windows, &forecasts, Some(&truth), scale);
+        let boosted: Vec<Vec<f64>> = forecasts.iter().map(|w| w.iter().map(|q| q.p50 + 10.0).collect()).collect();
+        let others = Others { boosted: Some(&boosted), operator: Some(&truth) };
+        let scores = score_windows(&table, &spec, &windows, &forecasts, &others, scale);
         let names: Vec<&str> = scores.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, [MODEL, NAIVE_DAY, NAIVE_WEEK, OPERATOR]);
+        assert_eq!(names, [MODEL, NAIVE_DAY, NAIVE_WEEK, BOOSTED, OPERATOR]);
+        assert!((scores[3].mae - 10.0).abs() < 1e-9);
+        // every truth lies inside its ±1 MW interval, at every lead
+        assert_eq!(scores[0].coverage_by_lead, vec![1.0; 24]);
         assert!(scores.iter().all(|s| s.hours == scores[0].hours && s.hours > 0));
         assert_eq!(scores[0].mae, 0.0);
-        assert_eq!(scores[3].mae, 0.0);
+        assert_eq!(scores[4].mae, 0.0);
         assert!(scores[1].mae > 0.0 && (scores[1].mase - scores[1].mae / scale).abs() < 1e-9);
     }
 }

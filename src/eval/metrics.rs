@@ -16,6 +16,10 @@ pub struct Scores {
     pub pinball: f64,
     /// Share of actuals inside [p10, p90] (point forecasts: none).
     pub coverage_p10_p90: Option<f64>,
+    /// The same share per lead hour of the horizon (the first target hour first); empty for
+    /// point forecasts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coverage_by_lead: Vec<f64>,
 }
 
 /// Quantile forecasts of one hour: p10, p50, p90.
@@ -56,6 +60,19 @@ pub fn score_quantiles(name: &str, forecasts: &[Quantiles], actuals: &[f64], sca
         acc.covered += usize::from(*y >= f.p10 && *y <= f.p90);
     }
     acc.finish(name, scale, true)
+}
+
+/// p10–p90 coverage per lead hour of forecasts laid out window-major (`horizon` hours per
+/// window); pairs whose actual is not finite are skipped, a lead with none is NaN.
+pub fn coverage_by_lead(forecasts: &[Quantiles], actuals: &[f64], horizon: usize) -> Vec<f64> {
+    let (mut covered, mut n) = (vec![0usize; horizon], vec![0usize; horizon]);
+    for (i, (f, y)) in forecasts.iter().zip(actuals).enumerate() {
+        if y.is_finite() && f.p50.is_finite() {
+            n[i % horizon] += 1;
+            covered[i % horizon] += usize::from(*y >= f.p10 && *y <= f.p90);
+        }
+    }
+    covered.iter().zip(&n).map(|(c, n)| if *n == 0 { f64::NAN } else { *c as f64 / *n as f64 }).collect()
 }
 
 /// Score point forecasts (baselines, operator forecasts) against actuals.
@@ -102,6 +119,7 @@ impl Accumulator {
             mase: if scale > 0.0 { mae / scale } else { f64::NAN },
             pinball: self.pinball / n,
             coverage_p10_p90: quantiles.then(|| self.covered as f64 / n),
+            coverage_by_lead: Vec::new(),
         }
     }
 }
