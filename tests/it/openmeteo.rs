@@ -119,6 +119,10 @@ fn xyz_points() -> BTreeMap<String, Vec<WeatherPoint>> {
 
 fn source(url: &str, regions: &[&str], kinds: &[&str], retry: RetryPolicy, limits: RateLimits) -> OpenmeteoSource {
     let client = HttpClient::new(openmeteo::retry_policy(&retry), limits).unwrap();
+    source_with(url, regions, kinds, client)
+}
+
+fn source_with(url: &str, regions: &[&str], kinds: &[&str], client: HttpClient) -> OpenmeteoSource {
     let settings = Settings { url: Some(url.into()), key: None, model: None, today: "2026-09-12".parse().unwrap() };
     let kinds: Vec<OpenmeteoKind> = kinds.iter().map(|k| OpenmeteoKind::parse(k).unwrap()).collect();
     let regions: Vec<String> = regions.iter().map(|r| r.to_string()).collect();
@@ -223,22 +227,37 @@ async fn real_nan_body_fails_the_chunk_without_a_crash_or_a_retry() {
 async fn minutely_429_is_retried_after_the_minute_boundary() {
     let Some(dir) = realdata::dir() else { return };
     let body = std::fs::read(dir.join("openmeteo/snippets/error_429_minutely.transcript.json")).unwrap();
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .respond_with(ResponseTemplate::new(429).set_body_raw(body, JSON))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET")).respond_with(FakeOpenmeteo).expect(1).mount(&server).await;
-    let om = source(&server.uri(), &["XYZ"], &["TEMP"], retry(3), RateLimits::UNLIMITED);
+    let server = || async {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(429).set_body_raw(body.clone(), JSON))
+            .up_to_n_times(1)
+            .with_priority(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET")).respond_with(FakeOpenmeteo).mount(&server).await;
+        server
+    };
+    // the source's policy waits past the minute boundary (no Retry-After is sent: the wait is
+    // one second past the next whole minute, longer than any backoff of `retry`)
+    let first = server().await;
+    let om = source(&first.uri(), &["XYZ"], &["TEMP"], retry(3), RateLimits::UNLIMITED);
     let started = tokio::time::Instant::now();
     let batch = om.fetch(days("2024-03-10", "2024-03-10")).await.unwrap();
-    let waited = started.elapsed();
-    // no Retry-After: the wait runs to one second past the next whole minute (and past the backoff)
-    assert!(waited >= Duration::from_secs(1) && waited <= Duration::from_secs(62), "waited {waited:?}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "waited {:?}", started.elapsed());
     assert_eq!((batch.requests, batch.retries, batch.rows()), (2, 1, 24));
+    // a policy that may not wait that long gives up at once, saying why: the 429 asked for the
+    // minute boundary, not for a backoff (which would have been retried and succeeded)
+    let second = server().await;
+    let client = HttpClient::new(retry(3), RateLimits::UNLIMITED).unwrap();
+    let error = source_with(&second.uri(), &["XYZ"], &["TEMP"], client)
+        .fetch(days("2024-03-10", "2024-03-10"))
+        .await
+        .unwrap_err();
+    assert!(error.is_transient() && error.to_string().contains("Minutely API request limit"), "{error}");
+    assert!(error.retry_after().is_some_and(|wait| wait > Duration::from_secs(1)), "{error:?}");
+    assert_eq!(second.received_requests().await.unwrap().len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -267,16 +286,17 @@ async fn hourly_and_daily_429_stop_the_collection() {
 #[tokio::test(start_paused = true)]
 async fn client_limits_pace_weighted_calls() {
     let server = generator().await;
-    // 3 points × 1 variable × a month: weight 3 a call; at most 10 a minute (a burst of 1)
-    let om = source(&server.uri(), &["XYZ"], &["TEMP"], retry(1), RateLimits::weighted(10, 1000, 1000));
+    // 3 points × 1 variable × a month: weight 3 a call; at most 30 an hour (a burst of 3, then
+    // 27 an hour): one call every 400 s after the first. The floor is far above anything paused
+    // time could add by jumping to an idle connection's timer.
+    let om = source(&server.uri(), &["XYZ"], &["TEMP"], retry(1), RateLimits::weighted(600, 30, 10_000));
     let range = days("2024-01-01", "2024-06-29");
     let started = tokio::time::Instant::now();
     let batch = om.fetch(range).await.unwrap();
     let calls = server.received_requests().await.unwrap().len();
     assert_eq!(calls, range.month_chunks().len());
     assert_eq!(batch.rows(), 181 * 24);
-    // weight 3·calls, burst 1, refill 9 a minute: no faster than (3·calls − 1) / 9 minutes
-    let floor = Duration::from_secs_f64((3.0 * calls as f64 - 1.0) / 9.0 * 60.0 - 1.0);
+    let floor = Duration::from_secs(400 * (calls as u64 - 1) - 1);
     assert!(started.elapsed() >= floor, "{:?} < {floor:?}", started.elapsed());
 }
 
