@@ -6,7 +6,8 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Hourly electricity data in, load forecasts out: collect from EIA, CAISO, files or the
-/// built-in synthetic source, build features, train a Ring Attention forecaster (MLX), forecast.
+/// built-in synthetic source (and weather from Open-Meteo), build features, train a Ring
+/// Attention forecaster (MLX), forecast.
 #[derive(Debug, Parser)]
 #[command(name = "energy", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
@@ -60,12 +61,13 @@ pub struct SelectArgs {
     pub source: Option<SourceKind>,
 
     /// Region code, repeatable (EIA respondent, CAISO TAC area, SYN1…) [default: by source:
-    /// SYN1 (synthetic), `CA ISO-TAC` (caiso), the file's name (file); eia needs one]
+    /// SYN1 (synthetic), `CA ISO-TAC` (caiso), the file's name (file); eia and openmeteo need one]
     #[arg(long = "region", value_name = "CODE")]
     pub regions: Vec<String>,
 
     /// Series kinds, comma-separated (EIA: D, DF, NG, TI, fuel:CODE; CAISO: ACTUAL, DAM, 2DA, 7DA,
-    /// RTPD, RTD; synthetic: D, TEMP) [default: by source]
+    /// RTPD, RTD; synthetic: D, TEMP; openmeteo: TEMP, DEWPOINT, GHI, TEMP_D1..TEMP_D7,
+    /// TEMP_FCST, …) [default: by source]
     #[arg(long = "kind", value_delimiter = ',', value_name = "KIND")]
     pub kinds: Vec<String>,
 
@@ -128,6 +130,16 @@ pub struct SourceArgs {
     /// EIA API key (never printed)
     #[arg(long, env = "EIA_API_KEY", hide_env_values = true, value_name = "KEY")]
     pub eia_api_key: Option<String>,
+
+    /// One server for every Open-Meteo endpoint (a mirror, a local server) [default: the public
+    /// hosts, or `[openmeteo] url`]
+    #[arg(long, value_name = "URL")]
+    pub openmeteo_url: Option<String>,
+
+    /// Open-Meteo commercial API key: calls go to the `customer-` hosts (never printed; not
+    /// needed for non-commercial use)
+    #[arg(long, env = "OPENMETEO_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub openmeteo_api_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -271,6 +283,8 @@ impl std::fmt::Debug for SourceArgs {
             .field("eia_url", &self.eia_url)
             .field("caiso_url", &self.caiso_url)
             .field("eia_api_key", &self.eia_api_key.as_ref().map(|_| "***"))
+            .field("openmeteo_url", &self.openmeteo_url)
+            .field("openmeteo_api_key", &self.openmeteo_api_key.as_ref().map(|_| "***"))
             .finish_non_exhaustive()
     }
 }
@@ -285,5 +299,13 @@ mod tests {
         let shown = format!("{cli:?}");
         assert!(!shown.contains("SECRETKEY123456"), "{shown}");
         assert!(shown.contains("***"), "{shown}");
+    }
+
+    #[test]
+    fn debug_output_hides_the_openmeteo_key() {
+        let cli = Cli::try_parse_from(["energy", "collect", "--openmeteo-api-key", "OMSECRETKEY98765"]).unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("OMSECRETKEY98765"), "{shown}");
+        assert!(shown.contains("openmeteo_api_key: Some(\"***\")"), "{shown}");
     }
 }

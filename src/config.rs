@@ -19,6 +19,8 @@ pub const DEFAULT_CHUNK_RETRIES: u32 = 2;
 pub const DEFAULT_EIA_URL: &str = "https://api.eia.gov";
 pub const DEFAULT_CAISO_URL: &str = "https://oasis.caiso.com";
 pub const DEFAULT_SEED: u64 = 42;
+/// Days of the live weather forecast `collect --kind TEMP_FCST` fetches (1 to 15).
+pub const DEFAULT_FORECAST_DAYS: u32 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -37,6 +39,8 @@ pub struct Config {
     pub retry: RetryConfig,
     pub eia: EiaConfig,
     pub caiso: CaisoConfig,
+    pub openmeteo: OpenmeteoConfig,
+    pub weather: WeatherConfig,
     pub synthetic: SyntheticConfig,
     pub split: SplitConfig,
     pub model: ModelConfig,
@@ -123,6 +127,55 @@ impl Default for CaisoConfig {
     fn default() -> Self {
         Self { url: DEFAULT_CAISO_URL.into(), min_interval_s: 5.0 }
     }
+}
+
+/// The Open-Meteo weather source (`ingest::openmeteo`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenmeteoConfig {
+    /// One server for every endpoint (a mirror or a self-hosted Open-Meteo), like
+    /// `--openmeteo-url`; unset: the public hosts (`customer-` hosts with an API key).
+    pub url: Option<String>,
+    /// Weighted calls allowed in any minute, hour and day (the free API's limits).
+    pub calls_per_minute: u32,
+    pub calls_per_hour: u32,
+    pub calls_per_day: u32,
+    /// Days of the live forecast (`TEMP_FCST`, …) from today 00:00 UTC, 1 to 15.
+    pub forecast_days: u32,
+    /// One weather model (`gfs_seamless`, `ecmwf_ifs025`, …); unset: the API's `best_match`.
+    pub model: Option<String>,
+}
+
+impl Default for OpenmeteoConfig {
+    fn default() -> Self {
+        use crate::ingest::openmeteo::{CALLS_PER_DAY, CALLS_PER_HOUR, CALLS_PER_MINUTE};
+        Self {
+            url: None,
+            calls_per_minute: CALLS_PER_MINUTE,
+            calls_per_hour: CALLS_PER_HOUR,
+            calls_per_day: CALLS_PER_DAY,
+            forecast_days: DEFAULT_FORECAST_DAYS,
+            model: None,
+        }
+    }
+}
+
+/// Weather of a region: `[[weather.points.CODE]]` tables (name, lat, lon, weight) add a region
+/// to the built-in table of population centres, or replace its points.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WeatherConfig {
+    pub points: std::collections::BTreeMap<String, Vec<WeatherPoint>>,
+}
+
+/// One place whose weather counts towards a region's, with its weight (e.g. its population).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WeatherPoint {
+    pub name: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub weight: f64,
 }
 
 /// The synthetic source: see `ingest::synthetic` for the generating process.
@@ -237,6 +290,22 @@ impl Config {
             "caiso.min_interval_s",
             "must be a number of seconds, at least 0",
         )?;
+        for (key, value) in [
+            ("openmeteo.calls_per_minute", self.openmeteo.calls_per_minute),
+            ("openmeteo.calls_per_hour", self.openmeteo.calls_per_hour),
+            ("openmeteo.calls_per_day", self.openmeteo.calls_per_day),
+        ] {
+            check(value >= 1, key, "must be at least 1")?;
+        }
+        check(
+            (1..=crate::ingest::openmeteo::MAX_FORECAST_DAYS).contains(&self.openmeteo.forecast_days),
+            "openmeteo.forecast_days",
+            "must be between 1 and 15",
+        )?;
+        for (region, points) in &self.weather.points {
+            let key = format!("weather.points.{region}");
+            crate::ingest::openmeteo::check_points(region, points).map_err(|why| format!("key `{key}`: {why}"))?;
+        }
         check(self.model.horizon >= 1 && self.model.context >= 1, "model", "context and horizon must be at least 1")?;
         for (key, value) in [
             ("model.d_model", self.model.d_model),
@@ -306,6 +375,23 @@ mod tests {
     fn wrong_type_is_named() {
         let e = Config::parse("[retry]\nmax_attempts = \"many\"\n").unwrap_err();
         assert!(e.contains("max_attempts"), "{e}");
+    }
+
+    #[test]
+    fn weather_points_are_read_and_checked() {
+        let text = "[[weather.points.XYZ]]\nname = \"A\"\nlat = 40.0\nlon = -75.0\nweight = 2.0\n\
+                    [[weather.points.XYZ]]\nname = \"B\"\nlat = 41.0\nlon = -74.0\nweight = 1.0\n";
+        let c = Config::parse(text).unwrap();
+        assert_eq!(c.weather.points["XYZ"].len(), 2);
+        assert_eq!(c.weather.points["XYZ"][1].name, "B");
+        let e =
+            Config::parse("[[weather.points.XYZ]]\nname = \"A\"\nlat = 95.0\nlon = 0.0\nweight = 1.0\n").unwrap_err();
+        assert!(e.contains("weather.points.XYZ") && e.contains("lat"), "{e}");
+        let e =
+            Config::parse("[[weather.points.XYZ]]\nname = \"A\"\nlat = 9.0\nlon = 0.0\nweight = 0.0\n").unwrap_err();
+        assert!(e.contains("weight"), "{e}");
+        let e = Config::parse("[openmeteo]\nforecast_days = 16\n").unwrap_err();
+        assert!(e.contains("openmeteo.forecast_days"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::config::SyntheticConfig;
 use crate::ingest::caiso;
 use crate::ingest::eia::MISSING_KEY;
 use crate::ingest::file::{self, FileColumns};
+use crate::ingest::openmeteo::{self, OpenmeteoKind, OpenmeteoSource};
 use crate::ingest::synthetic::{KIND_LOAD, KIND_TEMP, NoiseFloor};
 use crate::ingest::{
     CaisoKind, CaisoSource, CollectionResult, EiaKind, EiaSource, FileSource, HttpClient, Orchestrator, RateLimits,
@@ -49,7 +50,7 @@ pub(crate) fn collect(
                 return Err(BadInput("--source file takes one --region".into()).into());
             }
             let kind = match select.kinds.as_slice() {
-                [] => SourceKind::File.load_kind().to_string(),
+                [] => crate::ingest::KIND_DEMAND.to_string(),
                 [kind] => kind.clone(),
                 _ => return Err(BadInput("--source file takes one --kind (the value column's)".into()).into()),
             };
@@ -81,7 +82,74 @@ pub(crate) fn collect(
             }
             Ok((collect_with(context, &source, range, 1)?, Vec::new()))
         }
+        SourceKind::Openmeteo => Ok((collect_openmeteo(context, select, sources)?, Vec::new())),
     }
+}
+
+/// Open-Meteo: the observed and as-issued kinds over the range the flags name, the live
+/// forecast kinds (`_FCST`) over today 00:00 UTC to `[openmeteo] forecast_days` ahead; one
+/// request at a time (the free API queues or refuses parallel ones), one limiter for both.
+fn collect_openmeteo(context: &Context, select: &SelectArgs, sources: &SourceArgs) -> Result<CollectionResult> {
+    let kinds = select
+        .kinds
+        .iter()
+        .map(|kind| OpenmeteoKind::parse(kind))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| BadInput(e.to_string()))?;
+    let (forecast, mut other): (Vec<OpenmeteoKind>, Vec<OpenmeteoKind>) = kinds.iter().partition(|k| k.is_forecast());
+    if kinds.is_empty() {
+        other.push(OpenmeteoKind::TEMP);
+    }
+    if other.is_empty() && (select.start.is_some() || select.days.is_some()) {
+        return Err(BadInput(format!(
+            "{} the live forecast: it takes no --start/--end/--days (it is collected for today and the next \
+             `[openmeteo] forecast_days` days, now {})",
+            forecast.iter().map(|k| k.series_kind()).collect::<Vec<_>>().join(", "),
+            context.config.openmeteo.forecast_days
+        ))
+        .into());
+    }
+    let config = &context.config.openmeteo;
+    let limits = RateLimits::weighted(config.calls_per_minute, config.calls_per_hour, config.calls_per_day);
+    let client = HttpClient::new(openmeteo::retry_policy(&RetryPolicy::from(&context.config.retry)), limits)?;
+    let settings = openmeteo::Settings {
+        url: sources.openmeteo_url.clone().or_else(|| config.url.clone()),
+        key: sources.openmeteo_api_key.as_deref().map(str::trim).filter(|k| !k.is_empty()).map(Secret::new),
+        model: config.model.clone(),
+        today: context.now.date_naive(),
+    };
+    let regions = select.regions()?;
+    let points = &context.config.weather.points;
+    let build =
+        |kinds: &[OpenmeteoKind]| OpenmeteoSource::new(&regions, kinds, points, settings.clone(), client.clone());
+    // every source is built (and so every region checked) before anything is collected
+    let observed = if other.is_empty() { None } else { Some((build(&other)?, select.range(context.now)?)) };
+    let live = if forecast.is_empty() {
+        None
+    } else {
+        let source = build(&forecast)?;
+        let source = match &observed {
+            Some((first, _)) => source.sharing_stop_with(first),
+            None => source,
+        };
+        Some((source, forecast_range(context)?))
+    };
+    let mut result: Option<CollectionResult> = None;
+    for (source, range) in observed.iter().chain(live.iter()) {
+        let collected = collect_with(context, source, *range, 1)?;
+        result = Some(match result {
+            Some(before) => before.merge(collected),
+            None => collected,
+        });
+    }
+    result.ok_or_else(|| anyhow::anyhow!("nothing to collect"))
+}
+
+/// The hours of the live forecast: today 00:00 UTC to `[openmeteo] forecast_days` days later.
+fn forecast_range(context: &Context) -> Result<DateRange> {
+    let today = context.now.date_naive().and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
+    let days = i64::from(context.config.openmeteo.forecast_days);
+    Ok(DateRange::new(today, today + chrono::TimeDelta::days(days)).map_err(BadInput)?)
 }
 
 /// The CAISO source the flags select: `--region` TAC areas (default `CA ISO-TAC`), `--kind`

@@ -36,7 +36,7 @@ pub(crate) fn run(context: &Context, args: &FeaturesArgs) -> Result<()> {
         return Err(BadInput(format!("`energy features` takes one --region (got {})", regions.len())).into());
     };
     let kind = match select.kinds.as_slice() {
-        [] => select.source().load_kind().to_string(),
+        [] => select.source().require_load_kind()?.to_string(),
         [kind] => kind.clone(),
         _ => return Err(BadInput("`energy features` takes one --kind (the load series')".into()).into()),
     };

@@ -48,7 +48,7 @@ pub(crate) struct ModelMeta {
 /// The load series (the source's load kind) and the exogenous series (those the store holds)
 /// a model of `region` uses.
 pub(crate) fn series_for(context: &Context, source: SourceKind, region: &str) -> Result<(SeriesId, Vec<SeriesId>)> {
-    let load = SeriesId::new(source.as_str(), region, source.load_kind());
+    let load = SeriesId::new(source.as_str(), region, source.require_load_kind()?);
     let stored = context.store.list_series().context("cannot read the store")?;
     if !stored.contains(&load) {
         return Err(BadInput(format!(

@@ -85,6 +85,7 @@ struct WindowCounts {
 
 pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
+    args.select.source().require_load_kind()?;
     let region = modeling::one_region(&args.select, Some(&args.sources))?;
     let source = args.select.source();
     let resume_dir = args.model_dir.join(RESUME_DIR);

@@ -14,10 +14,12 @@
 //! # Rate limits
 //! One [`RateLimiter`] per client, shared by its clones and so by every request of the process
 //! that uses them: at most one request start per `interval` (EIA: 1/5 s), and at most
-//! `per_hour` starts in any sliding hour (a GCRA bucket of `per_hour/10` requests refilled at
-//! `0.9·per_hour` per hour: the burst lasts minutes, the sustained rate stays under the limit).
-//! The limiter runs on tokio's clock, so `#[tokio::test(start_paused = true)]` tests it without
-//! waiting.
+//! `per_minute`, `per_hour` and `per_day` calls in any sliding minute, hour and day (each a GCRA
+//! bucket of a tenth of its limit refilled at nine tenths of it per window: the burst is short,
+//! and no window ever holds more than the limit). A call counts its [`Request::weight`] (1 unless
+//! the source says otherwise: Open-Meteo weighs a call by its variables, days and locations),
+//! counted in hundredths. The limiter runs on tokio's clock, so
+//! `#[tokio::test(start_paused = true)]` tests it without waiting.
 //!
 //! # Secrets
 //! A [`Request`] holds its URL without secrets; the API key is a [`Secret`] query parameter added
@@ -41,8 +43,9 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Query parameters whose values are secrets, redacted wherever they appear.
-pub const SECRET_PARAMS: &[&str] = &["api_key"];
+/// Query parameters whose values are secrets, redacted wherever they appear (EIA's `api_key`,
+/// Open-Meteo's `apikey`).
+pub const SECRET_PARAMS: &[&str] = &["api_key", "apikey"];
 
 /// Bytes of a body quoted in an error message.
 const SNIPPET_BYTES: usize = 160;
@@ -159,24 +162,47 @@ fn scrub(text: &str, secrets: &[Secret]) -> String {
 pub struct RateLimits {
     /// Least time between two request starts; zero for no limit.
     pub interval: Duration,
-    /// Most request starts in any sliding hour; `None` for no limit.
+    /// Most (weighted) calls in any sliding hour; `None` for no limit.
     pub per_hour: Option<u32>,
+    /// Most (weighted) calls in any sliding minute; `None` for no limit.
+    pub per_minute: Option<u32>,
+    /// Most (weighted) calls in any sliding day; `None` for no limit.
+    pub per_day: Option<u32>,
 }
 
 impl RateLimits {
     /// No limit (tests).
-    pub const UNLIMITED: RateLimits = RateLimits { interval: Duration::ZERO, per_hour: None };
+    pub const UNLIMITED: RateLimits =
+        RateLimits { interval: Duration::ZERO, per_hour: None, per_minute: None, per_day: None };
 
     /// At most `per_second` starts in any second (evenly spaced) and `per_hour` in any hour.
     pub fn per_second_and_hour(per_second: u32, per_hour: u32) -> Self {
-        Self { interval: Duration::from_secs(1) / per_second.max(1), per_hour: Some(per_hour.max(1)) }
+        Self {
+            interval: Duration::from_secs(1) / per_second.max(1),
+            per_hour: Some(per_hour.max(1)),
+            ..Self::UNLIMITED
+        }
     }
 
     /// One request start per `interval` (CAISO: 5 s).
     pub fn every(interval: Duration) -> Self {
-        Self { interval, per_hour: None }
+        Self { interval, ..Self::UNLIMITED }
+    }
+
+    /// At most `per_minute`, `per_hour` and `per_day` weighted calls in any sliding minute, hour
+    /// and day (Open-Meteo); no spacing.
+    pub fn weighted(per_minute: u32, per_hour: u32, per_day: u32) -> Self {
+        Self {
+            per_minute: Some(per_minute.max(1)),
+            per_hour: Some(per_hour.max(1)),
+            per_day: Some(per_day.max(1)),
+            ..Self::UNLIMITED
+        }
     }
 }
+
+/// A call's weight is counted in these units (hundredths of a call).
+const WEIGHT_UNITS: f64 = 100.0;
 
 /// Tokio's clock for governor: paused time in tests moves it.
 #[derive(Debug, Clone)]
@@ -197,7 +223,10 @@ type Bucket = governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMid
 /// The token buckets of [`RateLimits`] (see the module documentation).
 pub struct RateLimiter {
     clock: TokioClock,
-    buckets: Vec<Bucket>,
+    /// Windowed limits, counted in [`WEIGHT_UNITS`], with their capacity (burst) in units.
+    weighted: Vec<(Bucket, u32)>,
+    /// The spacing of request starts (one token a request, whatever its weight).
+    spacing: Option<Bucket>,
     limits: RateLimits,
 }
 
@@ -210,28 +239,45 @@ impl fmt::Debug for RateLimiter {
 impl RateLimiter {
     pub fn new(limits: RateLimits) -> Self {
         let clock = TokioClock { origin: tokio::time::Instant::now() };
-        let mut buckets = Vec::new();
-        if let Some(per_hour) = limits.per_hour {
-            let per_hour = per_hour.max(1);
-            // a burst of a tenth of the hour's requests, refilled so that burst + refill over
-            // any hour stays within `per_hour`
-            let burst = (per_hour / 10).max(1);
-            let refill = per_hour.saturating_sub(burst).max(1);
-            let quota = Quota::with_period(Duration::from_secs(3600) / refill)
+        let mut weighted = Vec::new();
+        for (limit, window) in [
+            (limits.per_minute, Duration::from_secs(60)),
+            (limits.per_hour, Duration::from_secs(3600)),
+            (limits.per_day, Duration::from_secs(86_400)),
+        ] {
+            let Some(limit) = limit else { continue };
+            let units = (u64::from(limit.max(1)) * WEIGHT_UNITS as u64).min(u64::from(u32::MAX)) as u32;
+            // a burst of a tenth of the window's calls, refilled so that burst + refill over
+            // any window stays within the limit
+            let burst = (units / 10).max(1);
+            let refill = units.saturating_sub(burst).max(1);
+            let quota = Quota::with_period(window / refill)
                 .map(|q| q.allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN)));
             if let Some(quota) = quota {
-                buckets.push(Bucket::direct_with_clock(quota, clock.clone()));
+                weighted.push((Bucket::direct_with_clock(quota, clock.clone()), burst));
             }
         }
-        if let Some(quota) = Quota::with_period(limits.interval) {
-            buckets.push(Bucket::direct_with_clock(quota, clock.clone()));
-        }
-        Self { clock, buckets, limits }
+        let spacing = Quota::with_period(limits.interval).map(|quota| Bucket::direct_with_clock(quota, clock.clone()));
+        Self { clock, weighted, spacing, limits }
     }
 
-    /// Wait until a request may start, and count it.
+    /// Wait until a request of weight 1 may start, and count it.
     pub async fn acquire(&self) {
-        for bucket in &self.buckets {
+        self.acquire_weighted(1.0).await;
+    }
+
+    /// Wait until a request of `weight` calls may start, and count it. A weight above a
+    /// window's burst counts as the burst (it could never start otherwise).
+    pub async fn acquire_weighted(&self, weight: f64) {
+        let units = (weight.max(0.0) * WEIGHT_UNITS).ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+        for (bucket, burst) in &self.weighted {
+            let n = NonZeroU32::new(units.min(*burst)).unwrap_or(NonZeroU32::MIN);
+            // `n` is at most the burst, so the capacity check cannot fail
+            while let Ok(Err(not_until)) = bucket.check_n(n) {
+                tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+            }
+        }
+        if let Some(bucket) = &self.spacing {
             while let Err(not_until) = bucket.check() {
                 tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
             }
@@ -294,12 +340,20 @@ pub struct Request {
     pub range: DateRange,
     /// The URL without secrets.
     pub url: reqwest::Url,
+    /// What one attempt counts against the rate limits, in calls (1 unless the API weighs calls).
+    pub weight: f64,
     secrets: Vec<(&'static str, Secret)>,
 }
 
 impl Request {
     pub fn get(source: &'static str, range: DateRange, url: reqwest::Url) -> Self {
-        Self { source, range, url, secrets: Vec::new() }
+        Self { source, range, url, weight: 1.0, secrets: Vec::new() }
+    }
+
+    /// This request counting `weight` calls against the rate limits.
+    pub fn with_weight(mut self, weight: f64) -> Self {
+        self.weight = weight;
+        self
     }
 
     /// Add a secret query parameter (sent, never shown).
@@ -467,7 +521,7 @@ impl HttpClient {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            self.limiter.acquire().await;
+            self.limiter.acquire_weighted(request.weight).await;
             let result = match self.send(request).await {
                 Ok(reply) => match read(&reply) {
                     Ok(_) if !reply.status.is_success() => {
@@ -566,6 +620,10 @@ mod tests {
             r#"{"params":{"api_key" : "***","offset":"0"}}"#
         );
         assert_eq!(redact("no key here: api_key"), "no key here: api_key");
+        assert_eq!(
+            redact("https://customer-api.open-meteo.com/v1/forecast?latitude=1&apikey=OMKEY123"),
+            "https://customer-api.open-meteo.com/v1/forecast?latitude=1&apikey=***"
+        );
         assert_eq!(redact("empty api_key=&x"), "empty api_key=&x");
     }
 
@@ -623,7 +681,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn limiter_keeps_any_hour_within_the_hourly_limit() {
         // 20 an hour: a burst of 2, then one every 200 s (18 an hour)
-        let limiter = RateLimiter::new(RateLimits { interval: Duration::ZERO, per_hour: Some(20) });
+        let limiter = RateLimiter::new(RateLimits { per_hour: Some(20), ..RateLimits::UNLIMITED });
         let start = tokio::time::Instant::now();
         let mut starts = Vec::new();
         for _ in 0..40 {

@@ -7,6 +7,8 @@
 //! - [`file`]: a user's CSV or Parquet file.
 //! - [`eia`]: the EIA API v2 hourly grid monitor (EIA-930).
 //! - [`caiso`]: CAISO OASIS system and TAC-area load, actual and forecast.
+//! - [`openmeteo`]: Open-Meteo weather (temperature, dew point, solar radiation) as weighted
+//!   means over a region's population centres: observed, as issued and the live forecast.
 //! - [`http`]: the one HTTP client of the network sources: rate limiter, retries, redaction.
 //! - [`store`]: the hive-partitioned Parquet store and its completed-chunk ledger.
 //! - [`orchestrator`]: chunk plan, concurrency, resume, retries and the collection summary.
@@ -14,6 +16,7 @@ pub mod caiso;
 pub mod eia;
 pub mod file;
 pub mod http;
+pub mod openmeteo;
 pub mod orchestrator;
 pub mod store;
 pub mod synthetic;
@@ -30,6 +33,7 @@ pub use caiso::{CaisoKind, CaisoSource};
 pub use eia::{EiaKind, EiaSource};
 pub use file::FileSource;
 pub use http::{HttpClient, RateLimits, RetryPolicy, Secret};
+pub use openmeteo::{OpenmeteoKind, OpenmeteoSource};
 pub use orchestrator::{ChunkOutcome, CollectionResult, Orchestrator};
 pub use store::Store;
 pub use synthetic::SyntheticSource;
@@ -47,6 +51,7 @@ pub enum SourceKind {
     Eia,
     Caiso,
     File,
+    Openmeteo,
 }
 
 /// Hourly demand (load), the kind a model forecasts on every source but CAISO.
@@ -64,6 +69,7 @@ impl SourceKind {
             SourceKind::Eia => "eia",
             SourceKind::Caiso => "caiso",
             SourceKind::File => "file",
+            SourceKind::Openmeteo => "openmeteo",
         }
     }
 
@@ -74,7 +80,7 @@ impl SourceKind {
         match self {
             SourceKind::Synthetic => Some(synthetic::DEFAULT_REGION),
             SourceKind::Caiso => Some(caiso::SYSTEM_AREA),
-            SourceKind::Eia | SourceKind::File => None,
+            SourceKind::Eia | SourceKind::File | SourceKind::Openmeteo => None,
         }
     }
 
@@ -85,17 +91,35 @@ impl SourceKind {
                 "--source eia needs --region CODE, repeatable: an EIA respondent such as CISO, ERCO, PJM, MISO or US48"
             }
             SourceKind::File => "--source file needs --region CODE: the region the file is (or was) imported as",
+            SourceKind::Openmeteo => {
+                "--source openmeteo needs --region CODE, repeatable: a region of the built-in table (ERCO, CISO, PJM, \
+                 MISO, NYIS, ISNE, SWPP, BPAT, FPL, SOCO, TVA, DUK, PACE, AZPS) or one of `[weather.points.CODE]` in \
+                 energy.toml"
+            }
             SourceKind::Synthetic | SourceKind::Caiso => "give --region CODE",
         }
     }
 
     /// The kind holding the load a model forecasts: `ACTUAL` for CAISO, `D` elsewhere (a file's
-    /// value column is stored as `D` unless `--kind` says otherwise).
-    pub fn load_kind(self) -> &'static str {
+    /// value column is stored as `D` unless `--kind` says otherwise); `None` for a source
+    /// without load (Open-Meteo weather).
+    pub fn load_kind(self) -> Option<&'static str> {
         match self {
-            SourceKind::Caiso => CaisoKind::Actual.series_kind(),
-            SourceKind::Synthetic | SourceKind::Eia | SourceKind::File => KIND_DEMAND,
+            SourceKind::Caiso => Some(CaisoKind::Actual.series_kind()),
+            SourceKind::Synthetic | SourceKind::Eia | SourceKind::File => Some(KIND_DEMAND),
+            SourceKind::Openmeteo => None,
         }
+    }
+
+    /// [`Self::load_kind`], or an error (bad input) for a command that needs load from a source
+    /// that has none.
+    pub fn require_load_kind(self) -> Result<&'static str, IngestError> {
+        self.load_kind().ok_or_else(|| {
+            IngestError::InvalidRequest(format!(
+                "--source {self} holds weather, not load: give a load source (synthetic, eia, caiso or file) to \
+                 this command; `energy collect --source {self}` stores the weather series"
+            ))
+        })
     }
 
     /// The kind holding the operator's own day-ahead forecast of the load, scored beside the
@@ -105,7 +129,7 @@ impl SourceKind {
         match self {
             SourceKind::Eia => Some(eia::KIND_DAY_AHEAD),
             SourceKind::Caiso => Some(CaisoKind::Dam.series_kind()),
-            SourceKind::Synthetic | SourceKind::File => None,
+            SourceKind::Synthetic | SourceKind::File | SourceKind::Openmeteo => None,
         }
     }
 
@@ -116,6 +140,9 @@ impl SourceKind {
             SourceKind::Eia => "D, DF, NG, TI, fuel:CODE",
             SourceKind::Caiso => "ACTUAL, DAM, 2DA, 7DA, RTPD, RTD",
             SourceKind::File => "any: the value column is stored as --kind (default D), other numeric columns by name",
+            SourceKind::Openmeteo => {
+                "TEMP, DEWPOINT, GHI (observed), TEMP_D1..TEMP_D7 (as issued N days before), TEMP_FCST (live forecast)"
+            }
         }
     }
 }
@@ -313,6 +340,10 @@ pub enum IngestError {
     /// A selection the source cannot ask for (a bad region code, kind or base URL).
     #[error("{0}")]
     InvalidRequest(String),
+    /// An API's hourly or daily request limit is spent: not retried; later requests of the run
+    /// are not sent.
+    #[error("`{url}` answered HTTP 429: {message}")]
+    LimitReached { url: String, message: String },
     #[error("cannot start the HTTP client: {0}")]
     Client(String),
     /// An error code CAISO OASIS reported in a successful reply (a zip holding an XML report);
@@ -366,7 +397,9 @@ mod tests {
         {
             check_name("region", name).unwrap();
         }
-        for source in [SourceKind::Synthetic, SourceKind::Eia, SourceKind::Caiso, SourceKind::File] {
+        for source in
+            [SourceKind::Synthetic, SourceKind::Eia, SourceKind::Caiso, SourceKind::File, SourceKind::Openmeteo]
+        {
             check_name("source", source.as_str()).unwrap();
         }
         SeriesId::new("caiso", "CA ISO-TAC", "ACTUAL").check().unwrap();

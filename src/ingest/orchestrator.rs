@@ -50,6 +50,26 @@ impl CollectionResult {
     pub fn succeeded(&self) -> bool {
         self.failed_chunks == 0
     }
+
+    /// One summary of two collections of a command from the same source (Open-Meteo's
+    /// observed range and forecast window): chunks, series and counts added up, the range
+    /// spanning both.
+    pub fn merge(mut self, other: CollectionResult) -> CollectionResult {
+        self.range =
+            DateRange { start: self.range.start.min(other.range.start), end: self.range.end.max(other.range.end) };
+        self.series.extend(other.series);
+        self.chunks.extend(other.chunks);
+        self.rows += other.rows;
+        self.fetched_chunks += other.fetched_chunks;
+        self.skipped_chunks += other.skipped_chunks;
+        self.failed_chunks += other.failed_chunks;
+        self.requests += other.requests;
+        self.retries += other.retries;
+        self.files_written += other.files_written;
+        self.duration_s += other.duration_s;
+        self.rows_per_s = if self.duration_s > 0.0 { self.rows as f64 / self.duration_s } else { 0.0 };
+        self
+    }
 }
 
 /// Runs collections into one store.

@@ -4,7 +4,12 @@ use predicates::prelude::*;
 
 pub fn energy(store: &std::path::Path) -> Command {
     let mut cmd = Command::cargo_bin("energy").unwrap();
-    cmd.env_remove("ENERGY_STORE").env_remove("RUST_LOG").env_remove("EIA_API_KEY").arg("--store").arg(store);
+    cmd.env_remove("ENERGY_STORE")
+        .env_remove("RUST_LOG")
+        .env_remove("EIA_API_KEY")
+        .env_remove("OPENMETEO_API_KEY")
+        .arg("--store")
+        .arg(store);
     cmd
 }
 

@@ -9,6 +9,7 @@ mod common;
 mod eia;
 mod faults;
 mod isolation;
+mod openmeteo;
 mod realdata;
 mod reliability;
 mod resume;
