@@ -198,6 +198,12 @@ pub struct TrainArgs {
     pub protocol: Protocol,
     #[command(flatten)]
     pub operator: OperatorArgs,
+    /// The weather the model uses: by default the load source's own temperature (kind TEMP
+    /// and its as-issued forecasts TEMP_D1, TEMP_D2, … where stored); `openmeteo` for that
+    /// source's TEMP and TEMP_DN of the same region; `SOURCE:REGION:KIND` for any stored series
+    /// (an observed value stands in for a perfect forecast where no KIND_DN is stored); `none`
+    #[arg(long, value_name = "WEATHER")]
+    pub weather: Option<String>,
     /// Continue the interrupted run whose state was saved in `<model dir>/resume/` after each
     /// epoch. Give the same flags; the data range is the saved run's unless --start/--end are
     /// given. Fails when there is no state to resume

@@ -22,6 +22,8 @@ struct EvaluateReport<'a> {
     last_target: String,
     forecasts: usize,
     skipped_imputed: usize,
+    /// Days not scored because no as-issued weather forecast was stored for them.
+    skipped_no_weather_forecast: usize,
     overlaps_training: bool,
     /// The MASE denominator: the training split's lag-24 naive MAE saved with the model (the
     /// same as `train` used), or for older models the evaluated range's.
@@ -64,7 +66,9 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
     let table_range = DateRange::new(range.start - TimeDelta::hours(lead), range.end).map_err(BadInput)?;
     let table = modeling::build_features(context, &meta.load, &meta.exogenous, table_range, &meta.feature_config)?;
     let first_row = table.timestamps.iter().position(|t| *t > range.start_us()).unwrap_or(table.len());
-    let windows = features::make_windows(&table, &meta.scaler, &spec, first_row..table.len())?;
+    let mut windows = features::make_windows(&table, &meta.scaler, &spec, first_row..table.len())?;
+    // a model with as-issued weather is scored on forecasts a user could have made
+    let perfect_weather_dropped = if table.issued.is_empty() { 0 } else { windows.drop_perfect_weather() };
     if windows.count == 0 {
         return Err(BadInput(format!("no complete forecast day in {range}: give a longer range")).into());
     }
@@ -107,6 +111,7 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
         last_target: modeling::format_time(last_target),
         forecasts: windows.count,
         skipped_imputed: windows.skipped_imputed,
+        skipped_no_weather_forecast: perfect_weather_dropped,
         overlaps_training: first_target <= train_end && meta.data_range.holds_us(first_target),
         mase_scale,
         mase_scale_from,

@@ -5,7 +5,7 @@ use super::{BadInput, Context};
 use crate::cli::{OperatorArgs, SelectArgs, SourceArgs};
 use crate::eval::{IntervalCalibration, Scores};
 use crate::features::{self, FeatureConfig, FeatureTable, Scaler, WindowSpec};
-use crate::ingest::{KIND_TEMP, SeriesId, SourceKind, file};
+use crate::ingest::{self, KIND_TEMP, SeriesId, SourceKind, file};
 use crate::model::checkpoint;
 use crate::model::transformer::Forecaster;
 use crate::time::DateRange;
@@ -47,7 +47,12 @@ pub(crate) struct ModelMeta {
 
 /// The load series (the source's load kind) and the exogenous series (those the store holds)
 /// a model of `region` uses.
-pub(crate) fn series_for(context: &Context, source: SourceKind, region: &str) -> Result<(SeriesId, Vec<SeriesId>)> {
+pub(crate) fn series_for(
+    context: &Context,
+    source: SourceKind,
+    region: &str,
+    weather: Option<&str>,
+) -> Result<(SeriesId, Vec<SeriesId>)> {
     let load = SeriesId::new(source.as_str(), region, source.require_load_kind()?);
     let stored = context.store.list_series().context("cannot read the store")?;
     if !stored.contains(&load) {
@@ -58,8 +63,48 @@ pub(crate) fn series_for(context: &Context, source: SourceKind, region: &str) ->
         ))
         .into());
     }
-    let temp = SeriesId::new(source.as_str(), region, KIND_TEMP);
-    let exogenous = if stored.contains(&temp) { vec![temp] } else { Vec::new() };
+    // the observed weather series, and whether the user asked for it by name
+    let (temp, required) = match weather {
+        None => (SeriesId::new(source.as_str(), region, KIND_TEMP), false),
+        Some("none") => return Ok((load, Vec::new())),
+        Some("openmeteo") => (SeriesId::new(SourceKind::Openmeteo.as_str(), region, KIND_TEMP), true),
+        Some(spec) => match spec.split(':').collect::<Vec<_>>()[..] {
+            [source, region, kind] if !source.is_empty() && !region.is_empty() && !kind.is_empty() => {
+                (SeriesId::new(source, region, kind), true)
+            }
+            _ => {
+                return Err(BadInput(format!(
+                    "--weather `{spec}`: give none, openmeteo or SOURCE:REGION:KIND (e.g. file:VIC:temperature_c)"
+                ))
+                .into());
+            }
+        },
+    };
+    if !stored.contains(&temp) {
+        if required {
+            return Err(BadInput(format!(
+                "the store `{}` holds no series {temp} for --weather; run `energy collect --source {} --region {} --kind {}` first",
+                context.store.root().display(),
+                temp.source,
+                shell_word(&temp.region),
+                temp.kind
+            ))
+            .into());
+        }
+        return Ok((load, Vec::new()));
+    }
+    // its as-issued forecasts where stored, shortest lead first
+    let mut issued: Vec<(usize, SeriesId)> = stored
+        .iter()
+        .filter(|id| id.source == temp.source && id.region == temp.region)
+        .filter_map(|id| match ingest::parse_issued_kind(&id.kind) {
+            Some((base, days)) if base == temp.kind => Some((days, id.clone())),
+            _ => None,
+        })
+        .collect();
+    issued.sort();
+    let mut exogenous = vec![temp];
+    exogenous.extend(issued.into_iter().map(|(_, id)| id));
     Ok((load, exogenous))
 }
 

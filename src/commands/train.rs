@@ -42,6 +42,11 @@ struct TrainSummary<'a> {
     protocol: Protocol,
     context: usize,
     horizon: usize,
+    /// Whether the horizon's weather is as issued (forecasts stored as `KIND_DN`) rather than
+    /// the observed value (a perfect forecast).
+    as_issued_weather: bool,
+    /// Windows whose horizon saw an observed value for lack of an as-issued forecast.
+    perfect_weather_windows: WeatherWindows,
     parameters: usize,
     training: &'a TrainReport,
     featurize_seconds: f64,
@@ -73,6 +78,14 @@ struct Provenance<'a> {
     feature_config: &'a FeatureConfig,
     feature_names: &'a [String],
     scaler: &'a Scaler,
+}
+
+#[derive(Serialize)]
+struct WeatherWindows {
+    train: usize,
+    validation: usize,
+    /// Test windows not scored for it.
+    test_dropped: usize,
 }
 
 #[derive(Serialize)]
@@ -140,7 +153,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         floors = collect::synthetic_source(context, &args.select, &args.sources)?.noise_floors();
     }
 
-    let (load, exogenous) = modeling::series_for(context, source, &region)?;
+    let (load, exogenous) = modeling::series_for(context, source, &region, args.weather.as_deref())?;
     let operator_id = modeling::operator_series(context, &load, source, &args.operator, None)?;
     let featurize = Instant::now();
     let feature_config = FeatureConfig::default();
@@ -161,8 +174,17 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         &WindowSpec { stride: VALIDATION_STRIDE, ..spec },
         splits.validation.clone(),
     )?;
-    let test_windows =
+    let mut test_windows =
         features::make_windows(&table, &scaler, &WindowSpec { stride: TEST_STRIDE, ..spec }, splits.test.clone())?;
+    // with as-issued weather, the test scores only forecasts a user could have made: windows
+    // whose horizon had no forecast issued in time (which trained on the observed value) are
+    // not scored
+    let uses_issued_weather = !table.issued.is_empty();
+    let perfect_weather = WeatherWindows {
+        train: train_windows.perfect_weather.iter().filter(|p| **p).count(),
+        validation: validation_windows.perfect_weather.iter().filter(|p| **p).count(),
+        test_dropped: if uses_issued_weather { test_windows.drop_perfect_weather() } else { 0 },
+    };
     let featurize_seconds = featurize.elapsed().as_secs_f64();
     if train_windows.count == 0 {
         return Err(BadInput("no training window could be made: collect more days or shorten --context".into()).into());
@@ -294,6 +316,8 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         protocol: spec.protocol,
         context: spec.context,
         horizon: spec.horizon,
+        as_issued_weather: uses_issued_weather,
+        perfect_weather_windows: perfect_weather,
         parameters: modeling::parameter_count(&model),
         training: &report,
         featurize_seconds,
@@ -382,10 +406,28 @@ fn print_summary(s: &TrainSummary) {
     }
     println!("test split, one forecast per day:");
     modeling::print_scores(s.test_scores);
+    if s.as_issued_weather {
+        let p = &s.perfect_weather_windows;
+        println!(
+            "weather: as-issued forecasts at the horizon (observed values where none was issued in time: {} train, {} validation windows; {} test windows not scored)",
+            p.train, p.validation, p.test_dropped
+        );
+    } else if !s.exogenous.is_empty() {
+        println!("weather: observed values at the horizon (a perfect forecast: no as-issued forecast stored)");
+    }
     if let Some(floor) = s.noise_floor {
-        let mape =
-            if s.protocol == Protocol::DayAhead { floor.mape_day_ahead_percent } else { floor.mape_next_24h_percent };
-        println!("noise floor (best achievable MAPE on this synthetic region): {mape:.2} %");
+        let mape = match (s.protocol, s.as_issued_weather) {
+            (Protocol::DayAhead, false) => floor.mape_day_ahead_percent,
+            (Protocol::DayAhead, true) => floor.mape_day_ahead_issued_percent,
+            (Protocol::Next24h, false) => floor.mape_next_24h_percent,
+            (Protocol::Next24h, true) => floor.mape_next_24h_issued_percent,
+        };
+        let weather = match (s.exogenous.is_empty(), s.as_issued_weather) {
+            (true, _) => "for a forecaster that knows the true temperature, which this model was not given",
+            (false, true) => "with the as-issued temperature",
+            (false, false) => "with the true temperature",
+        };
+        println!("noise floor (best achievable MAPE on this synthetic region {weather}): {mape:.2} %");
     }
     println!("saved to {}", s.model_dir);
 }

@@ -158,6 +158,26 @@ pub struct FeatureTable {
     pub known_columns: Vec<String>,
     /// Columns known only up to the forecast origin (value, lags, rolling stats).
     pub observed_columns: Vec<String>,
+    /// As-issued forecasts of known columns ([`Issued`]): not inputs of their own, they stand
+    /// in for their base column at horizon positions (see [`windows`]).
+    pub issued: Vec<Issued>,
+}
+
+/// An as-issued forecast column: `column` (e.g. `temp_d1`, from the stored kind `TEMP_D1`)
+/// holds, for each hour, the value of `base` (`temp`) forecast `days` days before that hour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    pub base: String,
+    pub days: usize,
+    pub column: String,
+}
+
+/// The base column and lead in days of an as-issued column name `{base}_d{days}` whose base
+/// is among `known` (e.g. `temp_d2` → (`temp`, 2)).
+pub fn issued_of(column: &str, known: &[String]) -> Option<(String, usize)> {
+    let (base, days) = column.rsplit_once("_d")?;
+    let days: usize = days.parse().ok().filter(|d| *d >= 1)?;
+    known.iter().any(|k| k == base).then(|| (base.to_string(), days))
 }
 
 impl FeatureTable {
@@ -237,11 +257,17 @@ pub fn build(
             .map(|(t, v)| (*t, *v))
             .unzip();
         let rows = Rows { timestamps, values };
-        if rows.values.iter().all(Option::is_none) {
+        let issued = crate::ingest::parse_issued_kind(&id.kind).is_some();
+        if rows.values.iter().all(Option::is_none) && !issued {
             return Err(FeatureError::Empty { series: id.to_string(), within: within(Some(grid_range)) });
         }
         exogenous_columns.push((id.kind.to_lowercase(), rows));
     }
+    let names: Vec<String> = exogenous_columns.iter().map(|(name, _)| name.clone()).collect();
+    // an as-issued forecast may hold nothing in the range (years before forecasts were kept):
+    // then its base column stands in for it, and the windows say so
+    exogenous_columns
+        .retain(|(name, rows)| issued_of(name, &names).is_none() || rows.values.iter().any(Option::is_some));
     tracing::debug!(ms = ms(started), rows = rows.timestamps.len(), "features: store read");
     from_rows(&load.region, &load.kind, &rows, &exogenous_columns, config)
 }
@@ -353,7 +379,13 @@ pub(crate) fn from_rows(
     tracing::debug!(ms = ms(started), "features: table");
 
     let mut known_columns: Vec<String> = CALENDAR_COLUMNS.iter().map(|c| c.to_string()).collect();
-    known_columns.extend(exogenous_names);
+    let mut issued = Vec::new();
+    for name in &exogenous_names {
+        match issued_of(name, &exogenous_names) {
+            Some((base, days)) => issued.push(Issued { base, days, column: name.clone() }),
+            None => known_columns.push(name.clone()),
+        }
+    }
     let mut observed_columns = vec![COL_VALUE.to_string()];
     observed_columns.extend(LAG_COLUMNS.iter().map(|c| c.to_string()));
     observed_columns.extend(ROLLING_COLUMNS.iter().map(|c| c.to_string()));
@@ -368,6 +400,7 @@ pub(crate) fn from_rows(
         flags,
         known_columns,
         observed_columns,
+        issued,
     })
 }
 

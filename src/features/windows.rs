@@ -109,9 +109,35 @@ pub struct Windows {
     pub origins: Vec<usize>,
     /// Windows dropped because a target hour was imputed (not a real observation).
     pub skipped_imputed: usize,
+    /// Per window: did a horizon position see an observed exogenous value (a perfect forecast)
+    /// because the table holds no as-issued forecast known at its origin? Always false for a
+    /// table without as-issued columns.
+    pub perfect_weather: Vec<bool>,
 }
 
 impl Windows {
+    /// Remove the windows that saw a perfect weather forecast ([`Windows::perfect_weather`]):
+    /// a backtest of a model that uses as-issued forecasts scores only what a user could have
+    /// forecast. Returns how many were removed.
+    pub fn drop_perfect_weather(&mut self) -> usize {
+        let keep: Vec<usize> = (0..self.count).filter(|w| !self.perfect_weather[*w]).collect();
+        let dropped = self.count - keep.len();
+        if dropped == 0 {
+            return 0;
+        }
+        let per_window = self.positions * self.n_features;
+        let take = |values: &[f32], width: usize| -> Vec<f32> {
+            keep.iter().flat_map(|w| values[w * width..(w + 1) * width].iter().copied()).collect()
+        };
+        self.inputs = take(&self.inputs, per_window);
+        self.targets = take(&self.targets, self.horizon);
+        self.bases = take(&self.bases, self.horizon);
+        self.origins = keep.iter().map(|w| self.origins[*w]).collect();
+        self.perfect_weather = vec![false; keep.len()];
+        self.count = keep.len();
+        dropped
+    }
+
     /// What the model learns: each target minus its base (`targets − bases`).
     pub fn residual_targets(&self) -> Vec<f32> {
         self.targets.iter().zip(&self.bases).map(|(t, b)| t - b).collect()
@@ -215,6 +241,9 @@ struct Features {
     known_bad: Vec<u32>,
     /// Index of the scaled input `value` among the observed columns.
     value_column: usize,
+    /// Per known column, its as-issued forecasts (lead in days, scaled like the column),
+    /// shortest lead first; empty for columns without any.
+    issued: Vec<Vec<(usize, Vec<f32>)>>,
 }
 
 impl Features {
@@ -241,6 +270,17 @@ impl Features {
         let mut observed = Vec::with_capacity(table.observed_columns.len());
         for name in &table.observed_columns {
             observed.push(scaled(name, table.column(name)?)?);
+        }
+        let mut issued = Vec::with_capacity(table.known_columns.len());
+        for name in &table.known_columns {
+            let mut forecasts = Vec::new();
+            for column in table.issued.iter().filter(|i| &i.base == name) {
+                let mut values = table.column(&column.column)?;
+                values.resize(table.len() + extra_rows, f32::NAN);
+                forecasts.push((column.days, scaled(name, values)?));
+            }
+            forecasts.sort_by_key(|(days, _)| *days);
+            issued.push(forecasts);
         }
         let mut known = Vec::with_capacity(table.known_columns.len());
         for name in &table.known_columns {
@@ -285,7 +325,20 @@ impl Features {
             .iter()
             .position(|c| c == COL_VALUE)
             .ok_or_else(|| FeatureError::Window(format!("the table has no `{COL_VALUE}` column")))?;
-        Ok(Self { names, observed, known, value, observed_bad, known_bad, value_column })
+        Ok(Self { names, observed, known, value, observed_bad, known_bad, value_column, issued })
+    }
+
+    /// Known column `k` at horizon row `row` of the window at `origin`: for a column with
+    /// as-issued forecasts, the one issued at or before the origin — `days` ≥ ⌈lead / 24⌉, the
+    /// shortest such lead that holds a value — else `None` (the caller falls back to the
+    /// column itself, a perfect forecast, and says so). Columns without forecasts: their value.
+    fn known_at(&self, k: usize, row: usize, origin: usize) -> Option<f32> {
+        let forecasts = &self.issued[k];
+        if forecasts.is_empty() {
+            return Some(self.known[k][row]);
+        }
+        let needed = (row - origin).div_ceil(24);
+        forecasts.iter().filter(|(days, _)| *days >= needed).map(|(_, values)| values[row]).find(|v| v.is_finite())
     }
 
     /// The scaled input value `lag` hours before `row`, moved back by whole days until it is
@@ -345,8 +398,13 @@ impl Features {
                         });
                     }
                     let (known, naive) = known.split_at_mut(n_known);
-                    for (slot, column) in known.iter_mut().zip(&self.known) {
-                        slot.write(column[row]);
+                    for (k, (slot, column)) in known.iter_mut().zip(&self.known).enumerate() {
+                        let value = if p < spec.context {
+                            column[row]
+                        } else {
+                            self.known_at(k, row, o).unwrap_or(column[row])
+                        };
+                        slot.write(value);
                     }
                     for (slot, (_, lag)) in naive.iter_mut().zip(NAIVE_FEATURES) {
                         slot.write(self.naive(row, o, lag));
@@ -370,7 +428,16 @@ impl Features {
             targets.set_len(target_len);
             bases.set_len(target_len);
         }
+        let first_target = spec.context;
+        let perfect_weather = origins
+            .iter()
+            .map(|&o| {
+                let first = o + 1 - spec.context;
+                (first_target..positions).any(|p| (0..n_known).any(|k| self.known_at(k, first + p, o).is_none()))
+            })
+            .collect();
         Windows {
+            perfect_weather,
             count: origins.len(),
             positions,
             horizon,
@@ -410,6 +477,78 @@ mod tests {
 
     fn at(w: &Windows, window: usize, position: usize, feature: usize) -> f32 {
         w.inputs[(window * w.positions + position) * w.n_features + feature]
+    }
+
+    /// A table with the temperature and its as-issued forecasts (`temp_d1`, `temp_d2`), the
+    /// issued columns changed by `perturb(column, hour index, value)`.
+    fn issued_table(perturb: impl Fn(&str, usize, f64) -> f64) -> FeatureTable {
+        use crate::features::Rows;
+        use crate::ingest::{Source, synthetic::SyntheticSource};
+        use chrono::TimeZone;
+        let start = chrono::Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+        let range = crate::time::DateRange::new(start, start + chrono::TimeDelta::days(40)).unwrap();
+        let source = SyntheticSource::new(&["SYN1".to_string()], SyntheticConfig::default());
+        let batch = futures::executor::block_on(source.fetch(range)).unwrap();
+        let rows = |i: usize, name: &str| Rows {
+            timestamps: batch.series[i].timestamps.clone(),
+            values: batch.series[i].values.iter().enumerate().map(|(k, v)| v.map(|v| perturb(name, k, v))).collect(),
+        };
+        let exogenous: Vec<(String, Rows)> =
+            ["temp", "temp_d1", "temp_d2"].iter().enumerate().map(|(i, n)| (n.to_string(), rows(i + 1, n))).collect();
+        from_rows("SYN1", "D", &rows(0, "load"), &exogenous, &FeatureConfig::default()).unwrap()
+    }
+
+    /// The no-leakage rule of as-issued weather: at a horizon hour `lead` hours after the
+    /// origin the temperature input is the forecast issued at least ⌈lead / 24⌉ days before
+    /// it. Changing every observed temperature after the origin and every forecast issued
+    /// after it leaves the window bit-identical; changing a forecast issued before it does not.
+    #[test]
+    fn as_issued_weather_uses_only_forecasts_issued_by_the_origin() {
+        let spec = WindowSpec { context: 48, horizon: 24, stride: 24, protocol: Protocol::DayAhead };
+        let table = issued_table(|_, _, v| v);
+        assert_eq!(table.issued.len(), 2);
+        assert!(!table.known_columns.iter().any(|c| c.starts_with("temp_d")));
+        let scaler = Scaler::fit_table(&table, 0..600).unwrap();
+        let windows = make_windows(&table, &scaler, &spec, 600..table.len()).unwrap();
+        assert!(windows.count >= 10 && windows.perfect_weather.iter().all(|p| !p));
+        let w = 5;
+        let origin = windows.origins[w];
+        // hour index k of the stored rows is table row k (complete synthetic grid)
+        let perturbed = issued_table(|name, k, v| {
+            let after_origin = k > origin;
+            let issued_after = |days: usize| k > origin + 24 * days; // run time k − 24·days > origin
+            match name {
+                "temp" if after_origin => v + 7.0,
+                "temp_d1" if issued_after(1) => v - 5.0,
+                "temp_d2" if issued_after(2) => v + 3.0,
+                _ => v,
+            }
+        });
+        let again = make_windows(&perturbed, &scaler, &spec, 600..table.len()).unwrap();
+        assert_eq!(again.origins[w], origin);
+        let size = windows.positions * windows.n_features;
+        assert_eq!(windows.inputs[w * size..(w + 1) * size], again.inputs[w * size..(w + 1) * size]);
+        // a forecast issued before the origin is an input: day-ahead hours 15..=38 h ahead use
+        // temp_d1 up to lead 24 h and temp_d2 beyond
+        let temp = windows.feature_names.iter().position(|n| n == "temp").unwrap();
+        let at = |w: &Windows, p: usize| w.inputs[(5 * w.positions + p) * w.n_features + temp];
+        let first_target = spec.context + spec.gap();
+        for (h, column, shift) in [(0usize, "temp_d1", 2.0), (23, "temp_d2", 2.0)] {
+            let row = origin + spec.gap() + 1 + h;
+            let changed = issued_table(|name, k, v| if name == column && k == row { v + shift } else { v });
+            let moved = make_windows(&changed, &scaler, &spec, 600..table.len()).unwrap();
+            assert_ne!(at(&moved, first_target + h), at(&windows, first_target + h), "{column} at h {h}");
+        }
+        // without forecasts (years before they were kept), the observed value stands in and the
+        // window says so (a gap within a forecast series is filled causally like any input's)
+        let missing = issued_table(|name, _, v| if name.starts_with("temp_d") { f64::NAN } else { v });
+        let fallback = make_windows(&missing, &scaler, &spec, 600..table.len()).unwrap();
+        let w_fallback = fallback.origins.iter().position(|o| *o == origin).unwrap();
+        assert!(fallback.perfect_weather[w_fallback]);
+        let mut dropped = fallback.clone();
+        let removed = dropped.drop_perfect_weather();
+        assert!(removed > 0 && dropped.count + removed == fallback.count);
+        assert!(!dropped.origins.contains(&origin));
     }
 
     #[test]

@@ -59,6 +59,19 @@ pub const KIND_DEMAND: &str = "D";
 /// Air temperature, °C: the exogenous series a model uses where the store holds it.
 pub const KIND_TEMP: &str = "TEMP";
 
+/// The kind of an as-issued forecast of `base`: `{BASE}_D{days}`, the value forecast `days`
+/// days before its hour (`TEMP_D1`), as the synthetic and Open-Meteo sources store them.
+pub fn issued_kind(base: &str, days: usize) -> String {
+    format!("{base}_D{days}")
+}
+
+/// The base kind and lead in days of an as-issued kind (`TEMP_D2` → (`TEMP`, 2)).
+pub fn parse_issued_kind(kind: &str) -> Option<(&str, usize)> {
+    let (base, days) = kind.rsplit_once("_D")?;
+    let days: usize = days.parse().ok().filter(|d| *d >= 1)?;
+    (!base.is_empty()).then_some((base, days))
+}
+
 /// The facts of each source that commands ask for: its name, default region, load kind,
 /// operator-forecast kind and the kinds it offers. Every command asks here; no command spells
 /// a source's region or kind itself.

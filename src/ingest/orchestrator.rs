@@ -289,7 +289,8 @@ mod tests {
         let source = SyntheticSource::new(&["SYN1".into(), "SYN2".into()], SyntheticConfig::default());
         let first = collect(&store, &source, range(65), 3).await;
         assert!(first.succeeded());
-        assert_eq!(first.rows, 65 * 24 * 4);
+        // two regions × (load, temperature and its two as-issued forecasts)
+        assert_eq!(first.rows, 65 * 24 * 2 * 4);
         assert_eq!(first.skipped_chunks, 0);
         let again = collect(&store, &source, range(65), 3).await;
         assert_eq!(again.fetched_chunks, 0);

@@ -20,11 +20,22 @@
 //! `σ/√(1−φ²)` holds to 12 digits); every value depends only on `t`, never on how a range is
 //! chunked, so any chunking gives bit-identical rows.
 //!
+//! # As-issued temperature forecasts
+//! Kinds `TEMP_D1` and `TEMP_D2` hold, for each hour, the temperature as a forecast issued one
+//! and two days before would have given it: `T(t) + eN(t)`, with `eN` an AR(1) error (φ = 0.9,
+//! its own stream per lead) of stationary standard deviation `0.6 + 0.5·N` °C (1.1 °C a day
+//! ahead, 1.6 °C two days ahead: about what a regional average of a good numerical forecast
+//! achieves). A model given them at its horizon (the default when the store holds them) sees
+//! the weather a user would have had, not the weather that happened.
+//!
 //! # The noise floor
 //! Knowing every deterministic term and the true temperature (which is collected as kind
 //! `TEMP`), the best forecast of `L(t+h)` from data up to `t` errs only by the unseen load
 //! innovations: `RMSE(h) = σ·√((1−φ^{2h})/(1−φ²))`, and `MAE(h) = √(2/π)·RMSE(h)`.
-//! [`NoiseFloor`] gives these figures averaged over a 24-hour horizon.
+//! [`NoiseFloor`] gives these figures averaged over a 24-hour horizon. With the as-issued
+//! temperature instead of the true one, each hour's error gains an independent normal term of
+//! standard deviation `|∂L/∂T|·sN` (0.010·B or 0.018·B per °C outside 16–22 °C, 0 inside), with
+//! N = ⌈h / 24⌉; the `*_issued_*` figures average that MAE over a year of hours.
 //!
 //! # Defects (off by default)
 //! `missing_rate` leaves hours out, `spike_rate` multiplies hours by 3–4, `dst_gap` drops the
@@ -47,6 +58,14 @@ const LOAD_PHI: f64 = 0.9;
 const LOAD_SIGMA_FRACTION: f64 = 0.008;
 const TEMP_PHI: f64 = 0.95;
 const TEMP_SIGMA: f64 = 0.5;
+/// Days before its hour of each as-issued temperature forecast (`TEMP_D1`, `TEMP_D2`).
+pub const ISSUED_DAYS: [usize; 2] = [1, 2];
+/// Stationary standard deviation of the as-issued forecast's error, °C, `days` days ahead.
+pub fn issued_error_std(days: usize) -> f64 {
+    0.6 + 0.5 * days as f64
+}
+/// AR(1) coefficient of a forecast's error over the hours it covers (errors persist for hours).
+const ISSUED_PHI: f64 = 0.9;
 /// Length of the truncated AR(1) impulse response.
 const TAPS: usize = 256;
 
@@ -78,6 +97,13 @@ impl Region {
     }
 }
 
+/// The rows of one region: load, temperature and the as-issued temperature forecasts.
+struct RegionRows {
+    load: SeriesRows,
+    temp: SeriesRows,
+    issued: Vec<SeriesRows>,
+}
+
 /// The synthetic source for a set of regions.
 #[derive(Debug, Clone)]
 pub struct SyntheticSource {
@@ -98,6 +124,10 @@ pub struct NoiseFloor {
     /// The same for the day-ahead protocol (h = 15..=38 from a 10:00 issue time).
     pub mae_day_ahead_mw: f64,
     pub mape_day_ahead_percent: f64,
+    /// The same two MAPEs when the temperature of the horizon is the as-issued forecast
+    /// (`TEMP_D1`, `TEMP_D2`) rather than the true value: the floor of a model using them.
+    pub mape_next_24h_issued_percent: f64,
+    pub mape_day_ahead_issued_percent: f64,
 }
 
 impl SyntheticSource {
@@ -113,19 +143,46 @@ impl SyntheticSource {
         self.regions
             .iter()
             .map(|region| {
-                let loads = self.region_rows(region, &year, false).0;
+                let rows = self.region_rows(region, &year, false);
+                let loads = &rows.load;
                 let mean = loads.values.iter().flatten().sum::<f64>() / loads.len() as f64;
                 let sigma = LOAD_SIGMA_FRACTION * region.base_mw;
-                let mae = |h0: i32| {
+                let load_var = |h: i32| sigma * sigma * (1.0 - LOAD_PHI.powi(2 * h)) / (1.0 - LOAD_PHI * LOAD_PHI);
+                let mae = |h0: i32| (h0..h0 + 24).map(|h| (2.0 / PI).sqrt() * load_var(h).sqrt()).sum::<f64>() / 24.0;
+                let (next, ahead) = (mae(1), mae(15));
+                // with as-issued temperature: at each hour of the year, the load's sensitivity
+                // to temperature (MW per °C) times the forecast error adds an independent
+                // normal error; the MAE is averaged over the year's hours
+                let slopes: Vec<f64> = rows
+                    .temp
+                    .values
+                    .iter()
+                    .flatten()
+                    .map(|t| {
+                        region.base_mw
+                            * if *t < 16.0 {
+                                0.010
+                            } else if *t > 22.0 {
+                                0.018
+                            } else {
+                                0.0
+                            }
+                    })
+                    .collect();
+                let mae_issued = |h0: i32| {
                     (h0..h0 + 24)
                         .map(|h| {
-                            let var = sigma * sigma * (1.0 - LOAD_PHI.powi(2 * h)) / (1.0 - LOAD_PHI * LOAD_PHI);
-                            (2.0 / PI).sqrt() * var.sqrt()
+                            let error = issued_error_std((h as usize).div_ceil(24));
+                            slopes
+                                .iter()
+                                .map(|s| (2.0 / PI).sqrt() * (load_var(h) + (s * error).powi(2)).sqrt())
+                                .sum::<f64>()
+                                / slopes.len() as f64
                         })
                         .sum::<f64>()
                         / 24.0
                 };
-                let (next, ahead) = (mae(1), mae(15));
+                let (next_issued, ahead_issued) = (mae_issued(1), mae_issued(15));
                 NoiseFloor {
                     region: region.code.clone(),
                     mean_load_mw: mean,
@@ -134,17 +191,30 @@ impl SyntheticSource {
                     mape_next_24h_percent: 100.0 * next / mean,
                     mae_day_ahead_mw: ahead,
                     mape_day_ahead_percent: 100.0 * ahead / mean,
+                    mape_next_24h_issued_percent: 100.0 * next_issued / mean,
+                    mape_day_ahead_issued_percent: 100.0 * ahead_issued / mean,
                 }
             })
             .collect()
     }
 
-    /// Load and temperature rows of one region over `range`.
-    fn region_rows(&self, region: &Region, range: &DateRange, defects: bool) -> (SeriesRows, SeriesRows) {
+    /// Load, temperature and as-issued temperature rows of one region over `range`.
+    fn region_rows(&self, region: &Region, range: &DateRange, defects: bool) -> RegionRows {
         let n = range.hours().max(0) as usize;
         let first_hour = range.start_us() / HOUR_US + 1; // index of the first interval end
         let load_noise = ar1(region.key ^ 0x10AD, first_hour, n, LOAD_PHI, LOAD_SIGMA_FRACTION * region.base_mw);
         let temp_noise = ar1(region.key ^ 0x7E3F, first_hour, n, TEMP_PHI, TEMP_SIGMA);
+        let issued_errors: Vec<Vec<f64>> = ISSUED_DAYS
+            .iter()
+            .map(|&days| {
+                let innovation = issued_error_std(days) * (1.0 - ISSUED_PHI * ISSUED_PHI).sqrt();
+                ar1(region.key ^ (0x155E_0000 + days as u64), first_hour, n, ISSUED_PHI, innovation)
+            })
+            .collect();
+        let mut issued: Vec<SeriesRows> = ISSUED_DAYS
+            .iter()
+            .map(|&days| SeriesRows::new(SeriesId::new("synthetic", &region.code, super::issued_kind(KIND_TEMP, days))))
+            .collect();
         let mut load = SeriesRows::new(SeriesId::new("synthetic", &region.code, KIND_LOAD));
         let mut temp = SeriesRows::new(SeriesId::new("synthetic", &region.code, KIND_TEMP));
         load.timestamps.reserve(n);
@@ -206,8 +276,12 @@ impl SyntheticSource {
             load.values.push(Some(l));
             temp.timestamps.push(t_us);
             temp.values.push(Some(t));
+            for (rows, errors) in issued.iter_mut().zip(&issued_errors) {
+                rows.timestamps.push(t_us);
+                rows.values.push(Some(t + errors[i]));
+            }
         }
-        (load, temp)
+        RegionRows { load, temp, issued }
     }
 }
 
@@ -226,6 +300,11 @@ impl Source for SyntheticSource {
             .iter()
             .flat_map(|r| {
                 [SeriesId::new("synthetic", &r.code, KIND_LOAD), SeriesId::new("synthetic", &r.code, KIND_TEMP)]
+                    .into_iter()
+                    .chain(
+                        ISSUED_DAYS
+                            .map(|days| SeriesId::new("synthetic", &r.code, super::issued_kind(KIND_TEMP, days))),
+                    )
             })
             .collect()
     }
@@ -236,11 +315,12 @@ impl Source for SyntheticSource {
     }
 
     async fn fetch(&self, range: DateRange) -> Result<Batch, IngestError> {
-        let mut series = Vec::with_capacity(self.regions.len() * 2);
+        let mut series = Vec::with_capacity(self.regions.len() * (2 + ISSUED_DAYS.len()));
         for region in &self.regions {
-            let (load, temp) = self.region_rows(region, &range, true);
-            series.push(load);
-            series.push(temp);
+            let rows = self.region_rows(region, &range, true);
+            series.push(rows.load);
+            series.push(rows.temp);
+            series.extend(rows.issued);
         }
         Ok(Batch { series, requests: 0, retries: 0 })
     }
@@ -339,9 +419,36 @@ mod tests {
         cfg.seed += 1;
         let b = SyntheticSource::new(&["SYN1".into()], cfg).fetch(range(2)).await.unwrap();
         assert_ne!(a.series[0].values, b.series[0].values);
-        assert_ne!(a.series[0].values, a.series[2].values);
-        assert_eq!(a.series.len(), 4);
+        assert_ne!(a.series[0].values, a.series[4].values);
+        assert_eq!(a.series.len(), 8);
+        assert_eq!(a.series[4].id, SeriesId::new("synthetic", "SYN2", KIND_LOAD));
         assert_eq!(a.series[0].len(), 48);
+    }
+
+    /// The as-issued temperature errs around the true one with the documented standard
+    /// deviation, more two days ahead than one; the floor of a model using it is higher.
+    #[tokio::test]
+    async fn as_issued_temperature_errs_more_with_lead() {
+        let batch = source(&["SYN1"]).fetch(range(365)).await.unwrap();
+        let temp = &batch.series[1];
+        assert_eq!(temp.id.kind, KIND_TEMP);
+        let mut stds = Vec::new();
+        for (k, days) in ISSUED_DAYS.iter().enumerate() {
+            let issued = &batch.series[2 + k];
+            assert_eq!(issued.id.kind, format!("TEMP_D{days}"));
+            assert_eq!(issued.timestamps, temp.timestamps);
+            let errors: Vec<f64> =
+                issued.values.iter().zip(&temp.values).map(|(f, t)| f.unwrap() - t.unwrap()).collect();
+            let mean = errors.iter().sum::<f64>() / errors.len() as f64;
+            let std = (errors.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / errors.len() as f64).sqrt();
+            // AR(1) errors over a year: the sample std is within 15 % of the stationary one
+            assert!((std / issued_error_std(*days) - 1.0).abs() < 0.15, "D{days}: {std}");
+            stds.push(std);
+        }
+        assert!(stds[1] > stds[0]);
+        let floor = &source(&["SYN1"]).noise_floors()[0];
+        assert!(floor.mape_next_24h_issued_percent > floor.mape_next_24h_percent);
+        assert!(floor.mape_day_ahead_issued_percent > floor.mape_day_ahead_percent);
     }
 
     #[tokio::test]

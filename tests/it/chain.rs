@@ -106,8 +106,8 @@ fn train_then_forecast_then_evaluate() {
 
 /// The README's headline claim, on a fixed window with the main job's settings (`energy train
 /// --collect` on 180 synthetic days, every model default): the model's test-split MAPE beats
-/// both seasonal naives and the boosted-trees baseline of the same run. Training is seeded and
-/// deterministic, so this is the README's figure.
+/// both seasonal naives and the boosted-trees baseline of the same run, and the same model
+/// without weather. Training is seeded and deterministic, so these are the README's figures.
 #[test]
 fn the_main_job_beats_the_naives_and_boosted_trees() {
     let dir = tempfile::tempdir().unwrap();
@@ -133,6 +133,22 @@ fn the_main_job_beats_the_naives_and_boosted_trees() {
     assert!(mape(0) < mape(1) && mape(0) < mape(2) && mape(0) < mape(3), "{}", train["test_scores"]);
     // the boosted baseline is a real competitor: better than the day-back naive
     assert!(mape(3) < mape(1), "{}", train["test_scores"]);
+    // the horizon's temperature was the as-issued forecast, on every window
+    assert_eq!(train["as_issued_weather"], true);
+    assert_eq!(train["perfect_weather_windows"]["test_dropped"], 0);
+    assert!(train["exogenous"].as_array().unwrap().iter().any(|e| e == "synthetic:SYN1:TEMP_D1"));
+    // the same model without weather does worse: the as-issued temperature earns its place
+    let plain = energy(&store)
+        .args(["train", "--start", "2025-10-03", "--end", "2026-03-31", "--weather", "none", "--json", "-q"])
+        .arg("--model-dir")
+        .arg(dir.path().join("plain"))
+        .output()
+        .unwrap();
+    let plain = json(&plain);
+    assert_eq!(plain["exogenous"].as_array().unwrap().len(), 0);
+    let without = plain["test_scores"][0]["mape_percent"].as_f64().unwrap();
+    eprintln!("test MAPE without weather: {without:.2} %");
+    assert!(mape(0) < without, "with weather {:.2} %, without {without:.2} %", mape(0));
     // coverage per lead hour, each a share
     let by_lead = train["test_scores"][0]["coverage_by_lead"].as_array().unwrap();
     assert_eq!(by_lead.len(), 24);

@@ -32,13 +32,14 @@ fn collect_then_status_then_collect_again_changes_nothing() {
         ["collect", "--start", "2024-01-01", "--end", "2024-03-31", "--region", "SYN1", "--region", "SYN2", "--json"];
     let out = energy(&store).args(args).assert().success();
     let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
-    assert_eq!(report["rows"], 91 * 24 * 4);
+    // two regions × (load, temperature and its two as-issued forecasts)
+    assert_eq!(report["rows"], 91 * 24 * 2 * 4);
     assert_eq!(report["failed_chunks"], 0);
     assert!(report["noise_floor"][0]["mape_next_24h_percent"].as_f64().unwrap() > 0.0);
 
     let status = status_json(&store);
     let series = status["series"].as_array().unwrap();
-    assert_eq!(series.len(), 4);
+    assert_eq!(series.len(), 8);
     for s in series {
         assert_eq!(s["rows"], 91 * 24);
         assert_eq!(s["missing_hours"], 0);
@@ -83,7 +84,8 @@ fn store_is_readable_by_polars_with_hive_partitions() {
     .unwrap()
     .collect()
     .unwrap();
-    assert_eq!(df.height(), 4 * 24 * 2);
+    // 4 days × 24 hours × (load, temperature, TEMP_D1, TEMP_D2)
+    assert_eq!(df.height(), 4 * 24 * 4);
     for column in ["timestamp", "value", "region", "kind", "year", "month"] {
         assert!(df.column(column).is_ok(), "missing column {column}: {:?}", df.get_column_names());
     }

@@ -99,7 +99,7 @@ fn bad_names_are_refused_with_one_line_exit_1_and_nothing_written() {
     // the store still reads as before
     let status = energy(&store).args(["status", "--json"]).assert().success();
     let status: serde_json::Value = serde_json::from_slice(&status.get_output().stdout).unwrap();
-    assert_eq!(status["series"].as_array().unwrap().len(), 2, "{status}");
+    assert_eq!(status["series"].as_array().unwrap().len(), 4, "{status}");
 }
 
 fn rows(id: &SeriesId) -> SeriesRows {

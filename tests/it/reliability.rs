@@ -29,7 +29,8 @@ const LONG_COLLECT: [&str; 11] = [
     "--concurrency",
     "2",
 ];
-const LONG_SERIES: usize = 4;
+/// Two regions × (load, temperature, TEMP_D1, TEMP_D2).
+const LONG_SERIES: usize = 8;
 const LONG_CHUNKS: usize = 97;
 
 /// The longest any wait on a child's progress may take before the test fails.
@@ -325,7 +326,7 @@ fn the_eia_key_never_reaches_an_output_or_a_file() {
     }
     // the first run did collect (so the search below covers real files)
     assert!(outputs[0].1.status.success());
-    assert_eq!(Store::new(&root).list_series().unwrap().len(), 2);
+    assert_eq!(Store::new(&root).list_series().unwrap().len(), 4);
     for (args, output) in &outputs {
         for (stream, bytes) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
             assert!(!contains(bytes, SECRET.as_bytes()), "`energy {args}` printed the key on {stream}");
@@ -350,7 +351,7 @@ fn series_ids_in_the_ledger_are_the_stored_ones() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     energy(&root).args(["collect", "--start", "2024-01-01", "--end", "2024-02-10", "-q"]).assert().success();
-    assert_eq!(assert_consistent(&root), 4);
+    assert_eq!(assert_consistent(&root), 8);
     let store = Store::new(&root);
     let id = SeriesId::new("synthetic", "SYN1", "D");
     let mut rows = store.read(&id, None).unwrap();
