@@ -1,6 +1,7 @@
 //! Command-line types (clap). Their doc comments are the `--help` text.
 use crate::features::Protocol;
 use crate::ingest::SourceKind;
+use crate::ingest::file::{Resample, Stamps};
 use chrono::NaiveDate;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -118,6 +119,36 @@ pub struct SourceArgs {
     /// Value column of the file
     #[arg(long, default_value = "value", value_name = "NAME")]
     pub value_column: String,
+
+    /// Time zone of the file's timestamps that carry no offset: an IANA name
+    /// (`Australia/Melbourne`, `Etc/GMT-10` = fixed UTC+10) or `UTC+10`. For a region with no
+    /// zone of its own it is recorded in the store as the region's zone, which later commands
+    /// use [default: `[regions.<R>] timezone`, else the zone the store recorded for the region,
+    /// else UTC]
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
+
+    /// Which end of its interval a file's timestamp marks: `end` (00:30 and 01:00 make the hour
+    /// ending 01:00) or `start` (00:00 and 00:30 make it) [default: end]
+    #[arg(long, value_enum)]
+    pub stamps: Option<Stamps>,
+
+    /// How a sub-hourly file's value column becomes hourly: `mean` (power) or `sum` (energy
+    /// per interval); other columns are averaged [default: mean]
+    #[arg(long, value_enum)]
+    pub resample: Option<Resample>,
+
+    /// Fraction (0-1) of an hour's sub-hourly intervals that must hold a value; an hour with
+    /// fewer is stored as null (with fewer than all: the mean of those present; a sum is scaled
+    /// up to the whole hour) [default: 1]
+    #[arg(long, value_name = "FRACTION")]
+    pub min_coverage: Option<f64>,
+
+    /// Store a file's extra column under another kind, NAME=KIND (e.g. `temperature_c=TEMP`:
+    /// TEMP is the kind `train` uses as the region's temperature); repeatable or comma-separated
+    /// [default: the column name upper-cased]
+    #[arg(long, value_name = "NAME=KIND", value_delimiter = ',')]
+    pub column_kind: Vec<String>,
 
     /// EIA API base URL [default: https://api.eia.gov]
     #[arg(long, value_name = "URL")]
@@ -286,6 +317,7 @@ impl std::fmt::Debug for SourceArgs {
             .field("concurrency", &self.concurrency)
             .field("seed", &self.seed)
             .field("path", &self.path)
+            .field("timezone", &self.timezone)
             .field("eia_url", &self.eia_url)
             .field("caiso_url", &self.caiso_url)
             .field("eia_api_key", &self.eia_api_key.as_ref().map(|_| "***"))

@@ -41,6 +41,8 @@ pub struct Config {
     pub caiso: CaisoConfig,
     pub openmeteo: OpenmeteoConfig,
     pub weather: WeatherConfig,
+    /// `[regions.<R>]`: a region's time zone and holidays (see [`crate::region`]).
+    pub regions: std::collections::BTreeMap<String, RegionConfig>,
     pub synthetic: SyntheticConfig,
     pub split: SplitConfig,
     pub model: ModelConfig,
@@ -178,6 +180,29 @@ pub struct WeatherPoint {
     pub weight: f64,
 }
 
+/// One region's local calendar (`[regions.<R>]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegionConfig {
+    /// IANA zone (`Australia/Melbourne`, `Etc/GMT-10`) or a fixed offset (`UTC+10`): the
+    /// region's local time, and the zone of its files' timestamps that carry no offset.
+    pub timezone: Option<String>,
+    /// Holidays its calendar marks: `us` or `none` [default: `us` for the built-in US regions,
+    /// `none` for any other].
+    pub holidays: Option<crate::region::Holidays>,
+}
+
+impl RegionConfig {
+    /// The settings to register ([`crate::region::configure`]); the zone was checked by
+    /// [`Config::parse`].
+    pub fn settings(&self) -> crate::region::RegionSettings {
+        crate::region::RegionSettings {
+            zone: self.timezone.as_deref().and_then(|z| crate::region::parse_zone(z).ok()),
+            holidays: self.holidays,
+        }
+    }
+}
+
 /// The synthetic source: see `ingest::synthetic` for the generating process.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -306,6 +331,12 @@ impl Config {
             let key = format!("weather.points.{region}");
             crate::ingest::openmeteo::check_points(region, points).map_err(|why| format!("key `{key}`: {why}"))?;
         }
+        for (region, settings) in &self.regions {
+            crate::ingest::check_name("region", region).map_err(|e| format!("key `regions.{region}`: {e}"))?;
+            if let Some(zone) = &settings.timezone {
+                crate::region::parse_zone(zone).map_err(|why| format!("key `regions.{region}.timezone`: {why}"))?;
+            }
+        }
         check(self.model.horizon >= 1 && self.model.context >= 1, "model", "context and horizon must be at least 1")?;
         for (key, value) in [
             ("model.d_model", self.model.d_model),
@@ -392,6 +423,20 @@ mod tests {
         assert!(e.contains("weight"), "{e}");
         let e = Config::parse("[openmeteo]\nforecast_days = 16\n").unwrap_err();
         assert!(e.contains("openmeteo.forecast_days"), "{e}");
+    }
+
+    #[test]
+    fn regions_are_read_and_checked() {
+        let c = Config::parse("[regions.VIC]\ntimezone = \"Etc/GMT-10\"\nholidays = \"none\"\n").unwrap();
+        let settings = c.regions["VIC"].settings();
+        assert_eq!(settings.zone, Some(chrono_tz::Etc::GMTMinus10));
+        assert_eq!(settings.holidays, Some(crate::region::Holidays::None));
+        let e = Config::parse("[regions.VIC]\ntimezone = \"Mars/Base\"\n").unwrap_err();
+        assert!(e.contains("regions.VIC.timezone") && e.contains("Mars/Base"), "{e}");
+        let e = Config::parse("[regions.VIC]\nholidays = \"au\"\n").unwrap_err();
+        assert!(e.contains("holidays"), "{e}");
+        let e = Config::parse("[regions.VIC]\nzone = \"UTC\"\n").unwrap_err();
+        assert!(e.contains("zone"), "{e}");
     }
 
     #[test]

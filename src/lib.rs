@@ -9,6 +9,8 @@
 //! - [`model`]: the Ring Attention forecaster on mlx-rs.
 //! - [`eval`]: metrics (MAPE, MAE, MASE, pinball, coverage), seasonal-naive baselines, interval
 //!   calibration and the one backtest `train` and `evaluate` share.
+//! - [`region`]: each region's time zone and holiday calendar (config, store records, built-in
+//!   table; UTC with a warning for a region with none).
 //! - [`report`]: the `Reporter` trait through which the library reports progress.
 //! - [`rng`]: the one seedable random generator (SplitMix64) for shuffles and test data.
 //! - [`time`]: hourly ranges (interval-end), region time zones, US holidays.
@@ -22,6 +24,7 @@ pub mod eval;
 pub mod features;
 pub mod ingest;
 pub mod model;
+pub mod region;
 pub mod report;
 pub mod rng;
 pub mod time;

@@ -205,26 +205,45 @@ pub fn parse_timestamp(text: &str) -> Result<i64, String> {
     Ok(micros)
 }
 
-/// [`parse_timestamp`] at any minute (OASIS's 5- and 15-minute interval bounds).
+/// [`parse_timestamp`] at any minute (OASIS's 5- and 15-minute interval bounds); a time
+/// without an offset is UTC.
 pub fn parse_instant(text: &str) -> Result<i64, String> {
+    Ok(match parse_stamp(text)? {
+        Stamp::Instant(micros) => micros,
+        Stamp::Local(naive) => naive.and_utc().timestamp_micros(),
+    })
+}
+
+/// A timestamp as written: an instant (it carried an offset or `Z`) or a wall-clock time
+/// whose zone the reader must supply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    /// Epoch microseconds.
+    Instant(i64),
+    /// A date and time with no offset.
+    Local(chrono::NaiveDateTime),
+}
+
+/// Read a timestamp in the spellings [`parse_instant`] accepts, keeping apart those that name
+/// their offset and those that do not.
+pub fn parse_stamp(text: &str) -> Result<Stamp, String> {
     use chrono::NaiveDateTime;
     let text = text.trim();
-    let micros = if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        t.timestamp_micros()
-    } else if let Ok(t) = DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%:z")
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(Stamp::Instant(t.timestamp_micros()));
+    }
+    if let Ok(t) = DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%:z")
         .or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%z"))
     {
-        t.timestamp_micros()
-    } else {
-        let formats = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"];
-        let naive = formats
-            .iter()
-            .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-            .or_else(|| NaiveDateTime::parse_from_str(&format!("{text}:00"), "%Y-%m-%dT%H:%M").ok())
-            .ok_or_else(|| format!("cannot read timestamp `{text}` (expected e.g. 2024-01-31T13:00:00Z)"))?;
-        naive.and_utc().timestamp_micros()
-    };
-    Ok(micros)
+        return Ok(Stamp::Instant(t.timestamp_micros()));
+    }
+    let formats = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"];
+    formats
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+        .or_else(|| NaiveDateTime::parse_from_str(&format!("{text}:00"), "%Y-%m-%dT%H:%M").ok())
+        .map(Stamp::Local)
+        .ok_or_else(|| format!("cannot read timestamp `{text}` (expected e.g. 2024-01-31T13:00:00Z)"))
 }
 
 fn days_in_month(year: i64, month: i64) -> i64 {
@@ -251,12 +270,19 @@ pub fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
     from_us(t.timestamp_micros() - t.timestamp_micros().rem_euclid(HOUR_US))
 }
 
-/// The IANA zone of a region (balancing authority, CAISO TAC area or synthetic region).
-/// Unknown codes fall back to `America/New_York`; synthetic regions `SYN<n>` cycle over the
-/// four contiguous-US zones so that multi-region runs cover them all.
+/// The IANA zone of a region: `[regions.<R>] timezone`, else the zone recorded in the store by
+/// a `--timezone` import, else the built-in table ([`builtin_zone`]); a region with none gets
+/// UTC and a warning (once) naming the setting to add. See [`crate::region`].
 pub fn region_zone(region: &str) -> Tz {
+    crate::region::zone(region)
+}
+
+/// The built-in zone of a region code (US balancing authorities, EIA regions, CAISO TAC areas,
+/// synthetic regions `SYN<n>`, which cycle over the four contiguous-US zones so that
+/// multi-region runs cover them all); `None` for any other code.
+pub fn builtin_zone(region: &str) -> Option<Tz> {
     use chrono_tz::America;
-    match region {
+    Some(match region {
         "CISO" | "CAL" | "BANC" | "LDWP" | "IID" | "TIDC" | "BPAT" | "PACW" | "PGE" | "PSEI" | "SCL" | "TPWR"
         | "AVA" | "CHPD" | "DOPD" | "GCPD" | "NEVP" | "NW" => America::Los_Angeles,
         r if r.starts_with("CA ISO") || r.contains("-TAC") => America::Los_Angeles,
@@ -268,9 +294,9 @@ pub fn region_zone(region: &str) -> Tz {
         r => match r.strip_prefix("SYN").and_then(|n| n.parse::<u32>().ok()) {
             Some(n) => [America::New_York, America::Chicago, America::Denver, America::Los_Angeles]
                 [(n.saturating_sub(1) % 4) as usize],
-            None => America::New_York,
+            None => return None,
         },
-    }
+    })
 }
 
 /// The US federal holidays of `year` (observed dates: a Saturday holiday is observed on the

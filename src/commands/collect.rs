@@ -5,15 +5,18 @@ use crate::cli::{SelectArgs, SourceArgs};
 use crate::config::SyntheticConfig;
 use crate::ingest::caiso;
 use crate::ingest::eia::MISSING_KEY;
-use crate::ingest::file::{self, FileColumns};
+use crate::ingest::file::{self, FileColumns, FileOptions};
 use crate::ingest::openmeteo::{self, OpenmeteoKind, OpenmeteoSource};
+use crate::ingest::store::RegionRecord;
 use crate::ingest::synthetic::{KIND_LOAD, KIND_TEMP, NoiseFloor};
 use crate::ingest::{
     CaisoKind, CaisoSource, CollectionResult, EiaKind, EiaSource, FileSource, HttpClient, Orchestrator, RateLimits,
     RetryPolicy, Secret, Source, SourceKind, SyntheticSource,
 };
+use crate::region::{self, RegionSettings, ZoneOrigin};
 use crate::time::DateRange;
 use anyhow::{Context as _, Result, bail};
+use chrono_tz::Tz;
 use serde::Serialize;
 
 pub(crate) fn run(context: &Context, select: &SelectArgs, sources: &SourceArgs) -> Result<()> {
@@ -38,6 +41,7 @@ pub(crate) fn collect(
     let concurrency = sources.concurrency(&context.config)?;
     match select.source() {
         SourceKind::Synthetic => {
+            refuse_file_flags(sources, select.source())?;
             let source = synthetic_source(context, select, sources)?;
             let range = select.range(context.now)?;
             let result = collect_with(context, &source, range, concurrency)?;
@@ -60,7 +64,11 @@ pub(crate) fn collect(
                 region: regions[0].clone(),
                 kind,
             };
-            let source = FileSource::open(path, &columns).context("cannot import the file")?;
+            let (options, flag_zone) = file_options(&regions[0], sources)?;
+            let source = FileSource::open_with(path, &columns, &options).context("cannot import the file")?;
+            if let Some(zone) = flag_zone {
+                record_zone(context, &regions[0], zone)?;
+            }
             let range = if select.start.is_some() || select.days.is_some() {
                 select.range(context.now)?
             } else {
@@ -70,11 +78,13 @@ pub(crate) fn collect(
             Ok((collect_with(context, &source, range, concurrency)?, Vec::new()))
         }
         SourceKind::Eia => {
+            refuse_file_flags(sources, select.source())?;
             let source = eia_source(context, select, sources)?;
             let range = select.range(context.now)?;
             Ok((collect_with(context, &source, range, concurrency)?, Vec::new()))
         }
         SourceKind::Caiso => {
+            refuse_file_flags(sources, select.source())?;
             let source = caiso_source(context, select, sources)?;
             let range = select.range(context.now)?;
             if concurrency > 1 {
@@ -82,7 +92,97 @@ pub(crate) fn collect(
             }
             Ok((collect_with(context, &source, range, 1)?, Vec::new()))
         }
-        SourceKind::Openmeteo => Ok((collect_openmeteo(context, select, sources)?, Vec::new())),
+        SourceKind::Openmeteo => {
+            refuse_file_flags(sources, select.source())?;
+            Ok((collect_openmeteo(context, select, sources)?, Vec::new()))
+        }
+    }
+}
+
+/// How to read a file for `region`, and the zone `--timezone` named (if it did): timestamps
+/// without an offset are read in `--timezone`, else the region's configured zone or the one
+/// the store recorded for it, else UTC (the built-in zones of US regions are not used: their
+/// files are UTC unless they say otherwise).
+fn file_options(region: &str, sources: &SourceArgs) -> Result<(FileOptions, Option<Tz>)> {
+    let flag_zone = match &sources.timezone {
+        Some(text) => Some(region::parse_zone(text).map_err(|e| BadInput(format!("--timezone: {e}")))?),
+        None => None,
+    };
+    let zone = flag_zone.or_else(|| match region::known_zone(region) {
+        Some((zone, ZoneOrigin::Config | ZoneOrigin::Store)) => Some(zone),
+        _ => None,
+    });
+    let min_coverage = sources.min_coverage.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&min_coverage) {
+        return Err(BadInput(format!("--min-coverage must be between 0 and 1 (got {min_coverage})")).into());
+    }
+    let column_kinds = sources
+        .column_kind
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((name, kind)) if !name.trim().is_empty() && !kind.trim().is_empty() => {
+                Ok((name.trim().to_string(), kind.trim().to_string()))
+            }
+            _ => Err(BadInput(format!("--column-kind `{pair}`: write NAME=KIND (e.g. temperature_c=TEMP)"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let options = FileOptions {
+        zone,
+        stamps: sources.stamps.unwrap_or_default(),
+        resample: sources.resample.unwrap_or_default(),
+        min_coverage,
+        column_kinds,
+    };
+    Ok((options, flag_zone))
+}
+
+/// Make `zone` (from `--timezone`) the zone of `region` for later commands, recorded in the
+/// store, when the region has no zone of its own; a configured or built-in zone stays the
+/// region's (the flag then only says how to read the file).
+fn record_zone(context: &Context, region: &str, zone: Tz) -> Result<()> {
+    match region::known_zone(region) {
+        Some((known, ZoneOrigin::Config | ZoneOrigin::BuiltIn)) => {
+            if known != zone {
+                tracing::info!(
+                    region,
+                    "the file's local times are read in {}; the region's own zone stays {} for its calendar",
+                    zone.name(),
+                    known.name()
+                );
+            }
+            return Ok(());
+        }
+        Some((known, ZoneOrigin::Store)) if known == zone => return Ok(()),
+        Some((known, ZoneOrigin::Store)) => tracing::warn!(
+            region,
+            "region {region} was imported before with --timezone {}; its zone is now {} (rows imported before \
+             keep the times they were read with: import them again if that was a mistake)",
+            known.name(),
+            zone.name()
+        ),
+        None => {}
+    }
+    let _lock = context.store.lock().context("cannot lock the store")?;
+    context
+        .store
+        .record_region(region, RegionRecord { timezone: zone.name().to_string() })
+        .context("cannot record the region's time zone")?;
+    region::configure(region, RegionSettings { zone: Some(zone), holidays: None }, ZoneOrigin::Store);
+    Ok(())
+}
+
+/// The file-only flags are refused with another source rather than ignored.
+fn refuse_file_flags(sources: &SourceArgs, source: SourceKind) -> Result<(), BadInput> {
+    let given = [
+        ("--timezone", sources.timezone.is_some()),
+        ("--stamps", sources.stamps.is_some()),
+        ("--resample", sources.resample.is_some()),
+        ("--min-coverage", sources.min_coverage.is_some()),
+        ("--column-kind", !sources.column_kind.is_empty()),
+    ];
+    match given.iter().find(|(_, given)| *given) {
+        Some((flag, _)) => Err(BadInput(format!("{flag} is for --source file, not {source}"))),
+        None => Ok(()),
     }
 }
 

@@ -68,6 +68,11 @@ pub fn run(cli: Cli) -> Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     let root: PathBuf = cli.store.clone().unwrap_or_else(|| config.store.root.clone());
     let context = Context { store: Store::new(root), config, json: cli.json, quiet: cli.quiet > 0, now: Utc::now() };
+    let uses_regions = matches!(
+        cli.command,
+        Command::Collect(_) | Command::Features(_) | Command::Train(_) | Command::Forecast(_) | Command::Evaluate(_)
+    );
+    register_regions(&context, uses_regions)?;
     match cli.command {
         Command::Collect(args) => collect::run(&context, &args.select, &args.sources),
         Command::Status(args) => status::run(&context, &args),
@@ -77,6 +82,30 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Evaluate(args) => evaluate::run(&context, &args),
         Command::Bench(args) => bench::run(&context, &args),
     }
+}
+
+/// Make the regions' zones and holidays known ([`crate::region`]): the zones the store
+/// recorded (`read_store`: commands that use regions), then `[regions.<R>]` of the config, which
+/// wins.
+fn register_regions(context: &Context, read_store: bool) -> Result<()> {
+    use crate::region::{ZoneOrigin, configure, parse_zone};
+    if read_store {
+        let records = context.store.regions().context("cannot read the store's region records")?;
+        for (region, record) in records {
+            match parse_zone(&record.timezone) {
+                Ok(zone) => configure(
+                    &region,
+                    crate::region::RegionSettings { zone: Some(zone), holidays: None },
+                    ZoneOrigin::Store,
+                ),
+                Err(e) => tracing::warn!(region, "ignoring the store's record of region {region}: {e}"),
+            }
+        }
+    }
+    for (region, settings) in &context.config.regions {
+        configure(region, settings.settings(), ZoneOrigin::Config);
+    }
+    Ok(())
 }
 
 /// A range no command accepts: longer than [`MAX_DAYS`] or starting before 1970.

@@ -4,13 +4,15 @@
 //! Each row describes the local hour its interval **starts** in: the row whose interval ends at
 //! 01:00 local is hour 0 of that day. Angles: hour h → 2πh/24, ISO weekday w (Mon = 1) →
 //! 2π(w−1)/7, day of year d → 2π(d−1)/365.25. `weekend` is 1 on Saturday and Sunday, `holiday`
-//! 1 on US federal holidays (observed dates, [`crate::time::is_us_holiday`]).
+//! 1 on the region's holidays ([`crate::region::holidays`]: US federal holidays, observed dates,
+//! for US regions; none for a region configured or known as non-US).
 //!
 //! One pass over the rows: the zone's offset at each hour (a binary search in chrono-tz's
 //! transitions), then the local day and hour by integer arithmetic; the date, its day of year
 //! and the holiday rule are worked out once per local day, and the angles come from tables.
 use super::{CALENDAR_COLUMNS, COL_TIMESTAMP, FeatureError};
-use crate::time::{HOUR_US, is_us_holiday};
+use crate::region::Holidays;
+use crate::time::HOUR_US;
 use chrono::{DateTime, Datelike, NaiveDate, Offset, TimeZone as _};
 use chrono_tz::Tz;
 use polars::prelude::*;
@@ -21,7 +23,7 @@ const SECONDS_PER_DAY: i64 = 86_400;
 const UNIX_EPOCH_FROM_CE: i64 = 719_163;
 
 /// The calendar columns of interval-end timestamps (µs), in [`CALENDAR_COLUMNS`] order.
-pub fn calendar_columns(timestamps: &[i64], zone: Tz) -> Result<Vec<Vec<f64>>, FeatureError> {
+pub fn calendar_columns(timestamps: &[i64], zone: Tz, holidays: Holidays) -> Result<Vec<Vec<f64>>, FeatureError> {
     let periodic = |period: f64, count: usize| -> (Vec<f64>, Vec<f64>) {
         (0..count).map(|x| 2.0 * PI * x as f64 / period).map(|a| (a.sin(), a.cos())).unzip()
     };
@@ -50,7 +52,7 @@ pub fn calendar_columns(timestamps: &[i64], zone: Tz) -> Result<Vec<Vec<f64>>, F
                     .ok()
                     .and_then(NaiveDate::from_num_days_from_ce_opt)
                     .ok_or_else(|| FeatureError::Data(format!("timestamp {t} µs is out of range")))?;
-                let entry = (date.ordinal0() as usize, f64::from(u8::from(is_us_holiday(date))));
+                let entry = (date.ordinal0() as usize, f64::from(u8::from(holidays.contains(date))));
                 day = Some((day_number, entry.0, entry.1));
                 entry
             }
@@ -74,11 +76,11 @@ pub fn calendar_columns(timestamps: &[i64], zone: Tz) -> Result<Vec<Vec<f64>>, F
 
 /// The calendar columns for arbitrary interval-end timestamps (µs), e.g. hours after the
 /// table's last row, with a `timestamp` column first.
-pub fn calendar_frame(timestamps: &[i64], zone: Tz) -> Result<DataFrame, FeatureError> {
+pub fn calendar_frame(timestamps: &[i64], zone: Tz, holidays: Holidays) -> Result<DataFrame, FeatureError> {
     let timestamp = Series::new(COL_TIMESTAMP.into(), timestamps.to_vec())
         .cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))?;
     let mut columns: Vec<Column> = vec![timestamp.into()];
-    for (name, values) in CALENDAR_COLUMNS.iter().zip(calendar_columns(timestamps, zone)?) {
+    for (name, values) in CALENDAR_COLUMNS.iter().zip(calendar_columns(timestamps, zone, holidays)?) {
         columns.push(Series::new((*name).into(), values).into());
     }
     Ok(DataFrame::new(timestamps.len(), columns)?)
@@ -108,13 +110,14 @@ mod tests {
     #[test]
     fn local_hour_is_dst_correct_in_new_york() {
         // spring forward 2024-03-10: interval ends 06Z..09Z start at local 01, 03, 04 (02 skipped)
-        let frame = calendar_frame(&utc_hours(2024, 3, 10, 5, 5), chrono_tz::America::New_York).unwrap();
+        let frame = calendar_frame(&utc_hours(2024, 3, 10, 5, 5), chrono_tz::America::New_York, Holidays::Us).unwrap();
         assert_eq!(hours_of(&frame), vec![23, 0, 1, 3, 4]);
         // fall back 2024-11-03: local hour 1 happens twice
-        let frame = calendar_frame(&utc_hours(2024, 11, 3, 5, 5), chrono_tz::America::New_York).unwrap();
+        let frame = calendar_frame(&utc_hours(2024, 11, 3, 5, 5), chrono_tz::America::New_York, Holidays::Us).unwrap();
         assert_eq!(hours_of(&frame), vec![0, 1, 1, 2, 3]);
         // a whole local day has 23 / 25 rows: count hour-0 rows over March and November
-        let frame = calendar_frame(&utc_hours(2024, 3, 1, 5, 24 * 30), chrono_tz::America::New_York).unwrap();
+        let frame =
+            calendar_frame(&utc_hours(2024, 3, 1, 5, 24 * 30), chrono_tz::America::New_York, Holidays::Us).unwrap();
         let hours = hours_of(&frame);
         assert_eq!(hours.iter().filter(|h| **h == 2).count(), 29, "2 local is skipped once");
         assert_eq!(hours.iter().filter(|h| **h == 0).count(), 30);
@@ -123,7 +126,8 @@ mod tests {
     #[test]
     fn holiday_is_the_local_day_of_thanksgiving() {
         // Thanksgiving 2024-11-28 in New York: local 00:00 = 05Z, so interval ends 06Z..=05Z next day
-        let frame = calendar_frame(&utc_hours(2024, 11, 28, 4, 27), chrono_tz::America::New_York).unwrap();
+        let frame =
+            calendar_frame(&utc_hours(2024, 11, 28, 4, 27), chrono_tz::America::New_York, Holidays::Us).unwrap();
         let holiday: Vec<f64> = frame.column(COL_HOLIDAY).unwrap().f64().unwrap().iter().flatten().collect();
         assert_eq!(holiday[..2], [0.0, 0.0]); // ends 04Z, 05Z: local Wednesday
         assert!(holiday[2..26].iter().all(|h| *h == 1.0)); // ends 06Z..05Z(+1): Thursday
@@ -131,9 +135,21 @@ mod tests {
         let weekend: Vec<f64> = frame.column(COL_WEEKEND).unwrap().f64().unwrap().iter().flatten().collect();
         assert!(weekend.iter().all(|w| *w == 0.0));
         // the same instants in Los Angeles start Thursday three hours later
-        let frame = calendar_frame(&utc_hours(2024, 11, 28, 4, 27), chrono_tz::America::Los_Angeles).unwrap();
+        let frame =
+            calendar_frame(&utc_hours(2024, 11, 28, 4, 27), chrono_tz::America::Los_Angeles, Holidays::Us).unwrap();
         let holiday: Vec<f64> = frame.column(COL_HOLIDAY).unwrap().f64().unwrap().iter().flatten().collect();
         assert_eq!(holiday.iter().position(|h| *h == 1.0), Some(5));
+    }
+
+    /// A region whose calendar has no holidays (configured `holidays = "none"`, or not a US
+    /// region) gets no US holiday: Thanksgiving is a plain Thursday.
+    #[test]
+    fn no_us_holidays_for_a_calendar_without_them() {
+        let hours = utc_hours(2024, 11, 28, 4, 27);
+        let frame = calendar_frame(&hours, chrono_tz::America::New_York, Holidays::None).unwrap();
+        let holiday: Vec<f64> = frame.column(COL_HOLIDAY).unwrap().f64().unwrap().iter().flatten().collect();
+        assert_eq!(holiday.len(), 27);
+        assert!(holiday.iter().all(|h| *h == 0.0), "{holiday:?}");
     }
 
     #[test]
@@ -167,13 +183,13 @@ mod tests {
             chrono_tz::Asia::Kolkata,
             chrono_tz::Australia::Lord_Howe,
         ] {
-            let columns = calendar_columns(&hours, zone).unwrap();
+            let columns = calendar_columns(&hours, zone, Holidays::Us).unwrap();
             let angle = |x: u32, period: f64| 2.0 * PI * f64::from(x) / period;
             let mut holidays = 0;
             for (i, t) in hours.iter().enumerate() {
                 let local = crate::time::from_us(t - HOUR_US).with_timezone(&zone);
                 let (h, w, d) = (local.hour(), local.weekday().number_from_monday() - 1, local.ordinal0());
-                let holiday = is_us_holiday(local.date_naive());
+                let holiday = crate::time::is_us_holiday(local.date_naive());
                 holidays += usize::from(holiday);
                 let want = [
                     angle(h, 24.0).sin(),

@@ -324,7 +324,7 @@ pub(crate) fn from_rows(
                 },
             )
         },
-        || calendar::calendar_columns(&grid, zone),
+        || calendar::calendar_columns(&grid, zone, crate::region::holidays(region)),
     );
     let (cleaned, input, exogenous_columns, calendar) = (cleaned?, input?, exogenous_cleaned?, calendar?);
     tracing::debug!(ms = ms(started), "features: cleaned and calendar");

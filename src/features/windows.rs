@@ -263,7 +263,7 @@ impl Features {
         let future_calendar = if extra_rows > 0 {
             let last = table.timestamps.last().copied().unwrap_or_default();
             let hours: Vec<i64> = (1..=extra_rows as i64).map(|k| last + k * HOUR_US).collect();
-            Some(calendar_frame(&hours, table.zone)?)
+            Some(calendar_frame(&hours, table.zone, crate::region::holidays(&table.region))?)
         } else {
             None
         };

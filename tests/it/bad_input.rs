@@ -153,7 +153,13 @@ const BAD_CSV: &[(&str, &[u8], &str)] = &[
         b"timestamp,value\n2024-01-01T01:00:00Z,1\n2024-01-01T02:00:00Z,2\n2024-13-01T03:00:00Z,3\n",
         "row 4: cannot read timestamp",
     ),
-    ("sub-hourly.csv", b"timestamp,value\n2024-01-01T01:00:00Z,1\n2024-01-01T01:30:00Z,1\n", "is not on a whole hour"),
+    // sub-hourly files are aggregated to hours (`tests/it/files.rs`); two half hours of two
+    // different hours make no whole hour
+    (
+        "sub-hourly.csv",
+        b"timestamp,value\n2024-01-01T01:00:00Z,1\n2024-01-01T01:30:00Z,1\n",
+        "no hour of column `value` has all its 30-minute intervals",
+    ),
     (
         "duplicate.csv",
         b"timestamp,value\n2024-01-01T01:00:00Z,1\n2024-01-01T01:00:00Z,2\n",

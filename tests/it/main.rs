@@ -8,6 +8,7 @@ mod collect;
 mod common;
 mod eia;
 mod faults;
+mod files;
 mod isolation;
 mod openmeteo;
 mod realdata;

@@ -19,6 +19,7 @@
 //! # Layout
 //! - this file: the [`Store`] API (lock, chunk writes, reads, listing, status);
 //! - `ledger`: the completed-chunk ledger in `_catalog/ledger.json` and row checksums;
+//! - `regions`: the time zones regions' files were imported with, `_catalog/regions.json`;
 //! - `parquet`: encoding and decoding one partition file;
 //! - `layout`: partition folder names, months and walking the tree without following links;
 //! - `atomic`: the program's one atomic file write ([`write_atomic`], [`write_atomic_with`]).
@@ -26,11 +27,13 @@ mod atomic;
 mod layout;
 mod ledger;
 mod parquet;
+mod regions;
 
 pub use atomic::{write_atomic, write_atomic_with};
 pub use ledger::{LedgerEntry, checksum};
 pub use parquet::frame_from_rows;
 pub(crate) use parquet::guard_reader;
+pub use regions::RegionRecord;
 
 use super::{IngestError, SeriesId, SeriesRows};
 use crate::time::{DateRange, from_us};

@@ -1,0 +1,82 @@
+//! Region records, `{root}/_catalog/regions.json`: the time zone a region's files were
+//! imported with (`collect --source file --timezone`), so that later commands on the same
+//! store read the region's local time in it ([`crate::region`]). Written atomically, versioned
+//! with `#[serde(tag = "version")]`.
+use super::{CATALOG, Store, write_atomic};
+use crate::ingest::IngestError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+
+const REGIONS_FILE: &str = "regions.json";
+
+/// What the store records of one region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionRecord {
+    /// The IANA name of the zone its files' local timestamps were read in.
+    pub timezone: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "version")]
+enum RegionsFile {
+    #[serde(rename = "1")]
+    V1 { regions: BTreeMap<String, RegionRecord> },
+}
+
+impl Store {
+    fn regions_path(&self) -> PathBuf {
+        self.root.join(CATALOG).join(REGIONS_FILE)
+    }
+
+    /// The region records (none for a new store).
+    pub fn regions(&self) -> Result<BTreeMap<String, RegionRecord>, IngestError> {
+        let path = self.regions_path();
+        self.refuse_links(&path)?;
+        match fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<RegionsFile>(&bytes) {
+                Ok(RegionsFile::V1 { regions }) => Ok(regions),
+                Err(e) => Err(IngestError::StoreData { path, message: format!("corrupt region records: {e}") }),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(Self::io(&path)(e)),
+        }
+    }
+
+    /// Record (or replace) what the store knows of `region`. The caller holds the lock.
+    pub fn record_region(&self, region: &str, record: RegionRecord) -> Result<(), IngestError> {
+        crate::ingest::check_name("region", region)?;
+        let mut regions = self.regions()?;
+        regions.insert(region.to_string(), record);
+        let path = self.regions_path();
+        let bytes = serde_json::to_vec_pretty(&RegionsFile::V1 { regions })
+            .map_err(|e| IngestError::StoreData { path: path.clone(), message: e.to_string() })?;
+        if let Some(catalog) = path.parent() {
+            fs::create_dir_all(catalog).map_err(Store::io(catalog))?;
+        }
+        write_atomic(&path, &bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_corruption_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        assert!(store.regions().unwrap().is_empty());
+        store.record_region("VIC", RegionRecord { timezone: "Etc/GMT-10".into() }).unwrap();
+        store.record_region("XYZ", RegionRecord { timezone: "UTC".into() }).unwrap();
+        store.record_region("VIC", RegionRecord { timezone: "Australia/Brisbane".into() }).unwrap();
+        let regions = store.regions().unwrap();
+        assert_eq!(regions.len(), 2);
+        assert_eq!(regions["VIC"].timezone, "Australia/Brisbane");
+        assert!(store.record_region("../x", RegionRecord { timezone: "UTC".into() }).is_err());
+        fs::write(store.regions_path(), b"{not json").unwrap();
+        let e = store.regions().unwrap_err().to_string();
+        assert!(e.contains("regions.json"), "{e}");
+    }
+}
