@@ -19,7 +19,9 @@ for window in ${QUALITY_WINDOWS:-2025-06-04:2025-11-30 2025-10-03:2026-03-31 202
 import json, sys
 r = json.load(open(sys.argv[1]))
 s = {x["name"]: x for x in r["test_scores"]}
-floor = r["noise_floor"]["mape_next_24h_percent"] if r.get("noise_floor") else float("nan")
+# the floor of the weather the model was given (as-issued forecasts: their error counts)
+key = "mape_next_24h_issued_percent" if r.get("as_issued_weather") else "mape_next_24h_percent"
+floor = r["noise_floor"][key] if r.get("noise_floor") else float("nan")
 print("%-25s %8.2f %9.2f %10.2f %8.2f %7.2f %8.0f%% %8.0f" % (
     sys.argv[2], s["model"]["mape_percent"], s["seasonal naive (24 h)"]["mape_percent"],
     s["seasonal naive (168 h)"]["mape_percent"], s["boosted trees"]["mape_percent"], floor, 100 * s["model"]["coverage_p10_p90"],
