@@ -149,7 +149,7 @@ impl SourceKind {
     /// The kinds the source offers, as the help text names them.
     pub fn kinds(self) -> &'static str {
         match self {
-            SourceKind::Synthetic => "D, TEMP",
+            SourceKind::Synthetic => "D, TEMP, TEMP_D1, TEMP_D2",
             SourceKind::Eia => "D, DF, NG, TI, fuel:CODE",
             SourceKind::Caiso => "ACTUAL, DAM, 2DA, 7DA, RTPD, RTD",
             SourceKind::File => "any: the value column is stored as --kind (default D), other numeric columns by name",
