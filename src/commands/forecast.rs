@@ -77,7 +77,8 @@ pub(crate) fn run(context: &Context, args: &ForecastArgs, sources: &SourceArgs) 
         let mut rows = to_rows(&stored, first);
         rows.timestamps.retain(|t| *t <= last);
         rows.values.truncate(rows.timestamps.len());
-        let future = future_exogenous(&meta, id, last, future_hours)?;
+        let needed = (spec.gap() + spec.horizon) as i64;
+        let future = future_exogenous(context, &meta, id, last, future_hours, needed)?;
         rows.timestamps.extend(future.timestamps);
         rows.values.extend(future.values);
         exogenous.push((id.kind.to_lowercase(), rows));
@@ -163,14 +164,20 @@ fn to_rows(stored: &crate::ingest::SeriesRows, first: i64) -> Rows {
 }
 
 /// Known-future values of an exogenous series for the hours after `last`. The synthetic
-/// source provides its own temperature (a perfect weather forecast); other sources have none.
-fn future_exogenous(meta: &ModelMeta, id: &crate::ingest::SeriesId, last: i64, hours: i64) -> Result<Rows> {
+/// source provides its own temperature and its as-issued forecasts. Any other weather comes
+/// from the stored live forecast of its base kind (`TEMP_FCST` for `TEMP` and every `TEMP_DN`:
+/// a forecast issued now is the newest forecast issued by the origin), which must cover the
+/// horizon.
+fn future_exogenous(
+    context: &Context,
+    meta: &ModelMeta,
+    id: &crate::ingest::SeriesId,
+    last: i64,
+    hours: i64,
+    needed: i64,
+) -> Result<Rows> {
     if meta.source != SourceKind::Synthetic {
-        return Err(BadInput(format!(
-            "the model needs future values of {id}, which source {} does not provide",
-            meta.source
-        ))
-        .into());
+        return live_forecast(context, id, last, hours, needed);
     }
     let source = SyntheticSource::new(
         std::slice::from_ref(&meta.region),
@@ -184,6 +191,42 @@ fn future_exogenous(meta: &ModelMeta, id: &crate::ingest::SeriesId, last: i64, h
         .find(|s| s.id.kind == id.kind)
         .ok_or_else(|| BadInput(format!("the synthetic source has no kind {}", id.kind)))?;
     Ok(Rows { timestamps: series.timestamps, values: series.values })
+}
+
+/// The stored live forecast (`{BASE}_FCST` of `id`'s source and region) for the `hours` after
+/// `last`; an error naming what to collect when it does not cover the first `needed` of them.
+fn live_forecast(context: &Context, id: &crate::ingest::SeriesId, last: i64, hours: i64, needed: i64) -> Result<Rows> {
+    let base = crate::ingest::parse_issued_kind(&id.kind).map_or(id.kind.as_str(), |(base, _)| base);
+    let live = crate::ingest::SeriesId::new(&id.source, &id.region, format!("{base}_FCST"));
+    let missing = || {
+        BadInput(format!(
+            "the model needs the weather of the {needed} hours after {} ({id}); the store holds no live forecast {live} covering them: run `energy collect --source {} --region {} --kind {}` (or train with --weather none)",
+            modeling::format_time(last),
+            live.source,
+            live.region,
+            live.kind
+        ))
+    };
+    if !context.store.has_series(&live) {
+        return Err(missing().into());
+    }
+    let stored = context.store.read(&live, None).with_context(|| format!("cannot read {live}"))?;
+    let end = last + hours * HOUR_US;
+    let (timestamps, values): (Vec<i64>, Vec<Option<f64>>) = stored
+        .timestamps
+        .iter()
+        .zip(&stored.values)
+        .filter(|(t, _)| **t > last && **t <= end)
+        .map(|(t, v)| (*t, *v))
+        .unzip();
+    let covered = (1..=needed).all(|h| {
+        let t = last + h * HOUR_US;
+        timestamps.iter().position(|x| *x == t).is_some_and(|i| values[i].is_some())
+    });
+    if !covered {
+        return Err(missing().into());
+    }
+    Ok(Rows { timestamps, values })
 }
 
 fn write_out(path: &std::path::Path, rows: &[ForecastRow]) -> Result<()> {

@@ -192,3 +192,56 @@ fn one_name_rule_from_the_command_line_to_the_store() {
         .code(1)
         .stderr(predicates::str::contains("--source eia needs --region"));
 }
+
+/// Weather from another source: `train --weather openmeteo` uses that source's TEMP and its
+/// as-issued TEMP_D1 for the same region; `forecast` takes the horizon's weather from the
+/// stored live forecast (TEMP_FCST) and, without it, refuses, naming what to collect.
+#[test]
+fn a_weather_model_forecasts_from_the_live_weather_forecast() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with(dir.path(), &SeriesId::new("file", "HOME", "D"), "DF");
+    let temp = |kind: &str, range: DateRange, offset: f64| {
+        let mut rows = SeriesRows::new(SeriesId::new("openmeteo", "HOME", kind));
+        for t in range.hour_ends_us() {
+            rows.timestamps.push(t);
+            rows.values.push(Some(10.0 + 8.0 * ((t / HOUR_US) as f64 / 24.0).sin() + offset));
+        }
+        rows
+    };
+    {
+        let store = Store::new(&store);
+        let _lock = store.lock().unwrap();
+        store.write_range(&[temp("TEMP", range(), 0.0), temp("TEMP_D1", range(), 0.7)], range()).unwrap();
+    }
+    let model = dir.path().join("model");
+    let model_arg = model.to_str().unwrap();
+    let train = json(
+        &energy(&store)
+            .args(train_args(model_arg, &["--source", "file", "--region", "HOME", "--weather", "openmeteo"]))
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(train["exogenous"], serde_json::json!(["openmeteo:HOME:TEMP", "openmeteo:HOME:TEMP_D1"]));
+    assert_eq!(train["as_issued_weather"], true);
+    // a weather source the store lacks is refused by name
+    energy(&store)
+        .args(train_args(model_arg, &["--source", "file", "--region", "HOME", "--weather", "openmeteo:ELSEWHERE:TEMP"]))
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("holds no series openmeteo:ELSEWHERE:TEMP"));
+
+    energy(&store)
+        .args(["forecast", "--model-dir", model_arg])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("energy collect --source openmeteo --region HOME --kind TEMP_FCST"));
+    let end: chrono::NaiveDate = END.parse().unwrap();
+    let ahead = DateRange::from_days(end, end + chrono::TimeDelta::days(2)).unwrap();
+    {
+        let store = Store::new(&store);
+        let _lock = store.lock().unwrap();
+        store.write_range(&[temp("TEMP_FCST", ahead, 0.3)], ahead).unwrap();
+    }
+    let forecast = json(&energy(&store).args(["forecast", "--json", "--model-dir", model_arg]).output().unwrap());
+    assert_eq!(forecast["rows"].as_array().unwrap().len(), 24, "{forecast}");
+}
