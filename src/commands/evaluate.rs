@@ -68,7 +68,7 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
     let first_row = table.timestamps.iter().position(|t| *t > range.start_us()).unwrap_or(table.len());
     let mut windows = features::make_windows(&table, &meta.scaler, &spec, first_row..table.len())?;
     // a model with as-issued weather is scored on forecasts a user could have made
-    let perfect_weather_dropped = if table.issued.is_empty() { 0 } else { windows.drop_perfect_weather() };
+    let perfect_weather_dropped = windows.drop_perfect_weather();
     if windows.count == 0 {
         return Err(BadInput(format!("no complete forecast day in {range}: give a longer range")).into());
     }

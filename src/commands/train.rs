@@ -183,7 +183,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     let perfect_weather = WeatherWindows {
         train: train_windows.perfect_weather.iter().filter(|p| **p).count(),
         validation: validation_windows.perfect_weather.iter().filter(|p| **p).count(),
-        test_dropped: if uses_issued_weather { test_windows.drop_perfect_weather() } else { 0 },
+        test_dropped: test_windows.drop_perfect_weather(),
     };
     let featurize_seconds = featurize.elapsed().as_secs_f64();
     if train_windows.count == 0 {

@@ -70,7 +70,7 @@ pub fn calibrate_intervals(
             .iter()
             .filter(|(h, y, q)| {
                 let q = if widen { widened(*q, margins_mw[*h]) } else { *q };
-                (q.p10..=q.p90).contains(y)
+                q.covers(*y)
             })
             .count();
         inside as f64 / points as f64
@@ -264,7 +264,7 @@ mod tests {
             let (mut inside, mut n) = (0, 0);
             for (&origin, forecast) in test.origins.iter().zip(f).skip(from) {
                 for (_, y, q) in scored(&table, &spec, origin, forecast) {
-                    inside += usize::from((q.p10..=q.p90).contains(&y));
+                    inside += usize::from(q.covers(y));
                     n += 1;
                 }
             }

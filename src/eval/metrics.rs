@@ -30,6 +30,13 @@ pub struct Quantiles {
     pub p90: f64,
 }
 
+impl Quantiles {
+    /// Is `y` inside [p10, p90]?
+    pub fn covers(&self, y: f64) -> bool {
+        (self.p10..=self.p90).contains(&y)
+    }
+}
+
 /// The pinball (quantile) loss of forecast `q` at level `tau` for actual `y`.
 pub fn pinball(tau: f64, q: f64, y: f64) -> f64 {
     let d = y - q;
@@ -57,7 +64,7 @@ pub fn score_quantiles(name: &str, forecasts: &[Quantiles], actuals: &[f64], sca
         }
         acc.add(f.p50, *y);
         acc.pinball += (pinball(0.1, f.p10, *y) + pinball(0.5, f.p50, *y) + pinball(0.9, f.p90, *y)) / 3.0;
-        acc.covered += usize::from(*y >= f.p10 && *y <= f.p90);
+        acc.covered += usize::from(f.covers(*y));
     }
     acc.finish(name, scale, true)
 }
@@ -69,7 +76,7 @@ pub fn coverage_by_lead(forecasts: &[Quantiles], actuals: &[f64], horizon: usize
     for (i, (f, y)) in forecasts.iter().zip(actuals).enumerate() {
         if y.is_finite() && f.p50.is_finite() {
             n[i % horizon] += 1;
-            covered[i % horizon] += usize::from(*y >= f.p10 && *y <= f.p90);
+            covered[i % horizon] += usize::from(f.covers(*y));
         }
     }
     covered.iter().zip(&n).map(|(c, n)| if *n == 0 { f64::NAN } else { *c as f64 / *n as f64 }).collect()

@@ -175,9 +175,10 @@ pub struct Issued {
 /// The base column and lead in days of an as-issued column name `{base}_d{days}` whose base
 /// is among `known` (e.g. `temp_d2` → (`temp`, 2)).
 pub fn issued_of(column: &str, known: &[String]) -> Option<(String, usize)> {
-    let (base, days) = column.rsplit_once("_d")?;
-    let days: usize = days.parse().ok().filter(|d| *d >= 1)?;
-    known.iter().any(|k| k == base).then(|| (base.to_string(), days))
+    let kind = column.to_uppercase();
+    let (base, days) = crate::ingest::parse_issued_kind(&kind)?;
+    let base = base.to_lowercase();
+    known.contains(&base).then_some((base, days))
 }
 
 impl FeatureTable {
@@ -257,17 +258,16 @@ pub fn build(
             .map(|(t, v)| (*t, *v))
             .unzip();
         let rows = Rows { timestamps, values };
-        let issued = crate::ingest::parse_issued_kind(&id.kind).is_some();
-        if rows.values.iter().all(Option::is_none) && !issued {
+        if rows.values.iter().all(Option::is_none) {
+            // an as-issued forecast may hold nothing in the range (years before forecasts were
+            // kept): then its base column stands in for it, and the windows say so
+            if crate::ingest::parse_issued_kind(&id.kind).is_some() {
+                continue;
+            }
             return Err(FeatureError::Empty { series: id.to_string(), within: within(Some(grid_range)) });
         }
         exogenous_columns.push((id.kind.to_lowercase(), rows));
     }
-    let names: Vec<String> = exogenous_columns.iter().map(|(name, _)| name.clone()).collect();
-    // an as-issued forecast may hold nothing in the range (years before forecasts were kept):
-    // then its base column stands in for it, and the windows say so
-    exogenous_columns
-        .retain(|(name, rows)| issued_of(name, &names).is_none() || rows.values.iter().any(Option::is_some));
     tracing::debug!(ms = ms(started), rows = rows.timestamps.len(), "features: store read");
     from_rows(&load.region, &load.kind, &rows, &exogenous_columns, config)
 }

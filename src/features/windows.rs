@@ -428,12 +428,15 @@ impl Features {
             targets.set_len(target_len);
             bases.set_len(target_len);
         }
-        let first_target = spec.context;
+        // only columns with as-issued forecasts can fall back to a perfect forecast
+        let forecast_columns: Vec<usize> = (0..n_known).filter(|k| !self.issued[*k].is_empty()).collect();
         let perfect_weather = origins
             .iter()
             .map(|&o| {
                 let first = o + 1 - spec.context;
-                (first_target..positions).any(|p| (0..n_known).any(|k| self.known_at(k, first + p, o).is_none()))
+                !forecast_columns.is_empty()
+                    && (spec.context..positions)
+                        .any(|p| forecast_columns.iter().any(|&k| self.known_at(k, first + p, o).is_none()))
             })
             .collect();
         Windows {
