@@ -309,6 +309,20 @@ pub struct BenchArgs {
     /// The smallest sizes, for tests (a few seconds)
     #[arg(long, hide = true)]
     pub smoke: bool,
+    /// Only training and inference sequences/s of the forecaster (the configuration's `[model]`
+    /// settings) on random windows, the shape `benches/peers/model_compare.py` runs PyTorch on;
+    /// no report file is written
+    #[arg(long)]
+    pub model_only: bool,
+    /// Context hours of the model (`--model-only`); the horizon is the default model's
+    #[arg(long, value_name = "HOURS", requires = "model_only")]
+    pub context: Option<usize>,
+    /// Rows per attention block (`--model-only`); the default model's when not given
+    #[arg(long, value_name = "ROWS", requires = "model_only")]
+    pub block_size: Option<usize>,
+    /// Features per position (`--model-only`)
+    #[arg(long, value_name = "N", default_value_t = 22, requires = "model_only")]
+    pub features: usize,
 }
 
 impl std::fmt::Debug for SourceArgs {

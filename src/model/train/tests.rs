@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::transformer::{DEFAULT_QUANTILES, ForecasterConfig};
+use crate::model::transformer::{Activation, DEFAULT_QUANTILES, ForecasterConfig};
 use crate::report::NoReporter;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -52,6 +52,7 @@ fn small_config() -> ForecasterConfig {
         block_size: 16,
         ring_shards: 1,
         quantiles: DEFAULT_QUANTILES.to_vec(),
+        activation: Activation::Gelu,
     }
 }
 
@@ -484,6 +485,7 @@ fn train_step_figures() -> Result<(), Exception> {
             block_size: 64,
             ring_shards: 1,
             quantiles: DEFAULT_QUANTILES.to_vec(),
+            activation: Activation::Gelu,
         };
         let mut model = Forecaster::with_seed(&config, 1)?;
         let mut stepper = Stepper::new(&train_config(1, 1), &config.quantiles);
