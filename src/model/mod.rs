@@ -9,5 +9,6 @@ pub mod checkpoint;
 pub mod memory;
 pub mod resume;
 pub mod smoke;
+pub mod streams;
 pub mod train;
 pub mod transformer;
