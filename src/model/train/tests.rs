@@ -417,7 +417,8 @@ fn a_batch_in_parts_on_their_streams_gives_the_whole_batch_gradients() -> Result
     let shape = DataShape::of(&model)?;
     let data = TrainData { inputs: &inputs, targets: &targets, count: 13 };
     let rows: Vec<usize> = (0..13).collect();
-    let mut run = |parts: usize| -> Result<(f32, Vec<(Rc<str>, Vec<f32>)>), Exception> {
+    type LossAndGradients = (f32, Vec<(Rc<str>, Vec<f32>)>);
+    let mut run = |parts: usize| -> Result<LossAndGradients, Exception> {
         let (x, y) = shape.gather(&data, &rows)?;
         let (loss, gradients) = stepper.loss_and_gradients(&mut model, x, y, parts)?;
         let mut sorted: Vec<_> = gradients.into_iter().collect();
