@@ -492,38 +492,95 @@ fn binding_beyond_loopback_needs_a_flag_and_warns() {
     assert!(stderr.contains("warning: serving on 0.0.0.0"), "{stderr}");
 }
 
-/// The figures of the README: one scheduled cycle (collect and forecast, one region) and
-/// requests/s and p99 latency of `/api/v1/forecast` under a bounded local load (a tokio client
-/// loop: 8 connections kept alive, 4,000 requests).
+/// The figures of the README, on the EIA fake (CISO, D and the operator's DF): one scheduled
+/// cycle (collect and forecast, one region), and requests/s and p99 latency of
+/// `/api/v1/forecast` under a bounded local load (a tokio client loop: 8 connections kept
+/// alive, 4,000 requests). Three real forecasts of the model are backfilled into the archive
+/// first (`forecast` on a store holding the data up to 3, 2 and 1 days ago), so that the page
+/// has live accuracy to show; with Chromium on the PATH the page's screenshot is written to
+/// `$SERVE_SCREENSHOT` (default: the temp folder's `energy-serve-dashboard.png`).
 #[test]
 #[ignore = "a figure: cargo test --test it serve_figures -- --ignored --nocapture"]
 fn serve_figures() {
     const CLIENTS: usize = 8;
     const REQUESTS: usize = 4000;
+    let eia = energy::ingest::eia::fake::LocalEiaServer::start(energy::ingest::eia::fake::ServerConfig::unthrottled())
+        .unwrap();
+    let url = eia.url();
     let dir = tempfile::tempdir().unwrap();
-    let store = synthetic_store(dir.path());
-    let server = Server::start(&store, &["--model-dir", SYNTHETIC.model.to_str().unwrap()]);
+    let (store, model) = (dir.path().join("store"), dir.path().join("model"));
+    let source = ["--source", "eia", "--region", "CISO", "--kind", "D,DF", "--eia-url", &url];
+    energy(&store)
+        .env("EIA_API_KEY", KEY)
+        .args(["train", "--collect", "--days", "60", "--epochs", "3", "-q", "--json"])
+        .args(source)
+        .arg("--model-dir")
+        .arg(&model)
+        .assert()
+        .success();
+    let today = chrono::Utc::now().date_naive();
+    let minute = |text: &str| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%MZ").unwrap().and_utc();
+    for back in [3, 2, 1] {
+        let scratch = dir.path().join(format!("scratch{back}"));
+        let (start, end) = (today - chrono::TimeDelta::days(back + 20), today - chrono::TimeDelta::days(back));
+        energy(&scratch)
+            .env("EIA_API_KEY", KEY)
+            .args(["collect", "-q", "--start", &start.to_string(), "--end", &end.to_string()])
+            .args(source)
+            .assert()
+            .success();
+        let out = energy(&scratch).args(["forecast", "--json", "--model-dir"]).arg(&model).assert().success();
+        let forecast: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        let up_to = minute(forecast["issued_with_data_up_to"].as_str().unwrap());
+        let issued = IssuedForecast {
+            region: "CISO".into(),
+            issued_at: up_to + chrono::TimeDelta::minutes(5),
+            data_up_to: up_to,
+            model_id: "CISO@backfill".into(),
+            hours: forecast["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|row| {
+                    let t = minute(row["timestamp_utc"].as_str().unwrap());
+                    ForecastHour {
+                        timestamp: t,
+                        lead_h: (t - up_to).num_hours(),
+                        p10: row["p10"].as_f64().unwrap(),
+                        p50: row["p50"].as_f64().unwrap(),
+                        p90: row["p90"].as_f64().unwrap(),
+                    }
+                })
+                .collect(),
+        };
+        let store = Store::new(&store);
+        let _lock = store.lock().unwrap();
+        archive::append(&store, &issued).unwrap();
+    }
+    let model = model.to_str().unwrap();
+    let server = Server::start(&store, &["--model-dir", model, "--eia-url", &url, "--eia-api-key", KEY]);
     let status = get(&server, "/api/v1/status").json();
     let region = &status["regions"][0];
     eprintln!(
-        "one cycle (SYN1): {:.2} s, of which collection {:.2} s ({} rows)",
+        "one cycle (CISO, EIA fake on 127.0.0.1 without latency): {:.2} s, of which collection {:.2} s ({} rows); live MAPE so far: {}",
         region["last_cycle_s"].as_f64().unwrap(),
         region["last_collection"]["duration_s"].as_f64().unwrap(),
-        region["last_collection"]["rows"]
+        region["last_collection"]["rows"],
+        region["accuracy"][0]
     );
-    let url = format!("{}/api/v1/forecast?region=SYN1", server.base);
+    let target = format!("{}/api/v1/forecast?region=CISO", server.base);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (mut latencies, seconds) = runtime.block_on(async {
         let client = reqwest::Client::new();
         let started = std::time::Instant::now();
         let tasks: Vec<_> = (0..CLIENTS)
             .map(|_| {
-                let (client, url) = (client.clone(), url.clone());
+                let (client, target) = (client.clone(), target.clone());
                 tokio::spawn(async move {
                     let mut out = Vec::with_capacity(REQUESTS / CLIENTS);
                     for _ in 0..REQUESTS / CLIENTS {
                         let sent = std::time::Instant::now();
-                        let response = client.get(&url).send().await.unwrap();
+                        let response = client.get(&target).send().await.unwrap();
                         assert_eq!(response.status(), 200);
                         response.bytes().await.unwrap();
                         out.push(sent.elapsed().as_secs_f64());
@@ -547,5 +604,18 @@ fn serve_figures() {
         at(0.50),
         at(0.99)
     );
+    let shot = std::env::var_os("SERVE_SCREENSHOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("energy-serve-dashboard.png"));
+    match Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--hide-scrollbars", "--window-size=1400,1000"])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("{}/?region=CISO", server.base))
+        .output()
+    {
+        Ok(output) if output.status.success() => eprintln!("the page's screenshot: {}", shot.display()),
+        Ok(output) => eprintln!("chromium failed: {}", String::from_utf8_lossy(&output.stderr)),
+        Err(e) => eprintln!("no screenshot: chromium is not on the PATH ({e})"),
+    }
     assert!(server.stop().0.success());
 }
