@@ -52,6 +52,8 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Measure collection, featurization and model throughput on this machine
     Bench(BenchArgs),
+    /// Keep forecasts fresh on a schedule and serve them: JSON API, Prometheus metrics, a page
+    Serve(ServeArgs),
 }
 
 /// Which data: shared by collect, features, train, forecast and evaluate.
@@ -323,6 +325,47 @@ pub struct BenchArgs {
     /// Features per position (`--model-only`)
     #[arg(long, value_name = "N", default_value_t = 22, requires = "model_only")]
     pub features: usize,
+}
+
+/// `energy serve`: collect and forecast on start and every `--every`, archive each forecast in
+/// the store, and answer HTTP: `/api/v1/…` (JSON), `/metrics` (Prometheus) and `/` (a page).
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Data source (must be the models') [default: the model's]
+    #[arg(long, value_enum)]
+    pub source: Option<SourceKind>,
+    /// Region served, repeatable [default: the model's]
+    #[arg(long = "region", value_name = "CODE")]
+    pub regions: Vec<String>,
+    /// The trained model: one per region in --region order, or one folder holding a model per
+    /// region in `DIR/<REGION>`
+    #[arg(long, value_name = "DIR", default_value = "models/latest")]
+    pub model_dir: Vec<PathBuf>,
+    /// Address to listen on; an address other than loopback needs --allow-remote
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Allow --listen on an address other machines reach (the API has no authentication)
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Time between cycles (collect, forecast, archive), e.g. 15m, 1h [min 10s, max 7d]
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_every)]
+    pub every: std::time::Duration,
+    /// Days of data each cycle brings up to date (what the store already holds is skipped)
+    #[arg(long, value_name = "N", default_value_t = 14, value_parser = clap::value_parser!(i64).range(1..=366))]
+    pub days: i64,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+}
+
+/// `--every`: a duration (`90s`, `15m`, `1h 30m`) from 10 seconds to 7 days.
+fn parse_every(text: &str) -> Result<std::time::Duration, String> {
+    let every =
+        humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like 15m or 1h: {e}"))?;
+    let (min, max) = (std::time::Duration::from_secs(10), std::time::Duration::from_secs(7 * 24 * 3600));
+    if every < min || every > max {
+        return Err(format!("`{text}` is outside 10s to 7d"));
+    }
+    Ok(every)
 }
 
 impl std::fmt::Debug for SourceArgs {

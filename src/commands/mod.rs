@@ -5,8 +5,8 @@ mod evaluate;
 mod features;
 mod forecast;
 mod modeling;
-mod plot;
 mod reporters;
+mod serve;
 mod status;
 mod train;
 
@@ -70,7 +70,12 @@ pub fn run(cli: Cli) -> Result<()> {
     let context = Context { store: Store::new(root), config, json: cli.json, quiet: cli.quiet > 0, now: Utc::now() };
     let uses_regions = matches!(
         cli.command,
-        Command::Collect(_) | Command::Features(_) | Command::Train(_) | Command::Forecast(_) | Command::Evaluate(_)
+        Command::Collect(_)
+            | Command::Features(_)
+            | Command::Train(_)
+            | Command::Forecast(_)
+            | Command::Evaluate(_)
+            | Command::Serve(_)
     );
     register_regions(&context, uses_regions)?;
     match cli.command {
@@ -81,6 +86,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Forecast(args) => forecast::run(&context, &args, &args.sources),
         Command::Evaluate(args) => evaluate::run(&context, &args),
         Command::Bench(args) => bench::run(&context, &args),
+        Command::Serve(args) => serve::run(&context, &args),
     }
 }
 
