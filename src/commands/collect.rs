@@ -293,8 +293,9 @@ fn derive_net_load(context: &Context, source: &CaisoSource, range: DateRange) ->
     Ok(())
 }
 
-/// The EIA source the flags select: `--region` respondents (required), `--kind` (default `D`;
-/// `D`, `DF`, `NG`, `TI` or `fuel:CODE`), the key from `--eia-api-key` or `EIA_API_KEY`, the base
+/// The EIA source the flags select: `--region` respondents, `FROM-TO` pairs, `PARENT.SUB`
+/// sub-regions or `all` (required), `--kind` (default `D`; `D`, `DF`, `NG`, `TI`, `ID` or
+/// `fuel:CODE`), the key from `--eia-api-key` or `EIA_API_KEY`, the base
 /// URL from `--eia-url` or `[eia] url`, rate limits from `[eia]` and retries from `[retry]`.
 pub(crate) fn eia_source(context: &Context, select: &SelectArgs, sources: &SourceArgs) -> Result<EiaSource> {
     let regions = select.regions()?;

@@ -9,13 +9,20 @@
 //! |---|---|---|---|
 //! | `D` demand, `DF` the BA's day-ahead demand forecast, `NG` net generation, `TI` total interchange | `electricity/rto/region-data` | `type` | `D`, `DF`, `NG`, `TI` |
 //! | `fuel:CODE` (or `FUEL_CODE`): net generation from one energy source, e.g. `fuel:COL`, `fuel:NG`, `fuel:NUC`, `fuel:OIL`, `fuel:SUN`, `fuel:WAT`, `fuel:WND`, `fuel:OTH` | `electricity/rto/fuel-type-data` | `fueltype` | `FUEL_CODE` |
+//! | `ID`: interchange between two BAs, for a region `FROM-TO` (`AEC-MISO`) | `electricity/rto/interchange-data` | `fromba`, `toba` | `ID` |
+//! | `D` for a sub-region `PARENT.SUB` (`CISO.PGAE`) | `electricity/rto/region-sub-ba-data` | `parent`, `subba` | `D` |
 //!
-//! Each `(respondent, kind)` is the series `(eia, RESPONDENT, KIND)`, e.g. `eia:CISO:DF` or
-//! `eia:ERCO:FUEL_WND`. Values are MWh over the hour (the average MW).
+//! Each `(region, kind)` is the series `(eia, REGION, KIND)`, e.g. `eia:CISO:DF`,
+//! `eia:ERCO:FUEL_WND` (the `FUEL_` prefix keeps gas generation `FUEL_NG` apart from net
+//! generation `NG`), `eia:AEC-MISO:ID`, `eia:CISO.PGAE:D`. A pair holds interchange only and a
+//! sub-region demand only; other combinations are refused. Values are MWh over the hour (the
+//! average MW). `--region all` is resolved to every respondent before the source is made
+//! ([`respondents`], the `facet` module).
 //!
 //! # Requests
-//! One request per route asks for every respondent and kind of that route at once
-//! (`facets[respondent][]=…&facets[type][]=…`), `frequency=hourly`, `data[0]=value`, sorted by
+//! One request per route asks for every region and kind of that route at once
+//! (`facets[respondent][]=…&facets[type][]=…`; `fromba`/`toba` and `parent`/`subba` likewise,
+//! the cross product of the named values, rows of pairs not asked for dropped), `frequency=hourly`, `data[0]=value`, sorted by
 //! period, respondent and type, so that pages fill up: the API serves at most [`PAGE_ROWS`]
 //! rows a page. A chunk ([`Source::chunk_len`]) is a calendar month (the store's partition), or
 //! shorter when a month of every series would pass [`MAX_PAGES_PER_CHUNK`] pages. The first page
@@ -50,6 +57,7 @@
 //!
 //! # Layout
 //! - this file: the source: kinds, requests, paging and chunking, assembling series.
+//! - `facet`: `--region all`: the respondent facet of a route, cached in the store's catalog.
 //! - `response`: the wire format: JSON pages into rows, error bodies into [`IngestError`]s.
 //! - [`fake`]: the one EIA test double (page generator and local HTTP server) that `energy
 //!   bench`, the tests and the benches use.
