@@ -516,6 +516,44 @@ mod tests {
         assert!(store.read(&id, None).unwrap_err().to_string().contains("month=01"));
     }
 
+    /// `status` reads footers only; a file whose footer lacks the statistics (another writer)
+    /// is read whole, and both give the same summary.
+    #[test]
+    fn status_from_footers_matches_the_rows_and_falls_back_without_statistics() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let _lock = store.lock().unwrap();
+        let id = SeriesId::new("synthetic", "SYN1", "D");
+        let mut written = rows(&id, 1..97, 0.0);
+        written.values[5] = None;
+        written.values[70] = None;
+        // a gap of 3 hours in February
+        written.timestamps.drain(80..83);
+        written.values.drain(80..83);
+        store.write_range(std::slice::from_ref(&written), range(1..97)).unwrap();
+        let check = |status: &SeriesStatus| {
+            assert_eq!(status.rows, 93);
+            assert_eq!(status.null_values, 2);
+            assert_eq!(status.missing_hours, 3);
+            assert_eq!(status.first.map(|t| t.timestamp_micros()), written.timestamps.first().copied());
+            assert_eq!(status.last.map(|t| t.timestamp_micros()), written.timestamps.last().copied());
+            assert_eq!(status.files, 2);
+        };
+        check(&store.status().unwrap()[0]);
+        // February rewritten without statistics
+        let february = store.partition_file(&id, 2024, 2);
+        let mut frame = ParquetReader::new(File::open(&february).unwrap()).finish().unwrap();
+        ParquetWriter::new(File::create(&february).unwrap())
+            .with_statistics(StatisticsOptions::empty())
+            .finish(&mut frame)
+            .unwrap();
+        check(&store.status().unwrap()[0]);
+        // a damaged footer is an error naming the file
+        fs::write(&february, b"not parquet").unwrap();
+        let error = store.status().unwrap_err().to_string();
+        assert!(error.contains("month=02"), "{error}");
+    }
+
     fn walk(dir: &Path) -> Vec<PathBuf> {
         let mut out = vec![];
         for e in fs::read_dir(dir).unwrap().flatten() {
