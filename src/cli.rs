@@ -194,6 +194,16 @@ pub struct StatusArgs {
     /// With --compare: list the hours whose difference exceeds this percentage of the first series
     #[arg(long, value_name = "PERCENT", default_value_t = 5.0, requires = "compare")]
     pub threshold: f64,
+
+    /// The grid view: one line per region of a source (default eia) with the hours each kind
+    /// covers, its missing hours, the last hour held, and the MAPE of the day-ahead forecast (DF)
+    /// against demand (D)
+    #[arg(long, conflicts_with = "compare")]
+    pub grid: bool,
+
+    /// With --grid: the source whose regions are listed
+    #[arg(long, value_name = "SOURCE", default_value = "eia", requires = "grid")]
+    pub grid_source: String,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -105,6 +105,9 @@ pub struct EiaConfig {
     pub requests_per_second: u32,
     /// Sustained requests per hour.
     pub requests_per_hour: u32,
+    /// How long the respondent list `--region all` resolved stays cached in the store (hours;
+    /// 0 asks the API every time).
+    pub facet_max_age_hours: u32,
 }
 
 impl Default for EiaConfig {
@@ -113,6 +116,7 @@ impl Default for EiaConfig {
             url: DEFAULT_EIA_URL.into(),
             requests_per_second: crate::ingest::eia::REQUESTS_PER_SECOND,
             requests_per_hour: crate::ingest::eia::REQUESTS_PER_HOUR,
+            facet_max_age_hours: crate::ingest::eia::FACET_MAX_AGE_HOURS,
         }
     }
 }

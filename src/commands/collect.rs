@@ -4,7 +4,7 @@ use super::{BadInput, Context, check_span, runtime};
 use crate::cli::{SelectArgs, SourceArgs};
 use crate::config::SyntheticConfig;
 use crate::ingest::caiso;
-use crate::ingest::eia::MISSING_KEY;
+use crate::ingest::eia::{self, MISSING_KEY};
 use crate::ingest::file::{self, FileColumns, FileOptions};
 use crate::ingest::openmeteo::{self, OpenmeteoKind, OpenmeteoSource};
 use crate::ingest::store::RegionRecord;
@@ -90,7 +90,9 @@ pub(crate) fn collect(
             if concurrency > 1 {
                 tracing::debug!(concurrency, "CAISO OASIS takes one request at a time: concurrency 1");
             }
-            Ok((collect_with(context, &source, range, 1)?, Vec::new()))
+            let result = collect_with(context, &source, range, 1)?;
+            derive_net_load(context, &source, range)?;
+            Ok((result, Vec::new()))
         }
         SourceKind::Openmeteo => {
             refuse_file_flags(sources, select.source())?;
@@ -270,8 +272,30 @@ pub(crate) fn caiso_source(context: &Context, select: &SelectArgs, sources: &Sou
     Ok(CaisoSource::new(&url, &regions, &kinds, client)?)
 }
 
-/// The EIA source the flags select: `--region` respondents (required), `--kind` (default `D`;
-/// `D`, `DF`, `NG`, `TI` or `fuel:CODE`), the key from `--eia-api-key` or `EIA_API_KEY`, the base
+/// After a CAISO collection: the net load (load − wind − solar of the trading hubs) of every
+/// area whose load run was collected, where the store holds that run's wind and solar.
+fn derive_net_load(context: &Context, source: &CaisoSource, range: DateRange) -> Result<()> {
+    let _lock = context.store.lock().context("cannot lock the store")?;
+    for area in source.areas().iter().filter(|a| !caiso::net_load::HUBS.contains(&a.as_str())) {
+        for &kind in source.kinds() {
+            if let Some(stats) = caiso::net_load::derive(&context.store, area, kind, range)
+                .with_context(|| format!("cannot derive the net load of {area}"))?
+            {
+                tracing::info!(
+                    area = area.as_str(),
+                    run = kind.series_kind(),
+                    rows = stats.rows,
+                    "derived the net load"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The EIA source the flags select: `--region` respondents, `FROM-TO` pairs, `PARENT.SUB`
+/// sub-regions or `all` (required), `--kind` (default `D`; `D`, `DF`, `NG`, `TI`, `ID` or
+/// `fuel:CODE`), the key from `--eia-api-key` or `EIA_API_KEY`, the base
 /// URL from `--eia-url` or `[eia] url`, rate limits from `[eia]` and retries from `[retry]`.
 pub(crate) fn eia_source(context: &Context, select: &SelectArgs, sources: &SourceArgs) -> Result<EiaSource> {
     let regions = select.regions()?;
@@ -289,7 +313,53 @@ pub(crate) fn eia_source(context: &Context, select: &SelectArgs, sources: &Sourc
     let limits =
         RateLimits::per_second_and_hour(context.config.eia.requests_per_second, context.config.eia.requests_per_hour);
     let client = HttpClient::new(RetryPolicy::from(&context.config.retry), limits)?;
+    let regions = if regions.iter().any(|r| r.eq_ignore_ascii_case(eia::ALL_REGIONS)) {
+        every_respondent(context, &regions, &kinds, &url, &key, &client)?
+    } else {
+        regions
+    };
     Ok(EiaSource::new(&url, key, &regions, &kinds, client)?)
+}
+
+/// `--region all`: the respondents the API lists for the routes of `kinds` (cached in the
+/// store), with the other regions named beside `all`.
+fn every_respondent(
+    context: &Context,
+    regions: &[String],
+    kinds: &[EiaKind],
+    url: &str,
+    key: &Secret,
+    client: &HttpClient,
+) -> Result<Vec<String>> {
+    let mut routes = Vec::new();
+    for kind in kinds.iter().chain(kinds.is_empty().then_some(&EiaKind::Region(crate::ingest::KIND_DEMAND.into()))) {
+        if *kind == EiaKind::Interchange {
+            return Err(BadInput(
+                "--region all lists respondents, not interchange pairs: name each pair FROM-TO with --kind ID".into(),
+            )
+            .into());
+        }
+        if !routes.contains(&kind.route()) {
+            routes.push(kind.route());
+        }
+    }
+    EiaSource::parse_base(url).map_err(|e| BadInput(e.to_string()))?;
+    let max_age = chrono::TimeDelta::hours(i64::from(context.config.eia.facet_max_age_hours));
+    let _lock = context.store.lock().context("cannot lock the store")?;
+    let runtime = runtime()?;
+    let mut out: Vec<String> = regions.iter().filter(|r| !r.eq_ignore_ascii_case(eia::ALL_REGIONS)).cloned().collect();
+    for route in routes {
+        let (respondents, asked) = runtime
+            .block_on(eia::respondents(&context.store, client, url, key, route, context.now, max_age))
+            .with_context(|| format!("cannot list the respondents of {}", route.name()))?;
+        tracing::info!(route = route.name(), respondents = respondents.len(), asked, "--region all");
+        for respondent in respondents {
+            if !out.contains(&respondent) {
+                out.push(respondent);
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn synthetic_source(

@@ -12,6 +12,9 @@ pub(crate) fn run(context: &Context, args: &StatusArgs) -> Result<()> {
     if let [first, second] = args.compare.as_slice() {
         return compare(context, first, second, args.threshold);
     }
+    if args.grid {
+        return grid(context, &args.grid_source);
+    }
     let status = context.store.status().context("cannot read the store")?;
     if context.json {
         let doc = serde_json::json!({ "store": context.store.root().display().to_string(), "series": status });
@@ -42,6 +45,102 @@ pub(crate) fn run(context: &Context, args: &StatusArgs) -> Result<()> {
             s.ledger_chunks,
             s.files
         );
+    }
+    Ok(())
+}
+
+/// What the grid view says of one kind of one region.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct KindCoverage {
+    pub kind: String,
+    pub rows: usize,
+    pub first: Option<chrono::DateTime<chrono::Utc>>,
+    pub last: Option<chrono::DateTime<chrono::Utc>>,
+    /// Hours between first and last with no row.
+    pub missing_hours: i64,
+    pub null_values: usize,
+}
+
+/// One line of the grid view: a region (respondent, pair or sub-region) of a source.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RegionCoverage {
+    pub region: String,
+    pub kinds: Vec<KindCoverage>,
+    /// The last hour any kind holds.
+    pub last: Option<chrono::DateTime<chrono::Utc>>,
+    /// MAPE of the day-ahead forecast (DF) against demand (D), percent, over the hours both hold.
+    pub df_mape_percent: Option<f64>,
+    pub df_overlap_hours: usize,
+}
+
+/// `energy status --grid`: per region of `source`, coverage of each kind from the files'
+/// footers, and the DF-vs-D MAPE (reading those two series).
+fn grid(context: &Context, source: &str) -> Result<()> {
+    use crate::ingest::KIND_DEMAND;
+    use crate::ingest::eia::KIND_DAY_AHEAD;
+    let status = context.store.status().context("cannot read the store")?;
+    let mut regions: Vec<RegionCoverage> = Vec::new();
+    for s in status.iter().filter(|s| s.series.source == source) {
+        let kind = KindCoverage {
+            kind: s.series.kind.clone(),
+            rows: s.rows,
+            first: s.first,
+            last: s.last,
+            missing_hours: s.missing_hours,
+            null_values: s.null_values,
+        };
+        match regions.last_mut() {
+            Some(region) if region.region == s.series.region => {
+                region.last = region.last.max(s.last);
+                region.kinds.push(kind);
+            }
+            _ => regions.push(RegionCoverage {
+                region: s.series.region.clone(),
+                last: s.last,
+                kinds: vec![kind],
+                df_mape_percent: None,
+                df_overlap_hours: 0,
+            }),
+        }
+    }
+    for region in &mut regions {
+        let held = |kind: &str| region.kinds.iter().any(|k| k.kind == kind);
+        if held(KIND_DEMAND) && held(KIND_DAY_AHEAD) {
+            let read = |kind: &str| {
+                let id = SeriesId::new(source, &region.region, kind);
+                context.store.read(&id, None).with_context(|| format!("cannot read `{id}`"))
+            };
+            let comparison = compare_rows(&read(KIND_DEMAND)?, &read(KIND_DAY_AHEAD)?, f64::INFINITY);
+            region.df_mape_percent = comparison.mape_percent;
+            region.df_overlap_hours = comparison.overlap_hours;
+        }
+    }
+    if context.json {
+        let doc = serde_json::json!({
+            "store": context.store.root().display().to_string(),
+            "source": source,
+            "grid": regions,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    if regions.is_empty() {
+        println!("store `{}` holds no series of source {source}", context.store.root().display());
+        return Ok(());
+    }
+    println!("store `{}`, source {source}: {} regions", context.store.root().display(), regions.len());
+    println!("{:<20} {:<17} {:>9} {:>8}  kinds (rows/missing hours)", "region", "last", "DF MAPE", "D miss");
+    for region in &regions {
+        let time = region.last.map_or("-".to_string(), |t| t.format(crate::time::FORMAT_MINUTE).to_string());
+        let mape = region.df_mape_percent.map_or("-".to_string(), |m| format!("{m:.2} %"));
+        let demand_missing = region
+            .kinds
+            .iter()
+            .find(|k| k.kind == KIND_DEMAND)
+            .map_or("-".to_string(), |k| k.missing_hours.to_string());
+        let kinds: Vec<String> =
+            region.kinds.iter().map(|k| format!("{} {}/{}", k.kind, k.rows, k.missing_hours)).collect();
+        println!("{:<20} {:<17} {:>9} {:>8}  {}", region.region, time, mape, demand_missing, kinds.join(", "));
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! fixed grid, so repeated requests produce the same chunks), skip chunks the ledger already holds, fetch
 //! the rest with bounded concurrency, retry failed chunks, write each finished chunk through
 //! one writer thread, and summarise. A failed chunk never stops the others.
-use super::store::{LedgerEntry, Store, checksum};
+use super::store::{LedgerEntry, LedgerWriter, Store, checksum};
 use super::{Batch, IngestError, SeriesRows, Source};
 use crate::report::Reporter;
 use crate::time::DateRange;
@@ -93,13 +93,16 @@ impl Orchestrator<'_> {
     /// Collect `range` from `source` into the store. The caller holds the store lock.
     pub async fn collect<S: Source>(&self, source: &S, range: DateRange) -> Result<CollectionResult, IngestError> {
         let started = Instant::now();
-        let ledger = self.store.ledger()?;
+        // the ledger is read once: its index answers for every chunk, and the writer thread
+        // appends to it
+        let ledger = self.store.read_ledger()?;
+        let index = ledger.index();
         let series = source.series();
         let params = source.params();
         let mut outcomes: Vec<ChunkOutcome> = plan(range, source.chunk_len())
             .into_iter()
             .map(|chunk| ChunkOutcome {
-                skipped: !series.is_empty() && series.iter().all(|id| Store::covered(&ledger, id, &params, &chunk)),
+                skipped: !series.is_empty() && series.iter().all(|id| index.covered(id, &params, &chunk)),
                 range: chunk,
                 rows: 0,
                 requests: 0,
@@ -123,6 +126,9 @@ impl Orchestrator<'_> {
         let settle = source.settle_time();
         let now = self.now;
         let writer = std::thread::spawn(move || {
+            // opened at the first chunk: a collection that fetches nothing writes nothing
+            let mut ledger = Some(ledger);
+            let mut ledger_writer: Option<LedgerWriter> = None;
             for (index, chunk, rows) in inbox {
                 let result = writer_store.write_range(&rows, chunk).and_then(|stats| {
                     let entries: Vec<LedgerEntry> = rows
@@ -137,7 +143,13 @@ impl Orchestrator<'_> {
                             settled: chunk.end + settle <= now,
                         })
                         .collect();
-                    writer_store.record(&entries)?;
+                    if ledger_writer.is_none() {
+                        let read = ledger.take().map_or_else(|| writer_store.read_ledger(), Ok)?;
+                        ledger_writer = Some(writer_store.ledger_writer(read)?);
+                    }
+                    if let Some(ledger_writer) = &mut ledger_writer {
+                        ledger_writer.append(&entries)?;
+                    }
                     Ok(stats)
                 });
                 let message = match result {

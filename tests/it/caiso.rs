@@ -431,3 +431,72 @@ fn compare_two_series_of_the_store() {
         .code(1)
         .stderr(predicate::str::contains("caiso:CA ISO-TAC:ACTUAL"));
 }
+
+/// Wind and solar by trading hub from the real `SLD_REN_FCST` DAM zip and a day-ahead load
+/// written here (10,000 MW every hour), collected by the real binary: the store holds each
+/// hub's `WIND_DAM` and `SOLAR_DAM` and the derived `NET_DAM` of the system, which `features`
+/// takes as its load.
+#[test]
+fn net_load_is_derived_from_the_real_wind_and_solar_zip() {
+    let Some(renewables) = real("20250204_20250211_SLD_REN_FCST_DAM_20250214_04_52_10_v1.zip") else { return };
+    let mut csv = String::from("INTERVALSTARTTIME_GMT,INTERVALENDTIME_GMT,TAC_AREA_NAME,XML_DATA_ITEM,MW\n");
+    let first = energy::time::parse_hour("2025-02-05T00").unwrap();
+    for hour in 0..72 {
+        let start = first + hour * HOUR_US;
+        csv.push_str(&format!(
+            "{},{},{SYSTEM_AREA},SYS_FCST_DA_MW,10000\n",
+            format_gmt(start),
+            format_gmt(start + HOUR_US)
+        ));
+    }
+    let runtime = runtime();
+    let server = runtime.block_on(async {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(query_param("queryname", "SLD_REN_FCST"))
+            .respond_with(zip_reply(renewables))
+            .expect(2)
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(query_param("queryname", "SLD_FCST"))
+            .respond_with(zip_reply(zip_of("load.csv", &csv)))
+            .expect(1)
+            .mount(&server)
+            .await;
+        server
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut command = energy(&store);
+    command.arg("--config").arg(config(dir.path())).args(["collect", "--source", "caiso"]);
+    for region in [SYSTEM_AREA, "NP15", "SP15", "ZP26"] {
+        command.args(["--region", region]);
+    }
+    command.args(["--kind", "DAM,WIND_DAM,SOLAR_DAM", "--start", "2025-02-05", "--end", "2025-02-07"]);
+    command.args(["--caiso-url", &server.uri(), "-q"]).assert().success();
+    runtime.block_on(server.verify());
+    let lib = energy::ingest::Store::new(&store);
+    let read =
+        |region: &str, kind: &str| lib.read(&energy::ingest::SeriesId::new("caiso", region, kind), None).unwrap();
+    let net = read(SYSTEM_AREA, "NET_DAM");
+    assert_eq!(net.len(), 72);
+    for (k, t) in net.timestamps.iter().enumerate() {
+        let renewable: f64 = ["NP15", "SP15", "ZP26"]
+            .iter()
+            .flat_map(|hub| ["WIND_DAM", "SOLAR_DAM"].map(|kind| (hub, kind)))
+            .map(|(hub, kind)| {
+                let rows = read(hub, kind);
+                rows.values[rows.timestamps.iter().position(|x| x == t).unwrap()].unwrap()
+            })
+            .sum();
+        assert!((net.values[k].unwrap() - (10_000.0 - renewable)).abs() < 1e-6, "hour {k}");
+        assert!(renewable > 0.0);
+    }
+    let out = energy(&store)
+        .args(["features", "--source", "caiso", "--region", SYSTEM_AREA, "--kind", "NET_DAM", "--json"])
+        .assert()
+        .success();
+    let summary: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(summary["rows"], 72);
+}

@@ -42,6 +42,7 @@
 //! # Layout
 //! - this file: the source (kinds, the request plan, pacing and retries through the shared
 //!   [`HttpClient`]);
+//! - [`net_load`]: net load (load − wind − solar) derived from stored series;
 //! - `oasis`: the wire format (the zip, the CSV read with the `csv` crate, XML error reports,
 //!   hourly aggregation).
 use super::http::{HttpClient, Reply, Request, RetryPolicy};
@@ -51,6 +52,7 @@ use chrono::{DateTime, TimeDelta};
 use std::collections::HashMap;
 use std::time::Duration;
 
+pub mod net_load;
 #[cfg(test)]
 mod never_panic;
 mod oasis;
@@ -84,11 +86,29 @@ pub enum CaisoKind {
     Rtpd,
     /// RTM, `execution_type=RTD`: 5-minute intervals, stored as hourly means.
     Rtd,
+    /// `SLD_REN_FCST` DAM: the day-ahead wind forecast by trading hub.
+    WindDam,
+    /// `SLD_REN_FCST` DAM: the day-ahead solar forecast by trading hub.
+    SolarDam,
+    /// `SLD_REN_FCST` ACTUAL: wind output by trading hub, where OASIS has it.
+    WindActual,
+    /// `SLD_REN_FCST` ACTUAL: solar output by trading hub, where OASIS has it.
+    SolarActual,
 }
 
 impl CaisoKind {
-    pub const ALL: [CaisoKind; 6] =
-        [CaisoKind::Actual, CaisoKind::Dam, CaisoKind::TwoDay, CaisoKind::SevenDay, CaisoKind::Rtpd, CaisoKind::Rtd];
+    pub const ALL: [CaisoKind; 10] = [
+        CaisoKind::Actual,
+        CaisoKind::Dam,
+        CaisoKind::TwoDay,
+        CaisoKind::SevenDay,
+        CaisoKind::Rtpd,
+        CaisoKind::Rtd,
+        CaisoKind::WindDam,
+        CaisoKind::SolarDam,
+        CaisoKind::WindActual,
+        CaisoKind::SolarActual,
+    ];
 
     /// `ACTUAL`, `dam`, `2DA`, `7DA`, `RTPD`, `RTD`, `RTM:RTPD`, `RTM:RTD` (case does not matter).
     pub fn parse(text: &str) -> Result<Self, IngestError> {
@@ -98,7 +118,8 @@ impl CaisoKind {
             IngestError::InvalidRequest(format!(
                 "unknown CAISO kind `{text}`: use ACTUAL (actual load), DAM, 2DA, 7DA (day-ahead, two- and \
                  seven-day-ahead forecasts), RTPD or RTD (real-time 15- and 5-minute forecasts as hourly means; \
-                 also written RTM:RTPD, RTM:RTD)"
+                 also written RTM:RTPD, RTM:RTD), or WIND_DAM, SOLAR_DAM, WIND_ACTUAL, SOLAR_ACTUAL (SLD_REN_FCST, \
+                 by trading hub: NP15, SP15, ZP26)"
             ))
         })
     }
@@ -112,14 +133,40 @@ impl CaisoKind {
             CaisoKind::SevenDay => "7DA",
             CaisoKind::Rtpd => "RTPD",
             CaisoKind::Rtd => "RTD",
+            CaisoKind::WindDam => "WIND_DAM",
+            CaisoKind::SolarDam => "SOLAR_DAM",
+            CaisoKind::WindActual => "WIND_ACTUAL",
+            CaisoKind::SolarActual => "SOLAR_ACTUAL",
         }
     }
 
     pub fn market_run_id(self) -> &'static str {
         match self {
             CaisoKind::Rtpd | CaisoKind::Rtd => "RTM",
+            CaisoKind::WindDam | CaisoKind::SolarDam => "DAM",
+            CaisoKind::WindActual | CaisoKind::SolarActual => "ACTUAL",
             other => other.series_kind(),
         }
+    }
+
+    /// `SLD_FCST` (load) or `SLD_REN_FCST` (wind and solar).
+    pub fn query_name(self) -> &'static str {
+        if self.renewable_type().is_some() { "SLD_REN_FCST" } else { "SLD_FCST" }
+    }
+
+    /// `SLD_REN_FCST`'s `RENEWABLE_TYPE` of the kind's rows.
+    pub fn renewable_type(self) -> Option<&'static str> {
+        match self {
+            CaisoKind::WindDam | CaisoKind::WindActual => Some("Wind"),
+            CaisoKind::SolarDam | CaisoKind::SolarActual => Some("Solar"),
+            _ => None,
+        }
+    }
+
+    /// The column that names the kind's regions: `TAC_AREA_NAME`, or `TRADING_HUB` for wind and
+    /// solar.
+    pub fn area_column(self) -> &'static str {
+        if self.renewable_type().is_some() { oasis::COL_HUB } else { oasis::COL_AREA }
     }
 
     pub fn execution_type(self) -> Option<&'static str> {
@@ -139,7 +186,18 @@ impl CaisoKind {
             CaisoKind::SevenDay => "SYS_FCST_7DA_MW",
             CaisoKind::Rtpd => "SYS_FCST_15MIN_MW",
             CaisoKind::Rtd => "SYS_FCST_5MIN_MW",
+            CaisoKind::WindDam | CaisoKind::SolarDam => "RENEW_FCST_DA_MW",
+            CaisoKind::WindActual | CaisoKind::SolarActual => "RENEW_FCST_ACT_MW",
         }
+    }
+
+    /// The columns and values that select the kind's rows.
+    pub fn filters(self) -> Vec<(&'static str, &'static str)> {
+        let mut filters = vec![(oasis::COL_ITEM, self.data_item())];
+        if let Some(renewable) = self.renewable_type() {
+            filters.push((oasis::COL_RENEWABLE, renewable));
+        }
+        filters
     }
 }
 
@@ -214,7 +272,8 @@ impl CaisoSource {
         url.set_fragment(None);
         let time = |t: DateTime<chrono::Utc>| t.format(REQUEST_TIME_FORMAT).to_string();
         // built by hand: OASIS documents the times with literal colons
-        let mut query = format!("resultformat=6&queryname=SLD_FCST&version=1&market_run_id={}", kind.market_run_id());
+        let mut query =
+            format!("resultformat=6&queryname={}&version=1&market_run_id={}", kind.query_name(), kind.market_run_id());
         if let Some(execution) = kind.execution_type() {
             query.push_str(&format!("&execution_type={execution}"));
         }

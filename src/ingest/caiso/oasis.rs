@@ -16,6 +16,9 @@ pub(super) const COL_END: &str = "INTERVALENDTIME_GMT";
 pub(super) const COL_AREA: &str = "TAC_AREA_NAME";
 pub(super) const COL_ITEM: &str = "XML_DATA_ITEM";
 pub(super) const COL_MW: &str = "MW";
+/// `SLD_REN_FCST`: the trading hub (its region) and wind or solar.
+pub(super) const COL_HUB: &str = "TRADING_HUB";
+pub(super) const COL_RENEWABLE: &str = "RENEWABLE_TYPE";
 
 /// Read one reply into hourly rows of `kind` per area of `areas` (in that order) in `range`.
 pub(super) fn read_reply(
@@ -70,7 +73,7 @@ pub(super) fn read_reply(
         },
     };
     let areas: Vec<&str> = areas.iter().map(String::as_str).collect();
-    table.hourly(&areas, kind.data_item(), range).map_err(|why| reply.format_error(&why))
+    table.hourly_where(kind.area_column(), &kind.filters(), &areas, range).map_err(|why| reply.format_error(&why))
 }
 
 /// The file a reply's zip holds.
@@ -217,18 +220,30 @@ impl Table {
     /// intervals ending within each hour, keyed by the hour's end; an interval given twice keeps
     /// its first row. An empty table gives empty series.
     pub fn hourly(&self, areas: &[&str], item: &str, range: DateRange) -> Result<Vec<SeriesRows>, String> {
+        self.hourly_where(COL_AREA, &[(COL_ITEM, item)], areas, range)
+    }
+
+    /// Hourly rows as [`Self::hourly`] says, of the rows whose `area_column` names one of
+    /// `areas` and whose columns hold the values `filters` give (`SLD_REN_FCST`: area column
+    /// `TRADING_HUB`, filters on `RENEWABLE_TYPE` and `XML_DATA_ITEM`).
+    pub fn hourly_where(
+        &self,
+        area_column: &str,
+        filters: &[(&str, &str)],
+        areas: &[&str],
+        range: DateRange,
+    ) -> Result<Vec<SeriesRows>, String> {
+        let item = filters.iter().map(|(_, value)| *value).collect::<Vec<_>>().join("/");
+        let item = item.as_str();
         let placeholder = |area: &str| SeriesRows::new(SeriesId::new("caiso", area, item));
         if self.rows.is_empty() {
             return Ok(areas.iter().map(|a| placeholder(a)).collect());
         }
-        let (start, end, area, item_col, mw) = (
-            self.column(COL_START)?,
-            self.column(COL_END)?,
-            self.column(COL_AREA)?,
-            self.column(COL_ITEM)?,
-            self.column(COL_MW)?,
-        );
-        let width = [start, end, area, item_col, mw].into_iter().max().unwrap_or(0);
+        let (start, end, area, mw) =
+            (self.column(COL_START)?, self.column(COL_END)?, self.column(area_column)?, self.column(COL_MW)?);
+        let filters: Vec<(usize, &str)> =
+            filters.iter().map(|(column, value)| Ok((self.column(column)?, *value))).collect::<Result<_, String>>()?;
+        let width = [start, end, area, mw].into_iter().chain(filters.iter().map(|f| f.0)).max().unwrap_or(0);
         // per area: interval end → (interval start, value)
         let mut intervals: Vec<HashMap<i64, (i64, Option<f64>)>> = vec![HashMap::new(); areas.len()];
         for (line, row) in &self.rows {
@@ -239,7 +254,7 @@ impl Table {
                     self.header.len()
                 ));
             }
-            if row[item_col].trim() != item {
+            if filters.iter().any(|(column, value)| !row[*column].trim().eq_ignore_ascii_case(value)) {
                 continue;
             }
             let Some(a) = areas.iter().position(|a| *a == row[area].trim()) else { continue };

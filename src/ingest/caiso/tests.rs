@@ -175,6 +175,34 @@ fn columns_are_read_by_header_name() {
     assert!(rows[0].timestamps.contains(&at("2025-02-04T19:00:00Z")));
 }
 
+/// `SLD_REN_FCST` from the real DAM zip: wind and solar by trading hub, in its own column
+/// order, each hour of the 7 operating days (2025-02-04 to 2025-02-10 Pacific) once.
+#[test]
+fn wind_and_solar_by_trading_hub_from_the_real_zip() {
+    let Some(body) = realdata("20250204_20250211_SLD_REN_FCST_DAM_20250214_04_52_10_v1.zip") else { return };
+    let hubs = ["NP15", "SP15", "ZP26"];
+    let caiso = source(&hubs, &[CaisoKind::WindDam, CaisoKind::SolarDam]);
+    let window = range("2025-02-04T00:00:00Z", "2025-02-12T00:00:00Z");
+    let wind = caiso.read_reply(&reply(body.clone()), CaisoKind::WindDam, window).unwrap();
+    let solar = caiso.read_reply(&reply(body.clone()), CaisoKind::SolarDam, window).unwrap();
+    for rows in wind.iter().chain(&solar) {
+        assert_eq!(rows.len(), 168);
+        assert!(rows.timestamps.windows(2).all(|w| w[1] - w[0] == HOUR_US), "hourly, sorted");
+    }
+    // the rows of 19:00–20:00 UTC on 2025-02-04 at NP15, stored at the interval's end
+    let at_20 =
+        |rows: &SeriesRows| rows.values[rows.timestamps.iter().position(|t| *t == at("2025-02-04T20:00:00Z")).unwrap()];
+    assert_eq!(at_20(&wind[0]), Some(982.16));
+    assert_eq!(solar[0].timestamps[0], at("2025-02-04T09:00:00Z"), "the first operating hour ends 01:00 Pacific");
+    // the request asks SLD_REN_FCST with the DAM run; the series are named after hub and kind
+    let url = caiso.request_url(CaisoKind::WindDam, window).to_string();
+    assert!(url.contains("queryname=SLD_REN_FCST") && url.contains("market_run_id=DAM"), "{url}");
+    let names: Vec<String> = caiso.series().iter().map(ToString::to_string).collect();
+    assert_eq!(names[..2], ["caiso:NP15:WIND_DAM", "caiso:NP15:SOLAR_DAM"]);
+    // the same reply has no row of actual output
+    assert!(caiso.read_reply(&reply(body), CaisoKind::WindActual, window).unwrap()[0].is_empty());
+}
+
 /// Columns are found by name in any order (no real capture needed).
 #[test]
 fn a_shuffled_header_is_read_by_name() {

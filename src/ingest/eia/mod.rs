@@ -9,13 +9,20 @@
 //! |---|---|---|---|
 //! | `D` demand, `DF` the BA's day-ahead demand forecast, `NG` net generation, `TI` total interchange | `electricity/rto/region-data` | `type` | `D`, `DF`, `NG`, `TI` |
 //! | `fuel:CODE` (or `FUEL_CODE`): net generation from one energy source, e.g. `fuel:COL`, `fuel:NG`, `fuel:NUC`, `fuel:OIL`, `fuel:SUN`, `fuel:WAT`, `fuel:WND`, `fuel:OTH` | `electricity/rto/fuel-type-data` | `fueltype` | `FUEL_CODE` |
+//! | `ID`: interchange between two BAs, for a region `FROM-TO` (`AEC-MISO`) | `electricity/rto/interchange-data` | `fromba`, `toba` | `ID` |
+//! | `D` for a sub-region `PARENT.SUB` (`CISO.PGAE`) | `electricity/rto/region-sub-ba-data` | `parent`, `subba` | `D` |
 //!
-//! Each `(respondent, kind)` is the series `(eia, RESPONDENT, KIND)`, e.g. `eia:CISO:DF` or
-//! `eia:ERCO:FUEL_WND`. Values are MWh over the hour (the average MW).
+//! Each `(region, kind)` is the series `(eia, REGION, KIND)`, e.g. `eia:CISO:DF`,
+//! `eia:ERCO:FUEL_WND` (the `FUEL_` prefix keeps gas generation `FUEL_NG` apart from net
+//! generation `NG`), `eia:AEC-MISO:ID`, `eia:CISO.PGAE:D`. A pair holds interchange only and a
+//! sub-region demand only; other combinations are refused. Values are MWh over the hour (the
+//! average MW). `--region all` is resolved to every respondent before the source is made
+//! ([`respondents`], the `facet` module).
 //!
 //! # Requests
-//! One request per route asks for every respondent and kind of that route at once
-//! (`facets[respondent][]=…&facets[type][]=…`), `frequency=hourly`, `data[0]=value`, sorted by
+//! One request per route asks for every region and kind of that route at once
+//! (`facets[respondent][]=…&facets[type][]=…`; `fromba`/`toba` and `parent`/`subba` likewise,
+//! the cross product of the named values, rows of pairs not asked for dropped), `frequency=hourly`, `data[0]=value`, sorted by
 //! period, respondent and type, so that pages fill up: the API serves at most [`PAGE_ROWS`]
 //! rows a page. A chunk ([`Source::chunk_len`]) is a calendar month (the store's partition), or
 //! shorter when a month of every series would pass [`MAX_PAGES_PER_CHUNK`] pages. The first page
@@ -50,15 +57,18 @@
 //!
 //! # Layout
 //! - this file: the source: kinds, requests, paging and chunking, assembling series.
+//! - `facet`: `--region all`: the respondent facet of a route, cached in the store's catalog.
 //! - `response`: the wire format: JSON pages into rows, error bodies into [`IngestError`]s.
 //! - [`fake`]: the one EIA test double (page generator and local HTTP server) that `energy
 //!   bench`, the tests and the benches use.
+mod facet;
 mod response;
 #[cfg(test)]
 mod tests;
 
 pub mod fake;
 
+pub use facet::{ALL_REGIONS, facet_name, facet_url, read_facet, respondents};
 pub use response::{Page, ParseError, Response, Row, Text, parse_period, parse_response};
 
 use super::http::{Fetched, HttpClient, Request, Secret};
@@ -83,6 +93,8 @@ pub const KIND_DAY_AHEAD: &str = "DF";
 pub const REGION_KINDS: [&str; 4] = [super::KIND_DEMAND, KIND_DAY_AHEAD, "NG", "TI"];
 /// Prefix of the stored kind of fuel-type series (`FUEL_COL`).
 pub const FUEL_PREFIX: &str = "FUEL_";
+/// How long a respondent list (`--region all`) stays cached, by default.
+pub const FACET_MAX_AGE_HOURS: u32 = 24;
 /// Requests a second the API allows one key (also its burst).
 pub const REQUESTS_PER_SECOND: u32 = 5;
 /// Requests an hour the API allows one key.
@@ -98,6 +110,10 @@ pub enum Route {
     RegionData,
     /// `electricity/rto/fuel-type-data`: facet `fueltype`.
     FuelTypeData,
+    /// `electricity/rto/interchange-data`: facets `fromba`, `toba`.
+    Interchange,
+    /// `electricity/rto/region-sub-ba-data`: facets `parent`, `subba`.
+    SubBa,
 }
 
 impl Route {
@@ -105,6 +121,18 @@ impl Route {
         match self {
             Route::RegionData => "region-data",
             Route::FuelTypeData => "fuel-type-data",
+            Route::Interchange => "interchange-data",
+            Route::SubBa => "region-sub-ba-data",
+        }
+    }
+
+    /// The facet (and row member) that names the region: the respondent, the sending BA, the
+    /// parent BA.
+    pub fn region_facet(self) -> &'static str {
+        match self {
+            Route::RegionData | Route::FuelTypeData => "respondent",
+            Route::Interchange => "fromba",
+            Route::SubBa => "parent",
         }
     }
 
@@ -118,6 +146,8 @@ impl Route {
         match self {
             Route::RegionData => "type",
             Route::FuelTypeData => "fueltype",
+            Route::Interchange => "toba",
+            Route::SubBa => "subba",
         }
     }
 }
@@ -129,6 +159,8 @@ pub enum EiaKind {
     Region(String),
     /// A fuel-type code: `COL`, `NG`, `SUN`, …
     Fuel(String),
+    /// `ID`: the interchange between two balancing authorities (region `FROM-TO`).
+    Interchange,
 }
 
 impl EiaKind {
@@ -141,35 +173,98 @@ impl EiaKind {
             }
         } else if REGION_KINDS.contains(&upper.as_str()) {
             return Ok(EiaKind::Region(upper));
+        } else if upper == KIND_INTERCHANGE {
+            return Ok(EiaKind::Interchange);
         }
         Err(IngestError::InvalidRequest(format!(
             "unknown EIA kind `{text}`: use D, DF, NG, TI (demand, day-ahead forecast, net generation, \
-             total interchange) or fuel:CODE for net generation by energy source (fuel:COL, fuel:NG, \
+             total interchange), ID (interchange between two BAs, region FROM-TO) or fuel:CODE for net generation by energy source (fuel:COL, fuel:NG, \
              fuel:NUC, fuel:OIL, fuel:SUN, fuel:WAT, fuel:WND, fuel:OTH, …)"
         )))
     }
 
+    /// The route of this kind for a respondent (a sub-region's demand has its own route:
+    /// [`EiaSource::new`] decides by the region).
     pub fn route(&self) -> Route {
         match self {
             EiaKind::Region(_) => Route::RegionData,
             EiaKind::Fuel(_) => Route::FuelTypeData,
+            EiaKind::Interchange => Route::Interchange,
         }
     }
 
-    /// The facet value asked for (`D`, `COL`).
+    /// The facet value asked for (`D`, `COL`; `ID` for interchange, whose facets are BAs).
     pub fn code(&self) -> &str {
         match self {
             EiaKind::Region(code) | EiaKind::Fuel(code) => code,
+            EiaKind::Interchange => KIND_INTERCHANGE,
         }
     }
 
-    /// The stored kind (`D`, `FUEL_COL`).
+    /// The stored kind (`D`, `FUEL_COL`, `ID`).
     pub fn series_kind(&self) -> String {
         match self {
             EiaKind::Region(code) => code.clone(),
             EiaKind::Fuel(code) => format!("{FUEL_PREFIX}{code}"),
+            EiaKind::Interchange => KIND_INTERCHANGE.to_string(),
         }
     }
+}
+
+/// The stored kind of the interchange between two balancing authorities (region `FROM-TO`).
+pub const KIND_INTERCHANGE: &str = "ID";
+/// Between the two balancing authorities of an interchange region: `AEC-MISO`.
+pub const INTERCHANGE_SEPARATOR: char = '-';
+/// Between a parent balancing authority and its sub-region: `CISO.PGAE`.
+pub const SUB_REGION_SEPARATOR: char = '.';
+
+/// A code the API knows: letters and digits, upper-cased.
+fn code_of(text: &str) -> Option<String> {
+    let code = text.trim().to_ascii_uppercase();
+    (!code.is_empty() && code.len() <= 16 && code.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(code)
+}
+
+/// What one `(region, kind)` asks of which route: `(route, region facet value, second facet
+/// value)`, and the stored region.
+fn series_key(region: &str, kind: &EiaKind) -> Result<((Route, String, String), String), IngestError> {
+    let bad = |why: &str| {
+        IngestError::InvalidRequest(format!(
+            "invalid EIA region `{region}` for kind {}: {why}; a region is a respondent (CISO, ERCO, PJM, US48), \
+             a pair FROM-TO with kind ID (AEC-MISO), or a sub-region PARENT.SUB with kind D (CISO.PGAE)",
+            kind.series_kind()
+        ))
+    };
+    let split = |separator: char| -> Result<Option<(String, String)>, IngestError> {
+        match region.split_once(separator) {
+            None => Ok(None),
+            Some((first, second)) => match (code_of(first), code_of(second)) {
+                (Some(first), Some(second)) => Ok(Some((first, second))),
+                _ => Err(bad("each side is letters and digits only")),
+            },
+        }
+    };
+    if let EiaKind::Interchange = kind {
+        let (from, to) = split(INTERCHANGE_SEPARATOR)?.ok_or_else(|| bad("interchange needs FROM-TO"))?;
+        let stored = format!("{from}{INTERCHANGE_SEPARATOR}{to}");
+        return Ok(((Route::Interchange, from, to), stored));
+    }
+    if let Some((parent, sub)) = split(SUB_REGION_SEPARATOR)? {
+        if *kind != EiaKind::Region(super::KIND_DEMAND.into()) {
+            return Err(bad("a sub-region holds demand (D) only"));
+        }
+        let stored = format!("{parent}{SUB_REGION_SEPARATOR}{sub}");
+        return Ok(((Route::SubBa, parent, sub), stored));
+    }
+    if region.contains(INTERCHANGE_SEPARATOR) {
+        return Err(bad("a pair FROM-TO holds interchange (ID) only"));
+    }
+    let code = code_of(region).ok_or_else(|| {
+        IngestError::InvalidRequest(format!(
+            "invalid EIA respondent code `{region}`: letters and digits only, such as CISO, ERCO, PJM or US48 \
+             (or a pair FROM-TO with kind ID, a sub-region PARENT.SUB with kind D)"
+        ))
+    })?;
+    Ok(((kind.route(), code.clone(), kind.code().to_string()), code))
 }
 
 /// The EIA source for a set of respondents and kinds.
@@ -180,10 +275,11 @@ pub struct EiaSource {
     key: Secret,
     respondents: Vec<String>,
     kinds: Vec<EiaKind>,
-    /// Respondent-major: series `r * kinds.len() + k`.
+    /// Region-major: for each region, each kind.
     series: Vec<SeriesId>,
-    respondent_index: HashMap<String, usize>,
-    kind_index: HashMap<(Route, String), usize>,
+    /// What each series asks of which route: `(route, region facet value, second facet value)`.
+    keys: Vec<(Route, String, String)>,
+    key_index: HashMap<(Route, String, String), usize>,
 }
 
 impl EiaSource {
@@ -199,23 +295,10 @@ impl EiaSource {
         if key.expose().trim().is_empty() {
             return Err(IngestError::ApiKey { message: MISSING_KEY.into() });
         }
-        let base = reqwest::Url::parse(base_url.trim())
-            .ok()
-            .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
-            .ok_or_else(|| {
-                IngestError::InvalidRequest(format!(
-                    "invalid EIA base URL `{}`: give http(s)://host[:port][/path], such as https://api.eia.gov",
-                    super::http::redact(base_url)
-                ))
-            })?;
+        let base = Self::parse_base(base_url)?;
         let mut codes: Vec<String> = Vec::new();
         for respondent in respondents {
             let code = respondent.trim().to_ascii_uppercase();
-            if code.is_empty() || code.len() > 16 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(IngestError::InvalidRequest(format!(
-                    "invalid EIA respondent code `{respondent}`: letters and digits only, such as CISO, ERCO, PJM or US48"
-                )));
-            }
             if !codes.contains(&code) {
                 codes.push(code);
             }
@@ -234,13 +317,32 @@ impl EiaSource {
         if unique_kinds.is_empty() {
             unique_kinds.push(EiaKind::Region("D".into()));
         }
-        let series = codes
-            .iter()
-            .flat_map(|r| unique_kinds.iter().map(move |k| SeriesId::new("eia", r, k.series_kind())))
-            .collect();
-        let respondent_index = codes.iter().enumerate().map(|(i, r)| (r.clone(), i)).collect();
-        let kind_index = unique_kinds.iter().enumerate().map(|(i, k)| ((k.route(), k.code().to_string()), i)).collect();
-        Ok(Self { client, base, key, respondents: codes, kinds: unique_kinds, series, respondent_index, kind_index })
+        let (mut series, mut keys, mut key_index) = (Vec::new(), Vec::new(), HashMap::new());
+        for region in &codes {
+            for kind in &unique_kinds {
+                let (key, stored) = series_key(region, kind)?;
+                if key_index.contains_key(&key) {
+                    continue;
+                }
+                key_index.insert(key.clone(), keys.len());
+                keys.push(key);
+                series.push(SeriesId::new("eia", stored, kind.series_kind()));
+            }
+        }
+        Ok(Self { client, base, key, respondents: codes, kinds: unique_kinds, series, keys, key_index })
+    }
+
+    /// The API's base URL, checked: http(s) with a host.
+    pub fn parse_base(base_url: &str) -> Result<reqwest::Url, IngestError> {
+        reqwest::Url::parse(base_url.trim())
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+            .ok_or_else(|| {
+                IngestError::InvalidRequest(format!(
+                    "invalid EIA base URL `{}`: give http(s)://host[:port][/path], such as https://api.eia.gov",
+                    super::http::redact(base_url)
+                ))
+            })
     }
 
     pub fn respondents(&self) -> &[String] {
@@ -253,21 +355,32 @@ impl EiaSource {
 
     fn routes(&self) -> Vec<Route> {
         let mut routes: Vec<Route> = Vec::new();
-        for kind in &self.kinds {
-            if !routes.contains(&kind.route()) {
-                routes.push(kind.route());
+        for (route, _, _) in &self.keys {
+            if !routes.contains(route) {
+                routes.push(*route);
             }
         }
         routes
     }
 
-    fn kinds_of(&self, route: Route) -> impl Iterator<Item = &EiaKind> {
-        self.kinds.iter().filter(move |k| k.route() == route)
+    /// The values of the region facet and of the second facet a request of `route` asks for.
+    fn facet_values(&self, route: Route) -> (Vec<&str>, Vec<&str>) {
+        let (mut firsts, mut seconds): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+        for (_, first, second) in self.keys.iter().filter(|key| key.0 == route) {
+            if !firsts.contains(&first.as_str()) {
+                firsts.push(first);
+            }
+            if !seconds.contains(&second.as_str()) {
+                seconds.push(second);
+            }
+        }
+        (firsts, seconds)
     }
 
-    /// Rows a request of `route` for `range` can hold: one per respondent, kind and hour.
+    /// Rows a request of `route` for `range` can hold: one per pair of facet values and hour.
     fn max_rows(&self, route: Route, range: DateRange) -> u64 {
-        (self.respondents.len() * self.kinds_of(route).count()) as u64 * range.hours().max(0) as u64
+        let (firsts, seconds) = self.facet_values(route);
+        (firsts.len() * seconds.len()) as u64 * range.hours().max(0) as u64
     }
 
     /// The URL of one page, without the key (which the client adds when it sends it).
@@ -281,16 +394,18 @@ impl EiaSource {
             let mut query = url.query_pairs_mut();
             query.append_pair("frequency", "hourly");
             query.append_pair("data[0]", "value");
-            for respondent in &self.respondents {
-                query.append_pair("facets[respondent][]", respondent);
+            let (firsts, seconds) = self.facet_values(route);
+            let facet = format!("facets[{}][]", route.region_facet());
+            for first in firsts {
+                query.append_pair(&facet, first);
             }
             let facet = format!("facets[{}][]", route.facet());
-            for kind in self.kinds_of(route) {
-                query.append_pair(&facet, kind.code());
+            for second in seconds {
+                query.append_pair(&facet, second);
             }
             query.append_pair("start", &format_hour(range.start_us() + HOUR_US));
             query.append_pair("end", &format_hour(range.end_us()));
-            for (i, column) in ["period", "respondent", route.facet()].iter().enumerate() {
+            for (i, column) in ["period", route.region_facet(), route.facet()].iter().enumerate() {
                 query.append_pair(&format!("sort[{i}][column]"), column);
                 query.append_pair(&format!("sort[{i}][direction]"), "asc");
             }
@@ -305,13 +420,10 @@ impl EiaSource {
     }
 
     /// The series index of a row, if it is one asked for.
-    fn index_of(&self, route: Route, respondent: &str, code: &str) -> Option<usize> {
-        let lookup = |respondent: &str, code: &str| {
-            let r = *self.respondent_index.get(respondent)?;
-            let k = *self.kind_index.get(&(route, code.to_string()))?;
-            Some(r * self.kinds.len() + k)
-        };
-        lookup(respondent, code).or_else(|| lookup(&respondent.to_ascii_uppercase(), &code.to_ascii_uppercase()))
+    fn index_of(&self, route: Route, region: &str, code: &str) -> Option<usize> {
+        let lookup =
+            |region: &str, code: &str| self.key_index.get(&(route, region.to_string(), code.to_string())).copied();
+        lookup(region, code).or_else(|| lookup(&region.to_ascii_uppercase(), &code.to_ascii_uppercase()))
     }
 
     async fn fetch_page(&self, route: Route, range: DateRange, offset: u64) -> Result<Fetched<Page>, IngestError> {

@@ -17,25 +17,7 @@ impl EiaSource {
     /// Read one page's reply into rows of the asked series (errors for failed statuses, error
     /// bodies, unreadable bodies and pages shorter than `total` promises).
     pub fn read_page(&self, reply: &Reply, route: Route, range: DateRange, offset: u64) -> Result<Page, IngestError> {
-        let response = match parse_response(&reply.body) {
-            Err(ParseError::Api { code, message }) => return Err(api_error(reply, code.as_deref(), &message)),
-            Err(ParseError::Invalid(why)) => {
-                let what = format!(
-                    "expected a JSON body, got {} that does not parse ({why}), starting `{}`",
-                    reply.shown_content_type(),
-                    reply.snippet()
-                );
-                return Err(if reply.status.is_success() {
-                    reply.body_error(&what)
-                } else {
-                    status_error(reply, &what)
-                });
-            }
-            Ok(_) if !reply.status.is_success() => {
-                return Err(status_error(reply, &format!("`{}`", reply.snippet())));
-            }
-            Ok(response) => response,
-        };
+        let response = checked_response(reply)?;
         for warning in &response.warnings {
             if warning.starts_with("incomplete return") {
                 tracing::trace!(source = "eia", %range, offset, %warning, "API warning");
@@ -60,11 +42,13 @@ impl EiaSource {
             let Some(timestamp) = parse_period(&row.period.0) else {
                 return Err(reply.format_error(&format!("period `{}` is not a YYYY-MM-DDTHH hour", row.period.0)));
             };
-            let code = match route {
-                Route::RegionData => row.kind.as_ref(),
-                Route::FuelTypeData => row.fueltype.as_ref(),
+            let (region, code) = match route {
+                Route::RegionData => (row.respondent.as_ref(), row.kind.as_ref()),
+                Route::FuelTypeData => (row.respondent.as_ref(), row.fueltype.as_ref()),
+                Route::Interchange => (row.fromba.as_ref(), row.toba.as_ref()),
+                Route::SubBa => (row.parent.as_ref(), row.subba.as_ref()),
             };
-            let index = match (&row.respondent, code) {
+            let index = match (region, code) {
                 (Some(respondent), Some(code)) => self.index_of(route, &respondent.0, &code.0),
                 _ => None,
             };
@@ -79,6 +63,24 @@ impl EiaSource {
             page.rows.push((index as u32, timestamp, value));
         }
         Ok(page)
+    }
+}
+
+/// A reply's body as a [`Response`], or the error it is: an error body (in any status), a
+/// body that does not parse, or a failed status.
+pub(super) fn checked_response(reply: &Reply) -> Result<Response<'_>, IngestError> {
+    match parse_response(&reply.body) {
+        Err(ParseError::Api { code, message }) => Err(api_error(reply, code.as_deref(), &message)),
+        Err(ParseError::Invalid(why)) => {
+            let what = format!(
+                "expected a JSON body, got {} that does not parse ({why}), starting `{}`",
+                reply.shown_content_type(),
+                reply.snippet()
+            );
+            Err(if reply.status.is_success() { reply.body_error(&what) } else { status_error(reply, &what) })
+        }
+        Ok(_) if !reply.status.is_success() => Err(status_error(reply, &format!("`{}`", reply.snippet()))),
+        Ok(response) => Ok(response),
     }
 }
 
@@ -268,6 +270,16 @@ pub struct Row<'a> {
     pub kind: Option<Text<'a>>,
     #[serde(borrow, default)]
     pub fueltype: Option<Text<'a>>,
+    /// interchange-data: the sending and receiving balancing authorities.
+    #[serde(borrow, default)]
+    pub fromba: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub toba: Option<Text<'a>>,
+    /// region-sub-ba-data: the parent balancing authority and its sub-region.
+    #[serde(borrow, default)]
+    pub parent: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    pub subba: Option<Text<'a>>,
     /// `None`: no `value` member; `Some(None)`: a null value.
     #[serde(default, deserialize_with = "present_value")]
     pub value: Option<Option<f64>>,

@@ -371,3 +371,59 @@ fn parse_throughput() {
         cfg!(debug_assertions)
     );
 }
+
+#[test]
+fn interchange_and_sub_region_pages_of_the_real_bodies_name_their_series() {
+    let Some(dir) = realdata() else { return };
+    let chunk = range((2019, 1, 1, 23), (2019, 1, 2, 0));
+    for (file, region, kind, route, stored, value) in [
+        ("interchange-data_AEC_MISO_2019-01-02T00.body.json", "AEC-MISO", "ID", Route::Interchange, "AEC-MISO", 112.0),
+        ("region-sub-ba-data_CISO_PGAE_2019-01-02T00.body.json", "ciso.pgae", "D", Route::SubBa, "CISO.PGAE", 9235.0),
+        ("fuel-type-data_AEC_COL_2019-01-02T00.body.json", "AEC", "fuel:COL", Route::FuelTypeData, "AEC", -3.0),
+    ] {
+        let s = source(&[region], &[kind]);
+        assert_eq!(s.series()[0].region, stored);
+        let body = std::fs::read_to_string(dir.join(file)).unwrap();
+        let page = s.read_page(&json_reply(200, &body), route, chunk, 0).unwrap();
+        assert_eq!(page.rows, [(0, hour(2019, 1, 2, 0), Some(value))], "{file}");
+        let url = s.page_url(route, chunk, 0);
+        assert!(url.path().ends_with(&format!("/{}/data/", route.name())), "{url}");
+        let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        assert!(query.contains(&("sort[1][column]".into(), route.region_facet().into())), "{query:?}");
+    }
+}
+
+#[test]
+fn a_pair_of_regions_asks_the_cross_product_and_keeps_only_its_series() {
+    let s = source(&["AEC-MISO", "ERCO-SWPP"], &["ID"]);
+    let chunk = range((2024, 1, 1, 0), (2024, 1, 1, 1));
+    let url = s.page_url(Route::Interchange, chunk, 0);
+    let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    let values = |facet: &str| -> Vec<String> {
+        query.iter().filter(|(k, _)| k == &format!("facets[{facet}][]")).map(|(_, v)| v.clone()).collect()
+    };
+    assert_eq!(values("fromba"), ["AEC", "ERCO"]);
+    assert_eq!(values("toba"), ["MISO", "SWPP"]);
+    // AEC-SWPP is in the cross product but not asked: dropped
+    let body = r#"{"response":{"total":3,"data":[
+        {"period":"2024-01-01T01","fromba":"AEC","toba":"MISO","value":"1"},
+        {"period":"2024-01-01T01","fromba":"AEC","toba":"SWPP","value":"2"},
+        {"period":"2024-01-01T01","fromba":"ERCO","toba":"SWPP","value":"3"}]}}"#;
+    let page = s.read_page(&json_reply(200, body), Route::Interchange, chunk, 0).unwrap();
+    assert_eq!(page.rows.iter().map(|r| (r.0, r.2)).collect::<Vec<_>>(), [(0, Some(1.0)), (1, Some(3.0))]);
+    assert_eq!(page.unknown, 1);
+}
+
+#[test]
+fn facet_lists_are_read_sorted_and_errors_are_named() {
+    let body = r#"{"response":{"totalFacets":"3","facets":[{"id":"ERCO","name":"x"},{"id":"ciso","name":"y"},
+        {"id":"CISO","name":"y"},{"id":"bad code","name":"z"}]},"apiVersion":"2.1.13"}"#;
+    assert_eq!(read_facet(&json_reply(200, body)).unwrap(), ["CISO", "ERCO"]);
+    let e = read_facet(&json_reply(200, r#"{"response":{"facets":[]}}"#)).unwrap_err().to_string();
+    assert!(e.contains("no respondent"), "{e}");
+    let e = read_facet(&json_reply(403, r#"{"error":{"code":"API_KEY_INVALID","message":"bad"}}"#)).unwrap_err();
+    assert!(e.to_string().contains("EIA_API_KEY"), "{e}");
+    let base = reqwest::Url::parse("http://127.0.0.1:9/eia").unwrap();
+    assert_eq!(facet_url(&base, Route::RegionData).path(), "/eia/v2/electricity/rto/region-data/facet/respondent/");
+    assert_eq!(facet_url(&base, Route::SubBa).path(), "/eia/v2/electricity/rto/region-sub-ba-data/facet/parent/");
+}

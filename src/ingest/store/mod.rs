@@ -18,19 +18,22 @@
 //!
 //! # Layout
 //! - this file: the [`Store`] API (lock, chunk writes, reads, listing, status);
-//! - `ledger`: the completed-chunk ledger in `_catalog/ledger.json` and row checksums;
+//! - `ledger`: the completed-chunk ledger, an append-only log `_catalog/ledger.jsonl`, and row checksums;
+//! - `facets`: the facet lists `--region all` resolved, `_catalog/facets.json`;
 //! - `regions`: the time zones regions' files were imported with, `_catalog/regions.json`;
 //! - `parquet`: encoding and decoding one partition file;
 //! - `layout`: partition folder names, months and walking the tree without following links;
 //! - `atomic`: the program's one atomic file write ([`write_atomic`], [`write_atomic_with`]).
 mod atomic;
+mod facets;
 mod layout;
 mod ledger;
 mod parquet;
 mod regions;
 
 pub use atomic::{write_atomic, write_atomic_with};
-pub use ledger::{LedgerEntry, checksum};
+pub use facets::FacetRecord;
+pub use ledger::{Ledger, LedgerEntry, LedgerIndex, LedgerWriter, checksum};
 pub use parquet::frame_from_rows;
 pub(crate) use parquet::guard_reader;
 pub use regions::RegionRecord;
@@ -43,14 +46,13 @@ use layout::{
     count_files, encode, holds_file_or_link, link_error, month_range, months_of, parquet_files, partition_month,
     refuse_links_below, subdirs,
 };
-use parquet::{append_rows, read_frame, read_parquet, write_parquet};
+use parquet::{FileSummary, append_rows, read_frame, read_parquet, read_summary, write_parquet};
 use serde::Serialize;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const CATALOG: &str = "_catalog";
-const LEDGER_FILE: &str = "ledger.json";
 const LOCK_FILE: &str = "lock";
 const PART_FILE: &str = "part-0000.parquet";
 
@@ -186,7 +188,9 @@ impl Store {
         for id in series {
             id.check()?;
         }
-        self.refuse_links(&self.ledger_path())?;
+        for path in self.ledger_paths() {
+            self.refuse_links(&path)?;
+        }
         self.refuse_links(&self.root.join(CATALOG).join(LOCK_FILE))?;
         for id in series {
             let dir = self.series_dir(id);
@@ -422,28 +426,34 @@ impl Store {
         Ok(out)
     }
 
-    /// Coverage of every stored series.
+    /// Coverage of every stored series, from the files' footers (no page is decoded, so a
+    /// store of 50,000 files is summarised in seconds) and one read of the ledger.
     pub fn status(&self) -> Result<Vec<SeriesStatus>, IngestError> {
-        let ledger = self.ledger()?;
+        let mut chunks: std::collections::HashMap<SeriesId, usize> = std::collections::HashMap::new();
+        for entry in self.read_ledger()?.entries() {
+            *chunks.entry(entry.series).or_default() += 1;
+        }
         self.list_series()?
             .into_iter()
             .map(|id| {
-                let rows = self.read(&id, None)?;
-                let files = count_files(&self.series_dir(&id));
-                let first = rows.timestamps.first().copied();
-                let last = rows.timestamps.last().copied();
-                let expected = match (first, last) {
+                let dir = self.series_dir(&id);
+                self.refuse_links(&dir)?;
+                let mut files = Vec::new();
+                parquet_files(&dir, &mut files)?;
+                let summaries = files.iter().map(|path| read_summary(path, &id)).collect::<Result<Vec<_>, _>>()?;
+                let total = FileSummary::total(summaries);
+                let expected = match (total.first, total.last) {
                     (Some(a), Some(b)) => (b - a) / crate::time::HOUR_US + 1,
                     _ => 0,
                 };
                 Ok(SeriesStatus {
-                    rows: rows.len(),
-                    first: first.map(from_us),
-                    last: last.map(from_us),
-                    missing_hours: expected - rows.len() as i64,
-                    null_values: rows.values.iter().filter(|v| v.is_none()).count(),
-                    ledger_chunks: ledger.iter().filter(|e| e.series == id).count(),
-                    files,
+                    rows: total.rows,
+                    first: total.first.map(from_us),
+                    last: total.last.map(from_us),
+                    missing_hours: expected - total.rows as i64,
+                    null_values: total.nulls,
+                    ledger_chunks: chunks.get(&id).copied().unwrap_or(0),
+                    files: files.len(),
                     series: id,
                 })
             })
@@ -524,6 +534,44 @@ mod tests {
         let february = store.read(&id, Some(range(60..97))).unwrap();
         assert_eq!(february.len(), 37);
         assert!(store.read(&id, None).unwrap_err().to_string().contains("month=01"));
+    }
+
+    /// `status` reads footers only; a file whose footer lacks the statistics (another writer)
+    /// is read whole, and both give the same summary.
+    #[test]
+    fn status_from_footers_matches_the_rows_and_falls_back_without_statistics() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let _lock = store.lock().unwrap();
+        let id = SeriesId::new("synthetic", "SYN1", "D");
+        let mut written = rows(&id, 1..97, 0.0);
+        written.values[5] = None;
+        written.values[70] = None;
+        // a gap of 3 hours in February
+        written.timestamps.drain(80..83);
+        written.values.drain(80..83);
+        store.write_range(std::slice::from_ref(&written), range(1..97)).unwrap();
+        let check = |status: &SeriesStatus| {
+            assert_eq!(status.rows, 93);
+            assert_eq!(status.null_values, 2);
+            assert_eq!(status.missing_hours, 3);
+            assert_eq!(status.first.map(|t| t.timestamp_micros()), written.timestamps.first().copied());
+            assert_eq!(status.last.map(|t| t.timestamp_micros()), written.timestamps.last().copied());
+            assert_eq!(status.files, 2);
+        };
+        check(&store.status().unwrap()[0]);
+        // February rewritten without statistics
+        let february = store.partition_file(&id, 2024, 2);
+        let mut frame = ParquetReader::new(File::open(&february).unwrap()).finish().unwrap();
+        ParquetWriter::new(File::create(&february).unwrap())
+            .with_statistics(StatisticsOptions::empty())
+            .finish(&mut frame)
+            .unwrap();
+        check(&store.status().unwrap()[0]);
+        // a damaged footer is an error naming the file
+        fs::write(&february, b"not parquet").unwrap();
+        let error = store.status().unwrap_err().to_string();
+        assert!(error.contains("month=02"), "{error}");
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -138,3 +138,98 @@ pub(super) fn append_rows(df: &DataFrame, out: &mut SeriesRows, range: Option<Da
     }
     Ok(())
 }
+
+/// What one file holds, as its footer says: rows, first and last timestamp (µs), null values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct FileSummary {
+    pub rows: usize,
+    pub first: Option<i64>,
+    pub last: Option<i64>,
+    pub nulls: usize,
+}
+
+impl FileSummary {
+    fn add(&mut self, other: FileSummary) {
+        self.rows += other.rows;
+        self.first = self.first.into_iter().chain(other.first).min();
+        self.last = self.last.into_iter().chain(other.last).max();
+        self.nulls += other.nulls;
+    }
+
+    /// The summary of rows read whole.
+    fn of_rows(rows: &SeriesRows) -> Self {
+        FileSummary {
+            rows: rows.len(),
+            first: rows.timestamps.iter().min().copied(),
+            last: rows.timestamps.iter().max().copied(),
+            nulls: rows.values.iter().filter(|v| v.is_none()).count(),
+        }
+    }
+
+    /// The sum of summaries.
+    pub fn total(summaries: impl IntoIterator<Item = FileSummary>) -> Self {
+        let mut total = FileSummary::default();
+        for summary in summaries {
+            total.add(summary);
+        }
+        total
+    }
+}
+
+/// Summarise one store file from its footer alone (row counts and the statistics every file
+/// of this program carries: `timestamp` min and max in µs, `value` null count), without
+/// decoding a page. A file whose footer lacks them (another writer, another time unit) is read
+/// whole. A damaged file is an error naming it.
+pub(super) fn read_summary(path: &Path, id: &SeriesId) -> Result<FileSummary, IngestError> {
+    use polars_parquet::parquet::schema::types::{PrimitiveLogicalType, TimeUnit as ParquetTimeUnit};
+    use polars_parquet::parquet::statistics::Statistics;
+    let mut file = File::open(path).map_err(Store::io(path))?;
+    let metadata = guard_reader(|| polars_parquet::read::read_metadata(&mut file))
+        .map_err(|message| IngestError::StoreData { path: path.to_owned(), message })?
+        .map_err(|e| IngestError::StoreData { path: path.to_owned(), message: e.to_string() })?;
+    let from_footer = || -> Option<FileSummary> {
+        let mut total = FileSummary::default();
+        for group in &metadata.row_groups {
+            let mut summary = FileSummary { rows: group.num_rows(), ..FileSummary::default() };
+            let (mut timestamps, mut values) = (false, false);
+            for column in group.parquet_columns() {
+                let descriptor = column.descriptor();
+                let name = descriptor.path_in_schema.first()?.as_str();
+                if name != COL_TIMESTAMP && name != COL_VALUE {
+                    continue;
+                }
+                let statistics = column.statistics(&metadata.footer_buf)?.ok()?;
+                match (name, statistics) {
+                    (COL_TIMESTAMP, Statistics::Int64(s)) => {
+                        let micros = matches!(
+                            descriptor.descriptor.primitive_type.logical_type,
+                            Some(PrimitiveLogicalType::Timestamp { unit: ParquetTimeUnit::Microseconds, .. })
+                        );
+                        if !micros || s.null_count.unwrap_or(0) != 0 {
+                            return None;
+                        }
+                        if summary.rows > 0 {
+                            summary.first = Some(s.min_value?);
+                            summary.last = Some(s.max_value?);
+                        }
+                        timestamps = true;
+                    }
+                    (COL_VALUE, Statistics::Double(s)) => {
+                        summary.nulls = usize::try_from(s.null_count?).ok()?;
+                        values = true;
+                    }
+                    _ => return None,
+                }
+            }
+            if !(timestamps && values) {
+                return None;
+            }
+            total.add(summary);
+        }
+        Some(total)
+    };
+    match from_footer() {
+        Some(summary) => Ok(summary),
+        None => Ok(FileSummary::of_rows(&read_parquet(path, id)?)),
+    }
+}

@@ -32,16 +32,8 @@ impl Store {
 
     /// The region records (none for a new store).
     pub fn regions(&self) -> Result<BTreeMap<String, RegionRecord>, IngestError> {
-        let path = self.regions_path();
-        self.refuse_links(&path)?;
-        match fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<RegionsFile>(&bytes) {
-                Ok(RegionsFile::V1 { regions }) => Ok(regions),
-                Err(e) => Err(IngestError::StoreData { path, message: format!("corrupt region records: {e}") }),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(Self::io(&path)(e)),
-        }
+        let file: Option<RegionsFile> = self.read_catalog_json(&self.regions_path(), "region records")?;
+        Ok(file.map(|RegionsFile::V1 { regions }| regions).unwrap_or_default())
     }
 
     /// Record (or replace) what the store knows of `region`. The caller holds the lock.
@@ -49,13 +41,38 @@ impl Store {
         crate::ingest::check_name("region", region)?;
         let mut regions = self.regions()?;
         regions.insert(region.to_string(), record);
-        let path = self.regions_path();
-        let bytes = serde_json::to_vec_pretty(&RegionsFile::V1 { regions })
-            .map_err(|e| IngestError::StoreData { path: path.clone(), message: e.to_string() })?;
+        self.write_catalog_json(&self.regions_path(), &RegionsFile::V1 { regions })
+    }
+
+    /// A JSON file of the catalog (`None` when absent); `what` names it in errors.
+    pub(super) fn read_catalog_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &std::path::Path,
+        what: &str,
+    ) -> Result<Option<T>, IngestError> {
+        self.refuse_links(path)?;
+        match fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| IngestError::StoreData { path: path.to_owned(), message: format!("corrupt {what}: {e}") }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::io(path)(e)),
+        }
+    }
+
+    /// Write a JSON file of the catalog atomically (the catalog folder created).
+    pub(super) fn write_catalog_json<T: Serialize>(
+        &self,
+        path: &std::path::Path,
+        value: &T,
+    ) -> Result<(), IngestError> {
+        self.refuse_links(path)?;
+        let bytes = serde_json::to_vec_pretty(value)
+            .map_err(|e| IngestError::StoreData { path: path.to_owned(), message: e.to_string() })?;
         if let Some(catalog) = path.parent() {
             fs::create_dir_all(catalog).map_err(Store::io(catalog))?;
         }
-        write_atomic(&path, &bytes)
+        write_atomic(path, &bytes)
     }
 }
 

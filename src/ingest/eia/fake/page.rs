@@ -293,6 +293,8 @@ pub fn page(query: &PageQuery, style: PageStyle) -> (String, u64) {
         Route::FuelTypeData => {
             "Hourly net generation by balancing authority and energy source.  \n    Source: Form EIA-930\n    Product: Hourly Electric Grid Monitor"
         }
+        // the fake serves region-data and fuel-type-data only ([`PageQuery::read`])
+        Route::Interchange | Route::SubBa => "",
     };
     let mut facets = serde_json::Map::new();
     facets.insert("respondent".into(), json!(query.respondents));
@@ -329,6 +331,7 @@ fn kind_names(route: Route) -> &'static [(&'static str, &'static str)] {
     match route {
         Route::RegionData => &TYPE_NAMES,
         Route::FuelTypeData => &FUEL_NAMES,
+        Route::Interchange | Route::SubBa => &[],
     }
 }
 
