@@ -106,7 +106,8 @@ impl<'a> RingAttention<'a> {
         transforms::eval([&held])?;
         for step in 0..size {
             let origin = (rank + size - step) % size;
-            let mut exchange = self.pass_on(&held, step, origin)?;
+            let passed = self.pass_on(&held, step, origin)?;
+            let exchange: Vec<Array> = passed.iter().flat_map(|(token, next)| [token.clone(), next.clone()]).collect();
             let (key, value) = (held.try_index(0)?, held.try_index(1)?);
             let key_offset = self.bounds[origin].0;
             for (start, end) in blocks(key.shape()[2], self.block_size) {
@@ -129,7 +130,7 @@ impl<'a> RingAttention<'a> {
             let mut evaluate: Vec<&Array> = exchange.iter().collect();
             evaluate.extend([&max, &numerator, &denominator]);
             self.watchdog.guard("ring attention (forward)", || transforms::eval(evaluate))?;
-            if let Some(next) = exchange.pop() {
+            if let Some((_, next)) = passed {
                 held = next;
             }
         }
@@ -166,7 +167,8 @@ impl<'a> RingAttention<'a> {
         transforms::eval([&held, &accumulated, &row_dot])?;
         for step in 0..size {
             let origin = (rank + size - step) % size;
-            let mut exchange = self.pass_on(&held, step, origin)?;
+            let passed = self.pass_on(&held, step, origin)?;
+            let exchange: Vec<Array> = passed.iter().flat_map(|(token, next)| [token.clone(), next.clone()]).collect();
             let (key, value) = (held.try_index(0)?, held.try_index(1)?);
             let key_offset = self.bounds[origin].0;
             let mut d_keys = Vec::new();
@@ -191,13 +193,19 @@ impl<'a> RingAttention<'a> {
             }
             let contribution = ops::stack(&[ops::concatenate(&d_keys, 2)?, ops::concatenate(&d_values, 2)?], 0)?;
             accumulated = accumulated.add(&contribution)?;
-            // The accumulator follows its block; after the last step it goes home.
-            let sent = self.group.send(&accumulated, self.group.right(), &self.send_stream)?;
-            accumulated = self.receive(&accumulated, (origin + size - 1) % size)?;
             let mut evaluate: Vec<&Array> = exchange.iter().collect();
-            evaluate.extend([&sent, &accumulated, &d_query]);
+            evaluate.extend([&accumulated, &d_query]);
             self.watchdog.guard("ring attention (backward)", || transforms::eval(evaluate))?;
-            if let Some(next) = exchange.pop() {
+            // The accumulator follows its block; after the last step it goes home (on one rank
+            // it is home already). Sends to a neighbour share one socket, so they must be
+            // enqueued in the order the neighbour receives them: this exchange is evaluated on
+            // its own, after the key/value block's.
+            if size > 1 {
+                let sent = self.group.send(&accumulated, self.group.right(), &self.send_stream)?;
+                accumulated = self.receive(&accumulated, (origin + size - 1) % size)?;
+                self.watchdog.guard("ring attention (backward)", || transforms::eval([&sent, &accumulated]))?;
+            }
+            if let Some((_, next)) = passed {
                 held = next;
             }
         }
@@ -209,16 +217,16 @@ impl<'a> RingAttention<'a> {
     }
 
     /// Unless `step` is the last: send `held` (the block of rank `origin`) to the right
-    /// neighbour and receive the next block from the left one; returns [send token, next block].
-    fn pass_on(&self, held: &Array, step: usize, origin: usize) -> Result<Vec<Array>, DistributedError> {
+    /// neighbour and receive the next block from the left one; returns (send token, next block).
+    fn pass_on(&self, held: &Array, step: usize, origin: usize) -> Result<Option<(Array, Array)>, DistributedError> {
         let size = self.group.size();
         if step + 1 >= size {
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        Ok(vec![
+        Ok(Some((
             self.group.send(held, self.group.right(), &self.send_stream)?,
             self.receive(held, (origin + size - 1) % size)?,
-        ])
+        )))
     }
 
     /// Receive from the left neighbour a [2, batch, heads, rows, head_dim] block shaped like
@@ -380,5 +388,75 @@ mod tests {
             let results = test_ranks::run(WORKER, ranks, Duration::from_secs(240));
             eprintln!("ring across {ranks} ranks: {results:?}");
         }
+    }
+
+    /// Peak MLX memory (bytes above q, k, v) of one forward and backward pass of this rank's
+    /// shard at each length: batch 1, 4 heads, head_dim 16, sub-blocks of 256, causal.
+    fn peak_memory_rows(group: &Group, lengths: &[usize]) -> Result<Vec<(usize, usize)>, DistributedError> {
+        let watchdog = Watchdog::new(Duration::from_secs(600));
+        let mut rows_out = Vec::new();
+        for &length in lengths {
+            let ring = RingAttention::new(group, watchdog, length, 256, true)?;
+            let (start, end) = ring.bounds();
+            let shape = [1, 4, end - start, 16];
+            let key = random::key(length as u64 * 31 + group.rank() as u64)?;
+            let q = random::normal::<f32>(&shape, None, None, &key)?;
+            let (k, v, d_output) = (q.multiply(Array::from_f32(0.5))?, q.add(Array::from_f32(1.0))?, q.sqrt()?);
+            transforms::eval([&q, &k, &v, &d_output])?;
+            mlx_rs::memory::clear_cache()?;
+            let baseline = mlx_rs::memory::active_memory()?;
+            mlx_rs::memory::reset_peak_memory()?;
+            let forward = ring.forward(&q, &k, &v)?;
+            let gradients = ring.backward(&q, &k, &v, &forward, &d_output)?;
+            let peak = mlx_rs::memory::peak_memory()?;
+            drop((forward, gradients));
+            rows_out.push((length, peak.saturating_sub(baseline)));
+        }
+        Ok(rows_out)
+    }
+
+    fn figure_lengths() -> Vec<usize> {
+        std::env::var("ENERGY_BENCH_LENGTHS")
+            .unwrap_or_else(|_| "2048,4096,8192".into())
+            .split(',')
+            .map(|part| part.trim().parse().unwrap())
+            .collect()
+    }
+
+    /// A rank of [`ring_memory_figures`].
+    #[test]
+    #[ignore = "a rank started by ring_memory_figures"]
+    fn memory_worker() -> Result<(), DistributedError> {
+        if !test_ranks::is_worker() {
+            return Ok(());
+        }
+        let group = Group::init(Backend::Ring, true, Watchdog::new(Duration::from_secs(60)))?;
+        let rows = peak_memory_rows(&group, &figure_lengths())?;
+        println!("{} {rows:?}", test_ranks::RESULT);
+        Ok(())
+    }
+
+    /// Peak memory per rank against context length for 1, 2 and 4 sequence-parallel ranks:
+    /// `cargo test --lib -- --ignored --nocapture ring_memory_figures` (lengths from
+    /// `ENERGY_BENCH_LENGTHS`, default 2048,4096,8192).
+    #[test]
+    #[ignore = "prints figures; slow"]
+    fn ring_memory_figures() -> Result<(), DistributedError> {
+        let lengths = figure_lengths();
+        let single = Group::init(Backend::Ring, false, Watchdog::new(Duration::from_secs(60)))?;
+        assert_eq!(single.size(), 1, "run without MLX_RANK/MLX_HOSTFILE");
+        let started = std::time::Instant::now();
+        eprintln!("1 rank: {:?} ({:.1} s)", peak_memory_rows(&single, &lengths)?, started.elapsed().as_secs_f64());
+        for ranks in [2, 4] {
+            let started = std::time::Instant::now();
+            let results =
+                test_ranks::run("model::distributed::ring::tests::memory_worker", ranks, Duration::from_secs(1200));
+            assert_eq!(results.len(), ranks);
+            eprintln!("{ranks} ranks ({:.1} s):", started.elapsed().as_secs_f64());
+            for (rank, result) in results.iter().enumerate() {
+                eprintln!("  rank {rank}: {result}");
+            }
+        }
+        Ok(())
     }
 }
