@@ -60,6 +60,7 @@ pub(crate) fn run(context: &Context, args: &LaunchArgs, config: Option<&Path>) -
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        stop_with_launcher(&mut command);
         match command.spawn() {
             Ok(child) => ranks.push(Rank::new(rank, child)),
             Err(e) => {
@@ -73,6 +74,28 @@ pub(crate) fn run(context: &Context, args: &LaunchArgs, config: Option<&Path>) -
         rank.join_output();
     }
     outcome
+}
+
+/// On Linux, a rank is killed when `launch` dies (even by SIGKILL), so no rank is left waiting
+/// for the others; elsewhere ranks notice at their next exchange.
+fn stop_with_launcher(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the child between fork and exec and only calls `prctl`,
+        // which is async-signal-safe, with constant arguments.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
 }
 
 /// A started rank and the threads forwarding its output.

@@ -127,13 +127,6 @@ impl DataParallel {
         Ok((loss.reshape(&[])?, out))
     }
 
-    /// Every rank's `value` summed (one scalar all_sum, guarded by the watchdog).
-    pub fn all_sum_scalar(&self, value: f32, what: &str) -> Result<f32, DistributedError> {
-        let summed = self.group.all_sum(&Array::from_slice(&[value], &[1]))?;
-        self.watchdog.guard(what, || transforms::eval([&summed]))?;
-        Ok(summed.as_slice::<f32>()[0])
-    }
-
     pub fn stats(&self) -> CommunicationStats {
         let steps = self.steps.get();
         CommunicationStats {
