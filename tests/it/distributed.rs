@@ -248,3 +248,27 @@ fn bad_hostfiles_and_flags_exit_1() {
     energy(&store).args(["launch", "-n", "0", "--", "train"]).assert().code(1);
     energy(&store).args(["launch", "-n", "2"]).assert().code(1);
 }
+
+/// Rank 1 cannot bind its address and fails at once; rank 0 would wait for it (MLX retries a
+/// connection for about 15 s, longer to an unroutable address): `launch` stops rank 0 as soon as
+/// rank 1 fails.
+#[test]
+fn launch_stops_the_other_ranks_when_one_fails() {
+    let s = setup();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let hostfile = s.root.join("mixed.json");
+    std::fs::write(&hostfile, format!(r#"[["127.0.0.1:{port}"], ["192.0.2.1:40000"]]"#)).unwrap();
+    let started = Instant::now();
+    let mut command = energy(&s.store);
+    command
+        .env("ENERGY_DIST_TIMEOUT", "120")
+        .args(["launch", "--hostfile", hostfile.to_str().unwrap(), "--"])
+        .args(train_args(&s.root.join("model")))
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("rank 1 failed").and(predicate::str::contains("stopped the other 1")));
+    let waited = started.elapsed();
+    eprintln!("launch stopped after {:.1} s", waited.as_secs_f64());
+    assert!(waited < Duration::from_secs(30), "{waited:?}");
+}
