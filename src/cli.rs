@@ -53,6 +53,8 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Measure collection, featurization and model throughput on this machine
     Bench(BenchArgs),
+    /// Keep forecasts fresh on a schedule and serve them: JSON API, Prometheus metrics, a page
+    Serve(ServeArgs),
     /// Start N local ranks of a distributed command (`energy launch -n 2 -- train …`): each
     /// gets MLX_RANK and MLX_HOSTFILE, its output prefixed with its rank; one failing stops all
     Launch(LaunchArgs),
@@ -346,6 +348,61 @@ pub struct BenchArgs {
     /// The smallest sizes, for tests (a few seconds)
     #[arg(long, hide = true)]
     pub smoke: bool,
+    /// Only training and inference sequences/s of the forecaster (the configuration's `[model]`
+    /// settings) on random windows, the shape `benches/peers/model_compare.py` runs PyTorch on;
+    /// no report file is written
+    #[arg(long)]
+    pub model_only: bool,
+    /// Context hours of the model (`--model-only`); the horizon is the default model's
+    #[arg(long, value_name = "HOURS", requires = "model_only")]
+    pub context: Option<usize>,
+    /// Rows per attention block (`--model-only`); the default model's when not given
+    #[arg(long, value_name = "ROWS", requires = "model_only")]
+    pub block_size: Option<usize>,
+    /// Features per position (`--model-only`)
+    #[arg(long, value_name = "N", default_value_t = 22, requires = "model_only")]
+    pub features: usize,
+}
+
+/// `energy serve`: collect and forecast on start and every `--every`, archive each forecast in
+/// the store, and answer HTTP: `/api/v1/…` (JSON), `/metrics` (Prometheus) and `/` (a page).
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Data source (must be the models') [default: the model's]
+    #[arg(long, value_enum)]
+    pub source: Option<SourceKind>,
+    /// Region served, repeatable [default: the model's]
+    #[arg(long = "region", value_name = "CODE")]
+    pub regions: Vec<String>,
+    /// The trained model: one per region in --region order, or one folder holding a model per
+    /// region in `DIR/<REGION>`
+    #[arg(long, value_name = "DIR", default_value = "models/latest")]
+    pub model_dir: Vec<PathBuf>,
+    /// Address to listen on; an address other than loopback needs --allow-remote
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Allow --listen on an address other machines reach (the API has no authentication)
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Time between cycles (collect, forecast, archive), e.g. 15m, 1h [min 10s, max 7d]
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_every)]
+    pub every: std::time::Duration,
+    /// Days of data each cycle brings up to date (what the store already holds is skipped)
+    #[arg(long, value_name = "N", default_value_t = 14, value_parser = clap::value_parser!(i64).range(1..=366))]
+    pub days: i64,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+}
+
+/// `--every`: a duration (`90s`, `15m`, `1h 30m`) from 10 seconds to 7 days.
+fn parse_every(text: &str) -> Result<std::time::Duration, String> {
+    let every =
+        humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like 15m or 1h: {e}"))?;
+    let (min, max) = (std::time::Duration::from_secs(10), std::time::Duration::from_secs(7 * 24 * 3600));
+    if every < min || every > max {
+        return Err(format!("`{text}` is outside 10s to 7d"));
+    }
+    Ok(every)
 }
 
 impl std::fmt::Debug for SourceArgs {

@@ -249,6 +249,8 @@ pub struct ModelConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f64,
+    /// The MLP's activation: `gelu` (default), `relu` or `quick-gelu`.
+    pub activation: crate::model::transformer::Activation,
 }
 
 impl Default for ModelConfig {
@@ -263,6 +265,7 @@ impl Default for ModelConfig {
             epochs: 8,
             batch_size: 32,
             learning_rate: 1e-3,
+            activation: crate::model::transformer::Activation::Gelu,
         }
     }
 }

@@ -236,7 +236,7 @@ pub fn run(config: &BenchConfig, scratch: &Path, reporter: &dyn Reporter) -> Res
         config.train_sequences.min(windows.count),
         config.predict_sequences.min(windows.count)
     ));
-    let model = bench_model(config, &model_config, &windows)?;
+    let model = bench_model(config, &model_config, &WindowData::from(&windows))?;
     drop(windows);
     reporter.advance(1, 0);
 
@@ -392,10 +392,52 @@ fn bench_features(
     Ok((figures, windows))
 }
 
+/// The training and inference figures alone, on `count` windows of uniform random inputs in
+/// [-0.5, 0.5) with `n_features` features (the shape PyTorch's peer in `benches/peers/` runs):
+/// `energy bench --model-only`.
+pub fn run_model_only(
+    config: &BenchConfig,
+    model_config: &ModelConfig,
+    n_features: usize,
+) -> Result<ModelFigures, BenchError> {
+    let count = config.train_sequences.max(config.predict_sequences);
+    let positions = model_config.context + model_config.horizon;
+    let mut rng = crate::rng::SplitMix64::new(SEED);
+    let mut next = || (rng.next_f64() - 0.5) as f32;
+    let inputs: Vec<f32> = (0..count * positions * n_features).map(|_| next()).collect();
+    let targets: Vec<f32> = (0..count * model_config.horizon).map(|_| next()).collect();
+    let windows =
+        WindowData { inputs: &inputs, targets: &targets, count, positions, horizon: model_config.horizon, n_features };
+    bench_model(config, model_config, &windows)
+}
+
+/// The windows a model figure is measured on.
+struct WindowData<'a> {
+    inputs: &'a [f32],
+    targets: &'a [f32],
+    count: usize,
+    positions: usize,
+    horizon: usize,
+    n_features: usize,
+}
+
+impl<'a> From<&'a Windows> for WindowData<'a> {
+    fn from(windows: &'a Windows) -> Self {
+        Self {
+            inputs: &windows.inputs,
+            targets: &windows.targets,
+            count: windows.count,
+            positions: windows.positions,
+            horizon: windows.horizon,
+            n_features: windows.n_features,
+        }
+    }
+}
+
 fn bench_model(
     config: &BenchConfig,
     model_config: &ModelConfig,
-    windows: &Windows,
+    windows: &WindowData,
 ) -> Result<ModelFigures, BenchError> {
     let forecaster_config = ForecasterConfig::from_model_config(model_config, windows.n_features);
     if forecaster_config.positions != windows.positions || forecaster_config.horizon != windows.horizon {

@@ -19,14 +19,12 @@ pub(crate) fn run(context: &Context, args: &BenchArgs) -> Result<()> {
         }
         None => None,
     };
+    if args.model_only {
+        return model_only(context, args);
+    }
     std::fs::create_dir_all(&args.history)
         .with_context(|| format!("cannot create the history folder `{}`", args.history.display()))?;
-    let size = match (args.smoke, args.quick) {
-        (true, _) => BenchSize::Smoke,
-        (false, true) => BenchSize::Quick,
-        (false, false) => BenchSize::Full,
-    };
-    let config = BenchConfig::new(size, Duration::from_millis(args.latency_ms));
+    let config = BenchConfig::new(size(args), Duration::from_millis(args.latency_ms));
     let scratch = tempfile::Builder::new()
         .prefix("energy-bench-")
         .tempdir()
@@ -54,6 +52,62 @@ pub(crate) fn run(context: &Context, args: &BenchArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `energy bench --model-only`: the forecaster's training and inference sequences/s alone.
+fn model_only(context: &Context, args: &BenchArgs) -> Result<()> {
+    let mut model_config = context.config.model.clone();
+    if let Some(hours) = args.context {
+        if !(1..=MAX_MODEL_ONLY_CONTEXT).contains(&hours) {
+            return Err(BadInput(format!("--context must be 1..={MAX_MODEL_ONLY_CONTEXT} hours (got {hours})")).into());
+        }
+        model_config.context = hours;
+    }
+    if let Some(rows) = args.block_size {
+        if !(1..=MAX_MODEL_ONLY_CONTEXT).contains(&rows) {
+            return Err(BadInput(format!("--block-size must be 1..={MAX_MODEL_ONLY_CONTEXT} rows (got {rows})")).into());
+        }
+        model_config.block_size = rows;
+    }
+    if !(1..=MAX_MODEL_ONLY_FEATURES).contains(&args.features) {
+        return Err(
+            BadInput(format!("--features must be 1..={MAX_MODEL_ONLY_FEATURES} (got {})", args.features)).into()
+        );
+    }
+    let config = BenchConfig::new(size(args), Duration::from_millis(args.latency_ms));
+    let figures = bench::run_model_only(&config, &model_config, args.features).context("the benchmark failed")?;
+    if context.json {
+        let mut document = serde_json::to_value(&figures)?;
+        if let Some(members) = document.as_object_mut() {
+            members.insert("build".into(), if cfg!(debug_assertions) { "debug" } else { "release" }.into());
+            members.insert("block_size".into(), model_config.block_size.into());
+        }
+        println!("{}", serde_json::to_string(&document)?);
+    } else {
+        println!(
+            "model, {} positions × {} features, batch {}: training {:.1} sequences/s, inference {:.1} sequences/s",
+            figures.positions,
+            figures.n_features,
+            figures.batch_size,
+            figures.train_sequences_per_s,
+            figures.predict_sequences_per_s
+        );
+    }
+    Ok(())
+}
+
+/// The sizes `--smoke` / `--quick` / neither ask for.
+fn size(args: &BenchArgs) -> BenchSize {
+    match (args.smoke, args.quick) {
+        (true, _) => BenchSize::Smoke,
+        (false, true) => BenchSize::Quick,
+        (false, false) => BenchSize::Full,
+    }
+}
+
+/// Longest context `--model-only` accepts (hours).
+const MAX_MODEL_ONLY_CONTEXT: usize = 8760;
+/// Most features `--model-only` accepts.
+const MAX_MODEL_ONLY_FEATURES: usize = 1024;
 
 /// Prints each step's start on stderr (hidden under `-q`).
 struct StepReporter {

@@ -1,12 +1,13 @@
 //! `energy forecast`: load a checkpoint, bring the store up to date when asked, forecast from
 //! the latest data, print a table, optionally write CSV/JSON and a PNG plot.
 use super::modeling::{self, ModelMeta};
-use super::{BadInput, Context, collect, plot};
+use super::{BadInput, Context, collect};
 use crate::cli::{ForecastArgs, SelectArgs, SourceArgs};
 use crate::config::SyntheticConfig;
 use crate::eval;
 use crate::features::{self, Protocol, Rows};
 use crate::ingest::{Source, SourceKind, SyntheticSource};
+use crate::model::transformer::Forecaster;
 use crate::time::{DateRange, HOUR_US, from_us};
 use anyhow::{Context as _, Result};
 use chrono::Timelike;
@@ -35,30 +36,90 @@ struct ForecastReport<'a> {
     rows: &'a [ForecastRow],
 }
 
+/// One issued forecast: what `forecast` prints and `serve` archives.
+pub(crate) struct Issued {
+    /// The last hour of data the forecast was issued with (µs, interval end).
+    pub origin: i64,
+    pub protocol: Protocol,
+    pub rows: Vec<ForecastRow>,
+    /// The forecast hours (µs) with their quantiles, in MW.
+    pub targets: Vec<(i64, crate::eval::Quantiles)>,
+    /// The week of observed load up to the origin (µs, MW), for plots.
+    pub history: Vec<(i64, f64)>,
+}
+
 pub(crate) fn run(context: &Context, args: &ForecastArgs, sources: &SourceArgs) -> Result<()> {
     let (mut model, meta): (_, ModelMeta) = modeling::load_model(&args.model_dir)?;
     modeling::check_source(&args.select, &meta, &args.model_dir)?;
     modeling::check_region(&args.select, &meta, &args.model_dir)?;
     if args.collect {
-        let select = SelectArgs {
-            source: Some(meta.source),
-            regions: vec![meta.region.clone()],
-            kinds: Vec::new(),
-            days: Some(args.select.days.unwrap_or(DEFAULT_COLLECT_DAYS)),
-            start: None,
-            end: None,
-        };
-        let mut sources = sources.clone();
-        sources.seed = Some(meta.seed);
-        let (result, _) = collect::collect(context, &select, &sources)?;
+        let days = args.select.days.unwrap_or(DEFAULT_COLLECT_DAYS);
+        let result = collect_for_model(context, &meta, sources, days, Vec::new())?;
         if !result.succeeded() {
             anyhow::bail!("{} chunks failed to collect; run again", result.failed_chunks);
         }
     }
+    let issued = issue(context, &meta, &mut model)?;
+    let rows = &issued.rows;
+    if let Some(path) = &args.out {
+        write_out(path, rows)?;
+    }
+    if let Some(path) = &args.plot {
+        crate::plot::forecast_png(path, &format!("{} forecast", meta.load), &issued.history, &issued.targets)?;
+    }
+    let report = ForecastReport {
+        model_dir: args.model_dir.display().to_string(),
+        series: meta.load.to_string(),
+        protocol: issued.protocol,
+        issued_with_data_up_to: modeling::format_time(issued.origin),
+        rows,
+    };
+    if context.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} forecast of {} from data up to {}",
+        protocol_name(issued.protocol),
+        report.series,
+        report.issued_with_data_up_to
+    );
+    println!("{:<18} {:<24} {:>10} {:>10} {:>10}", "timestamp (UTC)", "local time", "p10 MW", "p50 MW", "p90 MW");
+    for r in rows {
+        println!("{:<18} {:<24} {:>10.0} {:>10.0} {:>10.0}", r.timestamp_utc, r.local_time, r.p10, r.p50, r.p90);
+    }
+    Ok(())
+}
 
+/// Bring the store up to date for a model: its source and region over the last `days`, the
+/// synthetic source with the model's seed, `kinds` (empty: the source's default kinds).
+pub(crate) fn collect_for_model(
+    context: &Context,
+    meta: &ModelMeta,
+    sources: &SourceArgs,
+    days: i64,
+    kinds: Vec<String>,
+) -> Result<crate::ingest::CollectionResult> {
+    let select = SelectArgs {
+        source: Some(meta.source),
+        regions: vec![meta.region.clone()],
+        kinds,
+        days: Some(days),
+        start: None,
+        end: None,
+    };
+    let mut sources = sources.clone();
+    sources.seed = Some(meta.seed);
+    let (result, _) = collect::collect(context, &select, &sources)?;
+    Ok(result)
+}
+
+/// Forecast from the latest stored hour with a loaded model (the weather of the horizon from
+/// the synthetic source or the stored live forecast where the model uses weather).
+pub(crate) fn issue(context: &Context, meta: &ModelMeta, model: &mut Forecaster) -> Result<Issued> {
     let spec = meta.spec;
     for id in std::iter::once(&meta.load).chain(&meta.exogenous) {
-        modeling::require_series(context, &meta, id)?;
+        modeling::require_series(context, meta, id)?;
     }
     let stored = context.store.read(&meta.load, None).context("cannot read the store")?;
     let last =
@@ -78,7 +139,7 @@ pub(crate) fn run(context: &Context, args: &ForecastArgs, sources: &SourceArgs) 
         rows.timestamps.retain(|t| *t <= last);
         rows.values.truncate(rows.timestamps.len());
         let needed = (spec.gap() + spec.horizon) as i64;
-        let future = future_exogenous(context, &meta, id, last, future_hours, needed)?;
+        let future = future_exogenous(context, meta, id, last, future_hours, needed)?;
         rows.timestamps.extend(future.timestamps);
         rows.values.extend(future.values);
         exogenous.push((id.kind.to_lowercase(), rows));
@@ -97,12 +158,14 @@ pub(crate) fn run(context: &Context, args: &ForecastArgs, sources: &SourceArgs) 
         return Err(BadInput(format!("the store holds too little history of {}: collect more days", meta.load)).into());
     }
     let windows = features::window_at(&table, &meta.scaler, &spec, origin)?;
-    let mut forecasts = eval::predict(&mut model, &windows, &meta.scaler, 1)?;
+    let mut forecasts = eval::predict(model, &windows, &meta.scaler, 1)?;
     eval::apply_calibration(&mut forecasts, meta.interval_calibration.as_ref());
-    let rows: Vec<ForecastRow> = eval::target_rows(&spec, origin)
-        .zip(&forecasts[0])
-        .map(|(row, q)| {
-            let t = from_us(table.timestamps[row]);
+    let targets: Vec<(i64, crate::eval::Quantiles)> =
+        eval::target_rows(&spec, origin).zip(&forecasts[0]).map(|(row, q)| (table.timestamps[row], *q)).collect();
+    let rows = targets
+        .iter()
+        .map(|(t, q)| {
+            let t = from_us(*t);
             ForecastRow {
                 timestamp_utc: t.format(crate::time::FORMAT_MINUTE).to_string(),
                 local_time: t.with_timezone(&table.zone).format("%Y-%m-%d %H:%M %Z").to_string(),
@@ -112,40 +175,10 @@ pub(crate) fn run(context: &Context, args: &ForecastArgs, sources: &SourceArgs) 
             }
         })
         .collect();
-
-    if let Some(path) = &args.out {
-        write_out(path, &rows)?;
-    }
-    if let Some(path) = &args.plot {
-        let history: Vec<(i64, f64)> = (origin.saturating_sub(7 * 24)..=origin)
-            .map(|row| (table.timestamps[row], f64::from(table.target[row])))
-            .collect();
-        let future: Vec<(i64, crate::eval::Quantiles)> =
-            eval::target_rows(&spec, origin).zip(&forecasts[0]).map(|(row, q)| (table.timestamps[row], *q)).collect();
-        plot::forecast_png(path, &format!("{} forecast", meta.load), &history, &future)?;
-    }
-    let report = ForecastReport {
-        model_dir: args.model_dir.display().to_string(),
-        series: meta.load.to_string(),
-        protocol: spec.protocol,
-        issued_with_data_up_to: modeling::format_time(table.timestamps[origin]),
-        rows: &rows,
-    };
-    if context.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
-    }
-    println!(
-        "{} forecast of {} from data up to {}",
-        protocol_name(spec.protocol),
-        report.series,
-        report.issued_with_data_up_to
-    );
-    println!("{:<18} {:<24} {:>10} {:>10} {:>10}", "timestamp (UTC)", "local time", "p10 MW", "p50 MW", "p90 MW");
-    for r in &rows {
-        println!("{:<18} {:<24} {:>10.0} {:>10.0} {:>10.0}", r.timestamp_utc, r.local_time, r.p10, r.p50, r.p90);
-    }
-    Ok(())
+    let history = (origin.saturating_sub(7 * 24)..=origin)
+        .map(|row| (table.timestamps[row], f64::from(table.target[row])))
+        .collect();
+    Ok(Issued { origin: table.timestamps[origin], protocol: spec.protocol, rows, targets, history })
 }
 
 fn protocol_name(protocol: Protocol) -> &'static str {

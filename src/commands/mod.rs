@@ -6,8 +6,8 @@ mod features;
 mod forecast;
 mod launch;
 mod modeling;
-mod plot;
 mod reporters;
+mod serve;
 mod status;
 mod train;
 
@@ -73,7 +73,12 @@ pub fn run(cli: Cli) -> Result<()> {
     let context = Context { store: Store::new(root), config, json: cli.json, quiet: cli.quiet > 0, now: Utc::now() };
     let uses_regions = matches!(
         cli.command,
-        Command::Collect(_) | Command::Features(_) | Command::Train(_) | Command::Forecast(_) | Command::Evaluate(_)
+        Command::Collect(_)
+            | Command::Features(_)
+            | Command::Train(_)
+            | Command::Forecast(_)
+            | Command::Evaluate(_)
+            | Command::Serve(_)
     );
     register_regions(&context, uses_regions)?;
     match cli.command {
@@ -84,6 +89,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Forecast(args) => forecast::run(&context, &args, &args.sources),
         Command::Evaluate(args) => evaluate::run(&context, &args),
         Command::Bench(args) => bench::run(&context, &args),
+        Command::Serve(args) => serve::run(&context, &args),
         Command::Launch(args) => launch::run(&context, &args, cli.config.as_deref()),
     }
 }

@@ -10,5 +10,6 @@ pub mod distributed;
 pub mod memory;
 pub mod resume;
 pub mod smoke;
+pub mod streams;
 pub mod train;
 pub mod transformer;

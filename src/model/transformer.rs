@@ -21,8 +21,51 @@ use serde::{Deserialize, Serialize};
 
 /// The quantiles forecast when nothing else is asked for.
 pub const DEFAULT_QUANTILES: [f32; 3] = [0.1, 0.5, 0.9];
+/// Largest power of two [`Activation::QuickGelu`] takes (2^64 is finite in f32, and its
+/// sigmoid already 5e-20).
+const QUICK_GELU_MAX_EXPONENT: f32 = 64.0;
 /// Standard deviation of the positional embedding's initial values.
 const POSITION_INIT_STD: f32 = 0.02;
+
+/// The MLP's activation.
+///
+/// `gelu` (exact, with `erf`) is the default. On the CPU build of MLX `erf` and `exp` are scalar
+/// (`erf` about 64 ns an element here, ReLU under 2 ns), so GELU takes about a quarter of a
+/// training step's CPU time; `relu` and `quick-gelu` are faster but forecast worse on the fixed
+/// synthetic windows (README, "Model throughput"), so they are there to choose, not the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    Relu,
+    #[default]
+    Gelu,
+    /// `x · sigmoid(1.702 x)`, GELU's sigmoid approximation, with the sigmoid's exponential
+    /// taken as `2^y` (about a quarter of `erf`'s cost here).
+    QuickGelu,
+}
+
+impl Activation {
+    /// What a saved `config.json` without the field means: the GELU of earlier models (named, so
+    /// that a later change of the default does not change what old models load as).
+    fn saved_before_the_choice() -> Self {
+        Self::Gelu
+    }
+
+    fn apply(self, x: Array) -> Result<Array, Exception> {
+        match self {
+            Self::Relu => nn::relu(x),
+            Self::Gelu => nn::gelu(x),
+            Self::QuickGelu => {
+                // sigmoid(1.702 x) = 1 / (1 + 2^(-1.702 log2(e) x)); the power is capped so that
+                // neither it nor its gradient overflows for very negative x.
+                let exponent = x.multiply(Array::from_f32(-1.702 * std::f32::consts::LOG2_E))?;
+                let capped = ops::minimum(&exponent, Array::from_f32(QUICK_GELU_MAX_EXPONENT))?;
+                let denominator = ops::power(Array::from_f32(2.0), &capped)?.add(Array::from_f32(1.0))?;
+                x.divide(&denominator)
+            }
+        }
+    }
+}
 
 /// Shape and attention settings of a [`Forecaster`]; saved as `config.json` beside the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +87,9 @@ pub struct ForecasterConfig {
     pub ring_shards: usize,
     /// Strictly increasing, each in (0, 1).
     pub quantiles: Vec<f32>,
+    /// The MLP's activation (GELU where a saved config predates the field).
+    #[serde(default = "Activation::saved_before_the_choice")]
+    pub activation: Activation,
 }
 
 impl ForecasterConfig {
@@ -61,6 +107,7 @@ impl ForecasterConfig {
             block_size: model.block_size,
             ring_shards: 1,
             quantiles: DEFAULT_QUANTILES.to_vec(),
+            activation: model.activation,
         }
     }
 
@@ -163,13 +210,13 @@ impl Module<&Array> for SelfAttention {
             }
         };
         let head_dim = d_model / self.n_heads;
-        // [batch, positions, 3, heads, head_dim] → [3, batch, heads, positions, head_dim]
-        let qkv = self
-            .qkv
-            .forward(x)?
-            .reshape(&[batch, positions, 3, self.n_heads, head_dim])?
-            .transpose_axes(&[2, 0, 3, 1, 4])?;
-        let (query, key, value) = (qkv.try_index(0)?, qkv.try_index(1)?, qkv.try_index(2)?);
+        // [batch, positions, 3·d_model] → 3 × [batch, heads, positions, head_dim]. Split, not an
+        // integer index: mlx-rs indexes with an integer through `take` (a gather, and a scatter
+        // in the backward pass).
+        let heads =
+            |part: &Array| part.reshape(&[batch, positions, self.n_heads, head_dim])?.transpose_axes(&[0, 2, 1, 3]);
+        let parts = self.qkv.forward(x)?.split_equal(3, -1)?;
+        let [query, key, value] = [heads(&parts[0])?, heads(&parts[1])?, heads(&parts[2])?];
         let attended = ring_attention(&query, &key, &value, self.ring_shards, self.block_size, self.causal)?;
         let merged = attended.swap_axes(1, 2)?.reshape(&[batch, positions, d_model])?;
         self.output.forward(&merged)
@@ -178,7 +225,8 @@ impl Module<&Array> for SelfAttention {
     fn training_mode(&mut self, _: bool) {}
 }
 
-/// Pre-norm encoder block: `x + attention(norm(x))`, then `x + mlp(norm(x))` with GELU.
+/// Pre-norm encoder block: `x + attention(norm(x))`, then `x + mlp(norm(x))` with the config's
+/// [`Activation`].
 #[derive(Debug, ModuleParameters)]
 pub struct EncoderBlock {
     #[param]
@@ -191,6 +239,7 @@ pub struct EncoderBlock {
     mlp_in: Linear,
     #[param]
     mlp_out: Linear,
+    activation: Activation,
 }
 
 impl EncoderBlock {
@@ -204,6 +253,7 @@ impl EncoderBlock {
             mlp_norm: layer_norm(d_model)?,
             mlp_in: Linear::new(d_model, hidden)?,
             mlp_out: Linear::new(hidden, d_model)?,
+            activation: config.activation,
         })
     }
 }
@@ -217,7 +267,7 @@ impl Module<&Array> for EncoderBlock {
     fn forward(&mut self, x: &Array) -> Result<Array, Exception> {
         let attended = self.attention.forward(&self.attention_norm.forward(x)?)?;
         let x = x.add(&attended)?;
-        let hidden = nn::gelu(self.mlp_in.forward(&self.mlp_norm.forward(&x)?)?)?;
+        let hidden = self.activation.apply(self.mlp_in.forward(&self.mlp_norm.forward(&x)?)?)?;
         x.add(self.mlp_out.forward(&hidden)?)
     }
 
@@ -402,6 +452,7 @@ pub(crate) mod tests {
             block_size: 4,
             ring_shards: 1,
             quantiles: DEFAULT_QUANTILES.to_vec(),
+            activation: Activation::Gelu,
         }
     }
 
@@ -512,6 +563,34 @@ pub(crate) mod tests {
         assert!(pinball_loss(&pred, &target, &[0.5]).is_err());
         assert!(pinball_loss(&pred, &Array::from_slice(&[1.0f32], &[1, 1]), &DEFAULT_QUANTILES).is_err());
         Ok(())
+    }
+
+    #[test]
+    fn activations_match_their_definitions_and_stay_finite() -> Result<(), Exception> {
+        let x = Array::from_slice(&[-1000.0f32, -40.0, -3.0, -0.5, 0.0, 0.7, 4.0, 1000.0], &[8]);
+        let quick = Activation::QuickGelu.apply(x.clone())?;
+        let expected = x.multiply(nn::sigmoid(x.multiply(Array::from_f32(1.702))?)?)?;
+        let difference = max_abs_difference(&quick, &expected);
+        assert!(difference < 1e-5, "quick GELU differs from x·sigmoid(1.702 x) by {difference}");
+        let relu = Activation::Relu.apply(x.clone())?;
+        assert_eq!(max_abs_difference(&relu, &ops::maximum(&x, Array::from_f32(0.0))?), 0.0);
+        // Gradients stay finite at both ends (the capped power never gives inf · 0).
+        for activation in [Activation::QuickGelu, Activation::Relu, Activation::Gelu] {
+            let gradient = mlx_rs::transforms::grad(move |x: &Array| activation.apply(x.clone())?.sum(None))(&x)?;
+            let largest = gradient.abs()?.max(None)?.item_exact::<f32>();
+            assert!(largest.is_finite(), "{activation:?}: gradient {gradient:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_saved_config_without_an_activation_is_the_gelu_it_was_trained_with() {
+        let mut saved = serde_json::to_value(tiny_config()).unwrap();
+        saved.as_object_mut().unwrap().remove("activation");
+        let config: ForecasterConfig = serde_json::from_value(saved).unwrap();
+        assert_eq!(config.activation, Activation::Gelu);
+        let text = serde_json::to_string(&ForecasterConfig { activation: Activation::QuickGelu, ..tiny_config() });
+        assert!(text.unwrap().contains(r#""activation":"quick-gelu""#));
     }
 
     #[test]

@@ -129,3 +129,46 @@ fn bench_rejects_an_absurd_latency() {
         .code(1)
         .stderr(predicate::str::contains("--latency-ms"));
 }
+
+#[test]
+fn model_only_measures_the_configured_model_and_writes_no_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("energy.toml");
+    std::fs::write(&config, "[model]\ncontext = 40\nhorizon = 8\nd_model = 16\nn_heads = 2\nblock_size = 16\n")
+        .unwrap();
+    let history = dir.path().join("history");
+    let out = energy(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .args(["--json", "bench", "--model-only", "--smoke", "--context", "56", "--features", "5", "--history"])
+        .arg(&history)
+        .assert()
+        .success();
+    let document: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    // --context overrides the configuration's 40; the horizon and width are the configuration's
+    assert_eq!(document["positions"], 64);
+    assert_eq!(document["n_features"], 5);
+    assert_eq!(document["d_model"], 16);
+    assert_eq!(document["block_size"], 16);
+    positive(&document, "/train_sequences_per_s");
+    positive(&document, "/predict_sequences_per_s");
+    assert!(!history.exists(), "--model-only wrote a report");
+}
+
+#[test]
+fn model_only_rejects_bad_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value) in [("--context", "0"), ("--features", "0"), ("--block-size", "0"), ("--context", "100000")] {
+        energy(dir.path())
+            .args(["bench", "--model-only", "--smoke", flag, value])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(flag));
+    }
+    // the model's flags need --model-only
+    energy(dir.path())
+        .args(["bench", "--smoke", "--context", "48"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("--model-only"));
+}

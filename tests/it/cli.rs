@@ -18,7 +18,7 @@ fn help_lists_every_command() {
     let dir = tempfile::tempdir().unwrap();
     let out = energy(dir.path()).arg("--help").assert().success();
     let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
-    for command in ["collect", "status", "features", "train", "forecast", "evaluate", "bench"] {
+    for command in ["collect", "status", "features", "train", "forecast", "evaluate", "bench", "serve"] {
         assert!(text.contains(command), "--help lacks {command}");
     }
 }

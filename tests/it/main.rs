@@ -15,4 +15,5 @@ mod openmeteo;
 mod realdata;
 mod reliability;
 mod resume;
+mod serve;
 mod sources;

@@ -204,6 +204,26 @@ impl Store {
             .join(format!("kind={}", encode(&id.kind)))
     }
 
+    /// The folder of a table of `source` and `region` that is not a series (the forecast
+    /// archive of `serve`): `{root}/source={s}/region={r}`, names checked, no link on the way.
+    /// [`Self::list_series`] never lists it (it holds no `kind=` folders).
+    pub fn table_dir(&self, source: &str, region: &str) -> Result<PathBuf, IngestError> {
+        super::check_name("source", source)?;
+        super::check_name("region", region)?;
+        let dir = self.root.join(format!("source={}", encode(source))).join(format!("region={}", encode(region)));
+        self.refuse_links(&dir)?;
+        Ok(dir)
+    }
+
+    /// The Parquet files below `dir` (inside the store), sorted; a symbolic link is refused.
+    pub fn parquet_files_below(&self, dir: &Path) -> Result<Vec<PathBuf>, IngestError> {
+        self.refuse_links(dir)?;
+        let mut files = Vec::new();
+        parquet_files(dir, &mut files)?;
+        files.sort();
+        Ok(files)
+    }
+
     fn partition_file(&self, id: &SeriesId, year: i32, month: u32) -> PathBuf {
         self.series_dir(id).join(format!("year={year}")).join(format!("month={month:02}")).join(PART_FILE)
     }

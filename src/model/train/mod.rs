@@ -21,6 +21,7 @@ pub use types::{BestEpoch, Checkpointing, EpochRecord, EpochReport, Progress, Tr
 
 use crate::model::distributed::{DataParallel, DistributedError};
 use crate::model::resume::{self, Fingerprint, ResumeError};
+use crate::model::streams;
 use crate::model::transformer::{Forecaster, pinball_loss};
 use crate::report::Reporter;
 use crate::rng::SplitMix64;
@@ -356,7 +357,8 @@ impl Stepper {
         parallel: Option<(&DataParallel, f32)>,
     ) -> Result<f32, TrainError> {
         self.optimizer.lr = Array::from_f32(learning_rate as f32);
-        let (mut loss, mut gradients) = (self.value_and_grad)(model, (inputs, targets))?;
+        let rows = usize::try_from(inputs.shape()[0]).unwrap_or(0);
+        let (mut loss, mut gradients) = self.loss_and_gradients(model, inputs, targets, streams::parts_for(rows))?;
         if let Some((parallel, share)) = parallel {
             (loss, gradients) = parallel.all_sum_gradients(&loss, gradients, share)?;
         }
@@ -366,6 +368,57 @@ impl Stepper {
         transforms::eval(parameters.values().copied().chain([&loss]))?;
         Ok(loss.item_exact::<f32>())
     }
+}
+
+impl Stepper {
+    /// The batch's mean loss and its gradients, the batch split into `parts` parts built on
+    /// their own MLX streams (see [`streams`]): each part's mean loss and gradients weighted by
+    /// its share of the rows, summed in a fixed order.
+    fn loss_and_gradients(
+        &mut self,
+        model: &mut Forecaster,
+        inputs: Array,
+        targets: Array,
+        parts: usize,
+    ) -> Result<(Array, FlattenedModuleParam), Exception> {
+        let rows = usize::try_from(inputs.shape()[0]).unwrap_or(0);
+        let parts = parts.clamp(1, rows.max(1));
+        if parts == 1 {
+            return (self.value_and_grad)(model, (inputs, targets));
+        }
+        let bounds = streams::part_bounds(rows, parts);
+        let cuts: Vec<i32> = bounds[1..].iter().map(|&(start, _)| to_i32(start)).collect::<Result<_, _>>()?;
+        let input_parts = ops::split_at_indices(&inputs, &cuts, 0)?;
+        let target_parts = ops::split_at_indices(&targets, &cuts, 0)?;
+        let mut total: Option<(Array, FlattenedModuleParam)> = None;
+        for (((stream, (start, end)), part_inputs), part_targets) in
+            streams::part_streams(parts).iter().zip(&bounds).zip(input_parts).zip(target_parts)
+        {
+            let (loss, gradients) =
+                streams::on_default_stream(stream, || (self.value_and_grad)(model, (part_inputs, part_targets)))?;
+            let share = Array::from_f32((end - start) as f32 / rows as f32);
+            let loss = loss.multiply(&share)?;
+            let gradients = scale_gradients(gradients, &share)?;
+            total = Some(match total {
+                None => (loss, gradients),
+                Some((sum, mut sums)) => {
+                    for (key, gradient) in gradients {
+                        let summed = match sums.remove(&key) {
+                            Some(earlier) => earlier.add(&gradient)?,
+                            None => gradient,
+                        };
+                        sums.insert(key, summed);
+                    }
+                    (sum.add(&loss)?, sums)
+                }
+            });
+        }
+        total.ok_or_else(|| Exception::custom("an empty batch has no loss"))
+    }
+}
+
+fn scale_gradients(gradients: FlattenedModuleParam, scale: &Array) -> Result<FlattenedModuleParam, Exception> {
+    gradients.into_iter().map(|(key, gradient)| Ok((key, gradient.multiply(scale)?))).collect()
 }
 
 /// Forward in batches without gradients: returns [count, horizon, n_quantiles] flattened.
@@ -398,13 +451,33 @@ pub fn predict(
     let window = shape.window_len();
     for start in (0..count).step_by(batch_size) {
         let end = (start + batch_size).min(count);
-        let batch = Array::from_slice(&inputs[start * window..end * window], &shape.input_dims(end - start)?);
-        let prediction = model.forward(&batch)?.contiguous()?;
+        let prediction = forward_in_parts(model, &inputs[start * window..end * window], end - start, &shape)?;
         prediction.eval()?;
         let values = prediction.try_as_slice::<f32>().map_err(|error| Exception::custom(format!("{error:?}")))?;
         output.extend_from_slice(values);
     }
     Ok(output)
+}
+
+/// The model's output for `rows` windows, their rows split into [`streams::parts_for`] parts
+/// built on their own MLX streams (see [`streams`]) and joined in order.
+fn forward_in_parts(
+    model: &mut Forecaster,
+    inputs: &[f32],
+    rows: usize,
+    shape: &DataShape,
+) -> Result<Array, Exception> {
+    let window = shape.window_len();
+    let parts = streams::parts_for(rows);
+    if parts == 1 {
+        return model.forward(&Array::from_slice(inputs, &shape.input_dims(rows)?))?.contiguous();
+    }
+    let mut outputs = Vec::with_capacity(parts);
+    for (stream, (start, end)) in streams::part_streams(parts).iter().zip(streams::part_bounds(rows, parts)) {
+        let part = Array::from_slice(&inputs[start * window..end * window], &shape.input_dims(end - start)?);
+        outputs.push(streams::on_default_stream(stream, || model.forward(&part))?);
+    }
+    ops::concatenate(&outputs, 0)?.contiguous()
 }
 
 /// Mean pinball loss over all windows of `data`, in batches, without gradients.
@@ -441,7 +514,7 @@ fn clip_by_global_norm(gradients: FlattenedModuleParam, max_norm: f32) -> Result
     let norm = squared.sqrt()?;
     let scale =
         ops::minimum(Array::from_f32(1.0), Array::from_f32(max_norm).divide(norm.add(Array::from_f32(1e-6))?)?)?;
-    gradients.into_iter().map(|(key, gradient)| Ok((key, gradient.multiply(&scale)?))).collect()
+    scale_gradients(gradients, &scale)
 }
 
 /// The current parameters (cheap: arrays are shared, and the optimizer replaces rather than

@@ -1,7 +1,10 @@
-//! PNG plots (plotters): recent history, the forecast's median and its p10–p90 band.
+//! The forecast chart (plotters): recent history, the forecast's median and its p10–p90 band,
+//! and the operator's forecast where given; a PNG file (`forecast --plot`) or an SVG document
+//! (`serve`'s page).
 use crate::eval::Quantiles;
 use crate::time::from_us;
 use anyhow::{Result, anyhow};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -31,17 +34,48 @@ pub(crate) fn forecast_png(
     history: &[(i64, f64)],
     forecast: &[(i64, Quantiles)],
 ) -> Result<()> {
+    let root = BitMapBackend::new(path, (1200, 600)).into_drawing_area();
+    draw(root, title, history, forecast, &[]).map_err(|e| anyhow!("cannot draw `{}`: {e}", path.display()))
+}
+
+/// The same chart as an SVG document of `size` pixels, with the operator's forecast
+/// (timestamp µs, MW) as a dashed line where given.
+pub(crate) fn forecast_svg(
+    size: (u32, u32),
+    title: &str,
+    history: &[(i64, f64)],
+    forecast: &[(i64, Quantiles)],
+    operator: &[(i64, f64)],
+) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        draw(root, title, history, forecast, operator).map_err(|e| anyhow!("cannot draw the chart: {e}"))?;
+    }
+    Ok(svg)
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    history: &[(i64, f64)],
+    forecast: &[(i64, Quantiles)],
+    operator: &[(i64, f64)],
+) -> Result<()> {
     let fonts = register_font();
     let hours = |t: i64| (t - history.first().map_or(t, |h| h.0)) as f64 / 3.6e9;
-    let x_max = forecast.last().map_or(1.0, |f| hours(f.0)).max(1.0);
-    let values = history.iter().map(|h| h.1).chain(forecast.iter().flat_map(|f| [f.1.p10, f.1.p90]));
+    let x_max = forecast.last().map_or(1.0, |f| hours(f.0)).max(operator.last().map_or(1.0, |o| hours(o.0))).max(1.0);
+    let values = history
+        .iter()
+        .map(|h| h.1)
+        .chain(forecast.iter().flat_map(|f| [f.1.p10, f.1.p90]))
+        .chain(operator.iter().map(|o| o.1));
     let (lo, hi) = values.filter(|v| v.is_finite()).fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
     if lo > hi {
         return Err(anyhow!("nothing to plot"));
     }
     let pad = (hi - lo).max(1.0) * 0.08;
-    let root = BitMapBackend::new(path, (1200, 600)).into_drawing_area();
-    let fail = |e: &dyn std::fmt::Display| anyhow!("cannot draw `{}`: {e}", path.display());
+    let fail = |e: &dyn std::fmt::Display| anyhow!("{e}");
     root.fill(&WHITE).map_err(|e| fail(&e))?;
     let mut builder = ChartBuilder::on(&root);
     builder.margin(20);
@@ -80,6 +114,17 @@ pub(crate) fn forecast_png(
         .map_err(|e| fail(&e))?;
     if fonts {
         median.label("forecast p50 (band p10-p90)").legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE));
+    }
+    if !operator.is_empty() {
+        let red = RGBColor(200, 40, 40);
+        let line = chart
+            .draw_series(DashedLineSeries::new(operator.iter().map(|o| (hours(o.0), o.1)), 6, 4, red.stroke_width(2)))
+            .map_err(|e| fail(&e))?;
+        if fonts {
+            line.label("operator forecast").legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], red));
+        }
+    }
+    if fonts {
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))

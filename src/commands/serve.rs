@@ -1,0 +1,249 @@
+//! `energy serve`: the models of the regions served, the cycle (the same collection as
+//! `collect` and the same forecast as `forecast`), the listener and the signals; the server
+//! itself is [`crate::serve`]'s.
+use super::forecast;
+use super::modeling::{self, ModelMeta};
+use super::{BadInput, Context, runtime};
+use crate::cli::{SelectArgs, ServeArgs, SourceArgs};
+use crate::config::Config;
+use crate::ingest::{SeriesId, Store, check_name};
+use crate::serve::archive::{ForecastHour, IssuedForecast};
+use crate::serve::{CollectionOutcome, CycleReport, ModelInfo, ServeConfig, State};
+use crate::time::{HOUR_US, from_us};
+use anyhow::{Context as _, Result};
+use chrono::Utc;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub(crate) fn run(context: &Context, args: &ServeArgs) -> Result<()> {
+    let models = models(args)?;
+    let regions: Vec<String> = models.iter().map(|(region, _)| region.clone()).collect();
+    if !args.listen.ip().is_loopback() {
+        if !args.allow_remote {
+            return Err(BadInput(format!(
+                "--listen {}: not a loopback address; add --allow-remote to serve other machines (the API has no \
+                 authentication: put it behind a proxy that has)",
+                args.listen
+            ))
+            .into());
+        }
+        eprintln!(
+            "warning: serving on {}, reachable from other machines; the API is read-only and unauthenticated",
+            args.listen
+        );
+    }
+    let setup = Arc::new(CycleSetup {
+        config: context.config.clone(),
+        root: context.store.root().to_owned(),
+        sources: args.sources.clone(),
+        days: args.days,
+        models,
+    });
+    let state = Arc::new(State::new(context.store.clone(), &regions, args.every).context("cannot read the archive")?);
+    let quiet = context.quiet;
+    runtime()?.block_on(async move {
+        // the signal handlers are in place before the first cycle: a SIGTERM during it is heard
+        let shutdown = shutdown_signal()?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let cycle: crate::serve::Cycle = Arc::new(move |region: &str| setup.cycle(region));
+        let config = ServeConfig {
+            every: args.every,
+            on_ready: Box::new(move |addr| {
+                use std::io::Write as _;
+                println!("serving on http://{addr}");
+                let _ = std::io::stdout().flush();
+                if !quiet {
+                    eprintln!("press Ctrl-C to stop");
+                }
+            }),
+        };
+        crate::serve::run(listener, state, cycle, config, shutdown).await.context("the server failed")
+    })
+}
+
+/// A future that resolves on SIGTERM or Ctrl-C (SIGINT); the handlers are installed now.
+fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            tracing::info!("shutting down: finishing the current write");
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}
+
+/// Each region served with its model folder: `--model-dir` per `--region` in order, one folder
+/// with a model per region (`DIR/<REGION>`), or one model whose region is served.
+fn models(args: &ServeArgs) -> Result<Vec<(String, PathBuf)>> {
+    for region in &args.regions {
+        check_name("region", region).map_err(|e| BadInput(format!("--region: {e}")))?;
+    }
+    let mut regions = args.regions.clone();
+    regions.dedup();
+    let pairs: Vec<(Option<String>, PathBuf)> = match (regions.len(), args.model_dir.len()) {
+        (0, 1) => vec![(None, args.model_dir[0].clone())],
+        (n, m) if n == m => regions.iter().cloned().map(Some).zip(args.model_dir.iter().cloned()).collect(),
+        (_, 1) => regions.iter().map(|r| (Some(r.clone()), args.model_dir[0].join(r))).collect(),
+        (n, m) => {
+            return Err(BadInput(format!(
+                "give one --model-dir per --region ({n} regions, {m} model folders), or one folder holding a model \
+                 per region"
+            ))
+            .into());
+        }
+    };
+    let mut out = Vec::new();
+    for (region, dir) in pairs {
+        let (_, meta) = modeling::load_model(&dir)?;
+        let select = SelectArgs {
+            source: args.source,
+            regions: region.iter().cloned().collect(),
+            kinds: Vec::new(),
+            days: None,
+            start: None,
+            end: None,
+        };
+        modeling::check_source(&select, &meta, &dir)?;
+        modeling::check_region(&select, &meta, &dir)?;
+        if out.iter().any(|(r, _)| *r == meta.region) {
+            return Err(BadInput(format!("region {} is served twice", meta.region)).into());
+        }
+        out.push((meta.region.clone(), dir));
+    }
+    Ok(out)
+}
+
+/// What every cycle needs.
+struct CycleSetup {
+    config: Config,
+    root: PathBuf,
+    sources: SourceArgs,
+    days: i64,
+    models: Vec<(String, PathBuf)>,
+}
+
+impl CycleSetup {
+    /// One cycle of `region`: load its model (a model trained again since is picked up),
+    /// collect what is new, forecast from the latest hour. Runs on a blocking thread.
+    fn cycle(&self, region: &str) -> CycleReport {
+        let now = Utc::now();
+        let failed = |why: String| CycleReport {
+            model: None,
+            collection: CollectionOutcome { at: Some(now), error: Some(why.clone()), ..Default::default() },
+            forecast: Err(why),
+        };
+        let Some((_, dir)) = self.models.iter().find(|(r, _)| r == region) else {
+            return failed(format!("no model for region {region}"));
+        };
+        let context =
+            Context { config: self.config.clone(), store: Store::new(&self.root), json: true, quiet: true, now };
+        let (mut model, meta) = match modeling::load_model(dir) {
+            Ok(loaded) => loaded,
+            Err(e) => return failed(self.redact(format!("cannot load the model: {e:#}"))),
+        };
+        let info = model_info(&meta, dir);
+        let started = std::time::Instant::now();
+        let collection = match forecast::collect_for_model(&context, &meta, &self.sources, self.days, kinds(&meta)) {
+            Ok(result) => {
+                let error = (!result.succeeded()).then(|| {
+                    let first = result.chunks.iter().find_map(|c| c.error.clone()).unwrap_or_default();
+                    self.redact(format!("{} of {} chunks failed: {first}", result.failed_chunks, result.chunks.len()))
+                });
+                CollectionOutcome {
+                    at: Some(now),
+                    ok: result.succeeded(),
+                    rows: result.rows,
+                    retries: result.retries,
+                    failed_chunks: result.failed_chunks,
+                    duration_s: started.elapsed().as_secs_f64(),
+                    error,
+                }
+            }
+            Err(e) => CollectionOutcome {
+                at: Some(now),
+                duration_s: started.elapsed().as_secs_f64(),
+                error: Some(self.redact(format!("{e:#}"))),
+                ..Default::default()
+            },
+        };
+        if !collection.ok {
+            let why = format!("collection failed: {}", collection.error.as_deref().unwrap_or("unknown"));
+            return CycleReport { model: Some(info), collection, forecast: Err(why) };
+        }
+        let forecast = forecast::issue(&context, &meta, &mut model)
+            .map(|issued| IssuedForecast {
+                region: meta.region.clone(),
+                // to the microsecond, as the archive keeps it
+                issued_at: from_us(Utc::now().timestamp_micros()),
+                data_up_to: from_us(issued.origin),
+                model_id: info.id.clone(),
+                hours: issued
+                    .targets
+                    .iter()
+                    .map(|(t, q)| ForecastHour {
+                        timestamp: from_us(*t),
+                        lead_h: (t - issued.origin) / HOUR_US,
+                        p10: q.p10,
+                        p50: q.p50,
+                        p90: q.p90,
+                    })
+                    .collect(),
+            })
+            .map_err(|e| self.redact(format!("forecast failed: {e:#}")));
+        CycleReport { model: Some(info), collection, forecast }
+    }
+
+    /// `text` with the EIA key replaced (the HTTP layer already keeps it out of errors; this is
+    /// the last guard before a message reaches a response).
+    fn redact(&self, text: String) -> String {
+        match self.sources.eia_api_key.as_deref().map(str::trim) {
+            Some(key) if !key.is_empty() => text.replace(key, "***"),
+            _ => text,
+        }
+    }
+}
+
+/// The kinds a cycle collects: the source's defaults, or where the model scores an operator's
+/// forecast, the load, that forecast and the model's other series of the same source.
+fn kinds(meta: &ModelMeta) -> Vec<String> {
+    let Some(operator) = &meta.operator_kind else { return Vec::new() };
+    let mut kinds = vec![meta.load.kind.clone(), operator.clone()];
+    for id in meta.exogenous.iter().filter(|id| id.source == meta.load.source) {
+        if !kinds.contains(&id.kind) {
+            kinds.push(id.kind.clone());
+        }
+    }
+    kinds
+}
+
+fn model_info(meta: &ModelMeta, dir: &Path) -> ModelInfo {
+    let operator = meta
+        .operator_kind
+        .as_deref()
+        .or(meta.source.operator_forecast_kind())
+        .map(|kind| SeriesId::new(&meta.load.source, &meta.region, kind));
+    ModelInfo {
+        id: format!("{}@{}", meta.region, meta.trained_at.format("%Y%m%dT%H%M%SZ")),
+        dir: dir.display().to_string(),
+        trained_at: meta.trained_at,
+        protocol: meta.spec.protocol,
+        horizon_h: meta.spec.horizon,
+        load: meta.load.clone(),
+        operator,
+        backtest: serde_json::to_value(&meta.test_scores).unwrap_or_default(),
+    }
+}
