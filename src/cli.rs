@@ -2,6 +2,7 @@
 use crate::features::Protocol;
 use crate::ingest::SourceKind;
 use crate::ingest::file::{Resample, Stamps};
+use crate::model::distributed::Backend;
 use chrono::NaiveDate;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -54,6 +55,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Keep forecasts fresh on a schedule and serve them: JSON API, Prometheus metrics, a page
     Serve(ServeArgs),
+    /// Start N local ranks of a distributed command (`energy launch -n 2 -- train …`): each
+    /// gets MLX_RANK and MLX_HOSTFILE, its output prefixed with its rank; one failing stops all
+    Launch(LaunchArgs),
 }
 
 /// Which data: shared by collect, features, train, forecast and evaluate.
@@ -255,6 +259,39 @@ pub struct TrainArgs {
     /// After saving this epoch's resumable state, wait until killed (for tests of --resume)
     #[arg(long, hide = true, value_name = "EPOCH")]
     pub pause_after_epoch: Option<usize>,
+    #[command(flatten)]
+    pub distributed: DistributedArgs,
+}
+
+/// Data-parallel training over several processes (MLX's distributed layer).
+#[derive(Debug, Clone, Args)]
+pub struct DistributedArgs {
+    /// Train as one rank of several (data parallel): every rank builds the same model, takes
+    /// its shard of every batch, and the ranks average gradients each step; only rank 0
+    /// writes the model. Implied when MLX_RANK and MLX_HOSTFILE are set (as `energy launch`
+    /// and `mlx.launch` do). A rank that gets no answer from the others within
+    /// ENERGY_DIST_TIMEOUT seconds (default 60) fails
+    #[arg(long)]
+    pub distributed: bool,
+    /// MLX backend connecting the ranks
+    #[arg(long, value_enum, default_value_t = Backend::Ring)]
+    pub backend: Backend,
+}
+
+/// `energy launch`: start local ranks of a distributed command.
+#[derive(Debug, Clone, Args)]
+pub struct LaunchArgs {
+    /// Number of local ranks (one process each) [default: the hostfile's ranks, else 2]
+    #[arg(short = 'n', long = "ranks", value_name = "N")]
+    pub ranks: Option<usize>,
+    /// MLX ring hostfile to use instead of free local ports: a JSON list with one list of
+    /// "ip:port" per rank, e.g. [["127.0.0.1:32323"],["127.0.0.1:32324"]]; every rank is
+    /// started on this machine
+    #[arg(long, value_name = "FILE")]
+    pub hostfile: Option<PathBuf>,
+    /// The energy command every rank runs, after `--` (e.g. `-- train --days 90`)
+    #[arg(last = true, required = true, value_name = "ARGS")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

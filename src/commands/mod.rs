@@ -4,6 +4,7 @@ mod collect;
 mod evaluate;
 mod features;
 mod forecast;
+mod launch;
 mod modeling;
 mod reporters;
 mod serve;
@@ -13,6 +14,7 @@ mod train;
 use crate::cli::{Cli, Command, SelectArgs, SourceArgs};
 use crate::config::{Config, ConfigError};
 use crate::ingest::{IngestError, SourceKind, Store, check_name};
+use crate::model::distributed::DistributedError;
 use crate::time::DateRange;
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
@@ -34,6 +36,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         cause.is::<BadInput>()
             || cause.is::<ConfigError>()
             || cause.downcast_ref::<IngestError>().is_some_and(IngestError::is_bad_input)
+            || cause.downcast_ref::<DistributedError>().is_some_and(DistributedError::is_bad_input)
     });
     if bad_input { 1 } else { 2 }
 }
@@ -87,6 +90,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Evaluate(args) => evaluate::run(&context, &args),
         Command::Bench(args) => bench::run(&context, &args),
         Command::Serve(args) => serve::run(&context, &args),
+        Command::Launch(args) => launch::run(&context, &args, cli.config.as_deref()),
     }
 }
 

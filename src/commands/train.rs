@@ -10,6 +10,7 @@ use crate::features::{self, FeatureConfig, Protocol, Scaler, WindowSpec};
 use crate::ingest::SeriesId;
 use crate::ingest::SourceKind;
 use crate::ingest::synthetic::NoiseFloor;
+use crate::model::distributed::{self, DataParallel, Group, Watchdog};
 use crate::model::resume::{self, RESUME_DIR};
 use crate::model::train::{Checkpointing, TrainConfig, TrainData, TrainError, TrainReport};
 use crate::model::transformer::{Forecaster, ForecasterConfig};
@@ -132,6 +133,10 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         return Err(BadInput("the day-ahead protocol forecasts 24 hours: leave --horizon at 24".into()).into());
     }
 
+    let parallel = join_group(args)?;
+    // Only rank 0 writes (checkpoint, resumable state, reports).
+    let leader = parallel.as_ref().is_none_or(DataParallel::is_leader);
+
     let mut floors: Vec<NoiseFloor> = Vec::new();
     if args.collect {
         let (result, collected_floors) = collect::collect(context, &args.select, &args.sources)?;
@@ -210,7 +215,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         feature_names: &train_windows.feature_names,
         scaler: &scaler,
     };
-    if !args.resume && resume::exists(&resume_dir) {
+    if leader && !args.resume && resume::exists(&resume_dir) {
         tracing::warn!(
             "replacing the unfinished training state in `{}` (pass --resume to continue it instead)",
             resume_dir.display()
@@ -234,22 +239,28 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     };
     let (train_residuals, validation_residuals) =
         (train_windows.residual_targets(), validation_windows.residual_targets());
-    let reporter = BarReporter::new(context.quiet || context.json, "windows");
-    let report = train::train_checkpointed(
+    let reporter = BarReporter::new(context.quiet || context.json || !leader, "windows");
+    let trained = train::train_on_ranks(
         &mut model,
         &train_config,
         &data(&train_windows, &train_residuals),
         &data(&validation_windows, &validation_residuals),
         &forecaster_config.quantiles,
         &reporter,
-        checkpointing,
-    )
-    .map_err(|e| match e {
+        leader.then_some(checkpointing),
+        parallel.as_ref(),
+    );
+    let report = trained.map_err(|e| match e {
         TrainError::Resume(e) if e.is_bad_input() => anyhow::Error::new(BadInput(format!(
             "{e}: resume with the same flags and data, or train without --resume to start a new run"
         ))),
         e => anyhow::Error::new(e).context("training failed"),
     })?;
+
+    if !leader {
+        // Every rank holds the same weights; rank 0 scores and saves them.
+        return Ok(());
+    }
 
     let boosting = Instant::now();
     let boosted = BoostedTrees::fit(&train_windows, &spec, seed)?;
@@ -337,6 +348,27 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// This process's part in a data-parallel run (`--distributed`, or started with `MLX_RANK` and
+/// `MLX_HOSTFILE` set), or `None` for a run of its own.
+fn join_group(args: &TrainArgs) -> Result<Option<DataParallel>> {
+    if !(args.distributed.distributed || distributed::launched_as_rank()) {
+        return Ok(None);
+    }
+    if args.resume {
+        return Err(BadInput("--resume is not supported in a distributed run".into()).into());
+    }
+    if args.collect {
+        return Err(BadInput(
+            "the ranks of a distributed run only read the store: collect first, then train without --collect".into(),
+        )
+        .into());
+    }
+    let watchdog = Watchdog::from_env()?;
+    let group = Group::init(args.distributed.backend, true, watchdog).context("cannot join the distributed run")?;
+    tracing::info!(rank = group.rank(), size = group.size(), "joined the distributed run");
+    Ok(Some(DataParallel::new(group, watchdog)))
+}
+
 /// The data range of the resumable state in `dir`; exit code 1 when there is none.
 fn saved_range(dir: &Path) -> Result<DateRange> {
     if !resume::exists(dir) {
@@ -381,6 +413,15 @@ fn print_summary(s: &TrainSummary) {
     }
     if let Some(epoch) = s.training.resumed_from_epoch {
         println!("  (resumed after epoch {epoch})");
+    }
+    if let Some(c) = &s.training.communication {
+        println!(
+            "  data parallel over {} ranks: {} gradient all_sums of {} bytes, {:.1} ms each",
+            c.ranks,
+            c.steps,
+            c.bytes_per_step,
+            1e3 * c.all_sum_seconds_per_step
+        );
     }
     println!(
         "best epoch {} (validation loss {:.4}){}; {} parameters; training {:.1} s, features {:.1} s, total {:.1} s",

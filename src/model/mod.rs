@@ -6,6 +6,7 @@
 pub mod attention;
 pub mod blas;
 pub mod checkpoint;
+pub mod distributed;
 pub mod memory;
 pub mod resume;
 pub mod smoke;

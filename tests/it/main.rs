@@ -6,6 +6,7 @@ mod chain;
 mod cli;
 mod collect;
 mod common;
+mod distributed;
 mod eia;
 mod faults;
 mod files;

@@ -19,6 +19,7 @@ pub(crate) mod types;
 
 pub use types::{BestEpoch, Checkpointing, EpochRecord, EpochReport, Progress, TrainConfig, TrainData, TrainReport};
 
+use crate::model::distributed::{DataParallel, DistributedError};
 use crate::model::resume::{self, Fingerprint, ResumeError};
 use crate::model::streams;
 use crate::model::transformer::{Forecaster, pinball_loss};
@@ -33,11 +34,14 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
 
-/// A failed training run: a resume that is refused or cannot read its state, or MLX.
+/// A failed training run: a resume that is refused or cannot read its state, another rank, or
+/// MLX.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error(transparent)]
     Resume(#[from] ResumeError),
+    #[error(transparent)]
+    Distributed(#[from] DistributedError),
     #[error("{}", .0.what())]
     Mlx(#[from] Exception),
 }
@@ -59,7 +63,7 @@ pub fn train(
     quantiles: &[f32],
     reporter: &dyn Reporter,
 ) -> Result<TrainReport, Exception> {
-    run(model, config, train, validation, quantiles, reporter, None).map_err(|error| match error {
+    run(model, config, train, validation, quantiles, reporter, None, None).map_err(|error| match error {
         TrainError::Mlx(error) => error,
         other => Exception::custom(other.to_string()),
     })
@@ -88,9 +92,35 @@ pub fn train_checkpointed(
     reporter: &dyn Reporter,
     checkpointing: Checkpointing,
 ) -> Result<TrainReport, TrainError> {
-    run(model, config, train, validation, quantiles, reporter, Some(checkpointing))
+    run(model, config, train, validation, quantiles, reporter, Some(checkpointing), None)
 }
 
+/// [`train_checkpointed`] as one rank of data-parallel training when `parallel` is given:
+/// every rank calls this with the same model seed, settings and windows; each takes its shard
+/// of every batch ([`DataParallel::shard`]) and the ranks add their weighted gradients with one
+/// all_sum per step, so every rank takes the same steps as one process would on the whole
+/// batches (up to float rounding) and holds the same weights. Validation runs on every rank
+/// (the same weights give the same loss, so every rank stops early at the same epoch). Only
+/// the rank given `checkpointing` (rank 0) saves a resumable state; a distributed run cannot
+/// resume.
+#[allow(clippy::too_many_arguments)] // train_checkpointed's arguments and the rank's part
+pub fn train_on_ranks(
+    model: &mut Forecaster,
+    config: &TrainConfig,
+    train: &TrainData,
+    validation: &TrainData,
+    quantiles: &[f32],
+    reporter: &dyn Reporter,
+    checkpointing: Option<Checkpointing>,
+    parallel: Option<&DataParallel>,
+) -> Result<TrainReport, TrainError> {
+    if parallel.is_some() && checkpointing.as_ref().is_some_and(|checkpointing| checkpointing.resume) {
+        return Err(Exception::custom("resuming a distributed run is not supported").into());
+    }
+    run(model, config, train, validation, quantiles, reporter, checkpointing, parallel)
+}
+
+#[allow(clippy::too_many_arguments)] // the union of the public entry points' arguments
 fn run(
     model: &mut Forecaster,
     config: &TrainConfig,
@@ -99,6 +129,7 @@ fn run(
     quantiles: &[f32],
     reporter: &dyn Reporter,
     mut checkpointing: Option<Checkpointing>,
+    parallel: Option<&DataParallel>,
 ) -> Result<TrainReport, TrainError> {
     let shape = DataShape::of(model)?;
     shape.check(train, "training")?;
@@ -176,9 +207,19 @@ fn run(
         let mut loss_sum = 0.0f64;
         let mut learning_rate = 0.0;
         for batch in progress.order.chunks(config.batch_size) {
-            let (inputs, targets) = shape.gather(train, batch)?;
+            let (rows, share) = match parallel {
+                Some(parallel) => parallel.shard(batch),
+                None => (batch, 1.0),
+            };
+            let (inputs, targets) = shape.gather(train, rows)?;
             learning_rate = schedule.learning_rate(progress.step);
-            let loss = stepper.step(model, inputs, targets, learning_rate)?;
+            let loss = stepper.step_shared(
+                model,
+                inputs,
+                targets,
+                learning_rate,
+                parallel.map(|parallel| (parallel, share)),
+            )?;
             if !loss.is_finite() {
                 return Err(Exception::custom(format!(
                     "training diverged: loss {loss} at epoch {epoch}, step {}",
@@ -260,6 +301,7 @@ fn run(
         train_sequences_per_s: trained as f64 / train_seconds.max(f64::EPSILON),
         resumed_from_epoch,
         interrupted,
+        communication: parallel.map(DataParallel::stats),
     })
 }
 
@@ -290,6 +332,7 @@ impl Stepper {
     ///
     /// # Shapes
     /// `inputs`: [batch, positions, n_features], `targets`: [batch, horizon]
+    #[cfg(test)]
     fn step(
         &mut self,
         model: &mut Forecaster,
@@ -297,9 +340,28 @@ impl Stepper {
         targets: Array,
         learning_rate: f64,
     ) -> Result<f32, Exception> {
+        self.step_shared(model, inputs, targets, learning_rate, None).map_err(|error| match error {
+            TrainError::Mlx(error) => error,
+            other => Exception::custom(other.to_string()),
+        })
+    }
+
+    /// [`Stepper::step`] as one rank of several (`parallel`: the rank's part and the share of
+    /// the batch its inputs are): the gradients are summed over the ranks before clipping.
+    fn step_shared(
+        &mut self,
+        model: &mut Forecaster,
+        inputs: Array,
+        targets: Array,
+        learning_rate: f64,
+        parallel: Option<(&DataParallel, f32)>,
+    ) -> Result<f32, TrainError> {
         self.optimizer.lr = Array::from_f32(learning_rate as f32);
         let rows = usize::try_from(inputs.shape()[0]).unwrap_or(0);
-        let (loss, gradients) = self.loss_and_gradients(model, inputs, targets, streams::parts_for(rows))?;
+        let (mut loss, mut gradients) = self.loss_and_gradients(model, inputs, targets, streams::parts_for(rows))?;
+        if let Some((parallel, share)) = parallel {
+            (loss, gradients) = parallel.all_sum_gradients(&loss, gradients, share)?;
+        }
         let gradients = clip_by_global_norm(gradients, self.clip_norm)?;
         self.optimizer.update(model, &gradients)?;
         let parameters = model.parameters().flatten();

@@ -97,6 +97,9 @@ pub struct TrainReport {
     /// epoch's weights (not the best), and the saved state is left for a resume.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub interrupted: bool,
+    /// The gradient all_sums of a data-parallel run (absent for one process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub communication: Option<crate::model::distributed::CommunicationStats>,
 }
 
 /// Where and how [`train_checkpointed`](super::train_checkpointed) keeps its resumable state
