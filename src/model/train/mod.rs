@@ -357,8 +357,7 @@ impl Stepper {
         parallel: Option<(&DataParallel, f32)>,
     ) -> Result<f32, TrainError> {
         self.optimizer.lr = Array::from_f32(learning_rate as f32);
-        let rows = usize::try_from(inputs.shape()[0]).unwrap_or(0);
-        let (mut loss, mut gradients) = self.loss_and_gradients(model, inputs, targets, streams::parts_for(rows))?;
+        let (mut loss, mut gradients) = (self.value_and_grad)(model, (inputs, targets))?;
         if let Some((parallel, share)) = parallel {
             (loss, gradients) = parallel.all_sum_gradients(&loss, gradients, share)?;
         }
@@ -367,53 +366,6 @@ impl Stepper {
         let parameters = model.parameters().flatten();
         transforms::eval(parameters.values().copied().chain([&loss]))?;
         Ok(loss.item_exact::<f32>())
-    }
-}
-
-impl Stepper {
-    /// The batch's mean loss and its gradients, the batch split into `parts` parts built on
-    /// their own MLX streams (see [`streams`]): each part's mean loss and gradients weighted by
-    /// its share of the rows, summed in a fixed order.
-    fn loss_and_gradients(
-        &mut self,
-        model: &mut Forecaster,
-        inputs: Array,
-        targets: Array,
-        parts: usize,
-    ) -> Result<(Array, FlattenedModuleParam), Exception> {
-        let rows = usize::try_from(inputs.shape()[0]).unwrap_or(0);
-        let parts = parts.clamp(1, rows.max(1));
-        if parts == 1 {
-            return (self.value_and_grad)(model, (inputs, targets));
-        }
-        let bounds = streams::part_bounds(rows, parts);
-        let cuts: Vec<i32> = bounds[1..].iter().map(|&(start, _)| to_i32(start)).collect::<Result<_, _>>()?;
-        let input_parts = ops::split_at_indices(&inputs, &cuts, 0)?;
-        let target_parts = ops::split_at_indices(&targets, &cuts, 0)?;
-        let mut total: Option<(Array, FlattenedModuleParam)> = None;
-        for (((stream, (start, end)), part_inputs), part_targets) in
-            streams::part_streams(parts).iter().zip(&bounds).zip(input_parts).zip(target_parts)
-        {
-            let (loss, gradients) =
-                streams::on_default_stream(stream, || (self.value_and_grad)(model, (part_inputs, part_targets)))?;
-            let share = Array::from_f32((end - start) as f32 / rows as f32);
-            let loss = loss.multiply(&share)?;
-            let gradients = scale_gradients(gradients, &share)?;
-            total = Some(match total {
-                None => (loss, gradients),
-                Some((sum, mut sums)) => {
-                    for (key, gradient) in gradients {
-                        let summed = match sums.remove(&key) {
-                            Some(earlier) => earlier.add(&gradient)?,
-                            None => gradient,
-                        };
-                        sums.insert(key, summed);
-                    }
-                    (sum.add(&loss)?, sums)
-                }
-            });
-        }
-        total.ok_or_else(|| Exception::custom("an empty batch has no loss"))
     }
 }
 

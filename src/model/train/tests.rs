@@ -406,43 +406,6 @@ fn rejects_mismatched_data() -> Result<(), Exception> {
     Ok(())
 }
 
-/// A batch split into parts on their own streams gives the whole batch's loss and gradients
-/// (up to the order of float sums), and the same parts give bit-identical results again.
-#[test]
-fn a_batch_in_parts_on_their_streams_gives_the_whole_batch_gradients() -> Result<(), Exception> {
-    let config = small_config();
-    let (inputs, targets) = synthetic(13, config.positions, config.horizon, 5);
-    let mut model = Forecaster::with_seed(&config, 4)?;
-    let mut stepper = Stepper::new(&train_config(1, 1), &config.quantiles);
-    let shape = DataShape::of(&model)?;
-    let data = TrainData { inputs: &inputs, targets: &targets, count: 13 };
-    let rows: Vec<usize> = (0..13).collect();
-    type LossAndGradients = (f32, Vec<(Rc<str>, Vec<f32>)>);
-    let mut run = |parts: usize| -> Result<LossAndGradients, Exception> {
-        let (x, y) = shape.gather(&data, &rows)?;
-        let (loss, gradients) = stepper.loss_and_gradients(&mut model, x, y, parts)?;
-        let mut sorted: Vec<_> = gradients.into_iter().collect();
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        let values = sorted
-            .into_iter()
-            .map(|(key, gradient)| Ok((key, gradient.contiguous()?.as_slice::<f32>().to_vec())))
-            .collect::<Result<Vec<_>, Exception>>()?;
-        Ok((loss.item_exact::<f32>(), values))
-    };
-    let (whole_loss, whole) = run(1)?;
-    for parts in [2, 3] {
-        let (loss, split) = run(parts)?;
-        assert!((loss - whole_loss).abs() < 1e-6, "{parts} parts: loss {loss} vs {whole_loss}");
-        assert_eq!(split.len(), whole.len());
-        for ((key, a), (_, b)) in split.iter().zip(&whole) {
-            let largest = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
-            assert!(largest < 1e-5, "{parts} parts, {key}: gradients differ by {largest}");
-        }
-        assert_eq!(run(parts)?, (loss, split), "{parts} parts are not deterministic");
-    }
-    Ok(())
-}
-
 #[test]
 fn schedule_warms_up_then_decays_to_a_tenth() {
     let config = TrainConfig { learning_rate: 1.0, warmup_steps: 10, ..train_config(1, 1) };
