@@ -422,12 +422,12 @@ fn to_f32(array: &Array) -> Result<Array, Exception> {
 }
 
 /// `[start, end)` pairs covering `0..length` in steps of `block_size` (the last may be shorter).
-fn block_bounds(length: i32, block_size: i32) -> Vec<(i32, i32)> {
+pub(crate) fn block_bounds(length: i32, block_size: i32) -> Vec<(i32, i32)> {
     (0..length).step_by(block_size.max(1) as usize).map(|start| (start, (start + block_size).min(length))).collect()
 }
 
 /// Rows `start..end` of axis 2.
-fn slice_rows(array: &Array, start: i32, end: i32) -> Result<Array, Exception> {
+pub(crate) fn slice_rows(array: &Array, start: i32, end: i32) -> Result<Array, Exception> {
     array.try_index((.., .., start..end, ..))
 }
 
@@ -439,7 +439,12 @@ fn concatenate_rows(blocks: &[Array]) -> Result<Array, Exception> {
 }
 
 /// Bool [query_rows, key_rows]: true where global query position ≥ global key position.
-fn causal_visibility(query_offset: i32, query_rows: i32, key_offset: i32, key_rows: i32) -> Result<Array, Exception> {
+pub(crate) fn causal_visibility(
+    query_offset: i32,
+    query_rows: i32,
+    key_offset: i32,
+    key_rows: i32,
+) -> Result<Array, Exception> {
     let query_positions = Array::from_iter(query_offset..query_offset + query_rows, &[query_rows, 1]);
     let key_positions = Array::from_iter(key_offset..key_offset + key_rows, &[1, key_rows]);
     query_positions.ge(&key_positions)

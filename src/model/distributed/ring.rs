@@ -19,13 +19,11 @@
 //! On every rank `q`, `k`, `v`: [batch, heads, rows of its shard, head_dim], f32; shard `i`
 //! holds rows [`shard_bounds`]`(length, size)[i]` of the whole sequence.
 use super::{DistributedError, Group, Watchdog};
+use crate::model::attention::{MASKED_SCORE, block_bounds, causal_visibility, slice_rows as rows};
 use mlx_rs::error::Exception;
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::ops::{self, matmul};
 use mlx_rs::{Array, Device, Dtype, Stream, transforms};
-
-/// Score of masked query/key pairs (finite, as in [`crate::model::attention::MASKED_SCORE`]).
-const MASKED: f32 = -1e30;
 
 /// The rows `[start, end)` of the sequence each of `ranks` ranks holds: `ceil(length / ranks)`
 /// each, the last shorter (the split of the single-process
@@ -99,7 +97,7 @@ impl<'a> RingAttention<'a> {
         let (query_offset, _) = self.bounds();
         let mut row_shape = query.shape().to_vec();
         row_shape[3] = 1;
-        let mut max = Array::full::<f32>(&row_shape, Array::from_f32(MASKED))?;
+        let mut max = Array::full::<f32>(&row_shape, Array::from_f32(MASKED_SCORE))?;
         let mut numerator = Array::zeros::<f32>(query.shape())?;
         let mut denominator = Array::zeros::<f32>(&row_shape)?;
         let mut held = key_value(k, v)?;
@@ -110,7 +108,7 @@ impl<'a> RingAttention<'a> {
             let exchange: Vec<Array> = passed.iter().flat_map(|(token, next)| [token.clone(), next.clone()]).collect();
             let (key, value) = (held.try_index(0)?, held.try_index(1)?);
             let key_offset = self.bounds[origin].0;
-            for (start, end) in blocks(key.shape()[2], self.block_size) {
+            for (start, end) in block_bounds(key.shape()[2], self.block_size) {
                 let Some((scores, visible)) = self.scores(&query, query_offset, &key, key_offset, start, end)? else {
                     break;
                 };
@@ -173,7 +171,7 @@ impl<'a> RingAttention<'a> {
             let key_offset = self.bounds[origin].0;
             let mut d_keys = Vec::new();
             let mut d_values = Vec::new();
-            for (start, end) in blocks(key.shape()[2], self.block_size) {
+            for (start, end) in block_bounds(key.shape()[2], self.block_size) {
                 let block_value = rows(&value, start, end)?;
                 let zeros = || Array::zeros::<f32>(block_value.shape());
                 let Some((scores, visible)) = self.scores(&query, query_offset, &key, key_offset, start, end)? else {
@@ -276,10 +274,8 @@ impl<'a> RingAttention<'a> {
         }
         let mut scores = matmul(query, rows(key, start, end)?.swap_axes(2, 3)?)?;
         let visible = if self.causal && key_offset + end - 1 > query_offset {
-            let query_positions = Array::from_iter(query_offset..query_offset + query_rows, &[query_rows, 1]);
-            let key_positions = Array::from_iter(first_key..key_offset + end, &[1, end - start]);
-            let visible = query_positions.ge(&key_positions)?;
-            scores = ops::select(&visible, &scores, Array::from_f32(MASKED))?;
+            let visible = causal_visibility(query_offset, query_rows, first_key, end - start)?;
+            scores = ops::select(&visible, &scores, Array::from_f32(MASKED_SCORE))?;
             Some(visible)
         } else {
             None
@@ -291,16 +287,6 @@ impl<'a> RingAttention<'a> {
 /// Keys and values as one f32 [2, batch, heads, rows, head_dim] array: one send per hop.
 fn key_value(k: &Array, v: &Array) -> Result<Array, Exception> {
     ops::stack(&[k.as_dtype(Dtype::Float32)?, v.as_dtype(Dtype::Float32)?], 0)
-}
-
-/// `[start, end)` sub-blocks of `block_size` rows covering `0..length`.
-fn blocks(length: i32, block_size: i32) -> impl Iterator<Item = (i32, i32)> {
-    (0..length).step_by(block_size as usize).map(move |start| (start, (start + block_size).min(length)))
-}
-
-/// Rows `start..end` of axis 2.
-fn rows(array: &Array, start: i32, end: i32) -> Result<Array, Exception> {
-    array.try_index((.., .., start..end, ..))
 }
 
 #[cfg(test)]
