@@ -2,13 +2,17 @@
 //! `serve` cycle fetch the live weather forecast (`TEMP_FCST`) the model needs themselves, from
 //! a wiremock server answering in the shape of the real forecast body of
 //! `shared/realdata/openmeteo` (skipped where absent); a failing weather endpoint leaves
-//! serve's last forecast served, marked stale with the reason.
+//! serve's last forecast served, marked stale with the reason; SIGTERM while a cycle waits on
+//! a slow weather server stops it at once, leaving the store consistent.
 use super::cli::energy;
 use super::realdata;
+use super::reliability::{assert_consistent, temp_files};
 use super::serve::{Server, archived, copy_dir, get, metric, parse_metrics, runtime};
 use energy::ingest::{SeriesId, Store};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::LazyLock;
+use std::time::{Duration, Instant};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// The real forecast body whose shape the mock answers in (168 hours of `temperature_2m`).
@@ -218,4 +222,85 @@ fn a_serve_cycle_fetches_the_live_weather_and_a_failing_weather_endpoint_leaves_
     assert!(server.stop().0.success());
     assert_eq!(archived(&store, "SYN1").len(), 1, "a failed run archives nothing");
     assert!(!runtime().block_on(failing.received_requests()).unwrap().is_empty(), "the weather was asked for");
+}
+
+/// SIGTERM while a serve cycle waits on a weather server that answers only after 5 minutes
+/// (requests time out after 10): `serve` stops fetching, finishes its writes and exits 0 at
+/// once, saying so; the store holds the load the cycle wrote, its ledger matching its files,
+/// every Parquet file readable, no temporary file left.
+#[test]
+fn sigterm_during_a_cycle_stops_its_collection_and_leaves_the_store_consistent() {
+    let Some(weather) = &*WEATHER else { return };
+    let (dir, store) = weather.fresh_store();
+    let config = dir.path().join("slow.toml");
+    std::fs::write(&config, CONFIG.replace("max_attempts = 1\n", "max_attempts = 1\ntimeout_s = 600\n")).unwrap();
+    let runtime = runtime();
+    let slow = runtime.block_on(async {
+        let server = MockServer::start().await;
+        Mock::given(wiremock::matchers::any())
+            .respond_with(ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(300)))
+            .mount(&server)
+            .await;
+        server
+    });
+    let began = chrono::Utc::now();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("energy"))
+        .env_remove("ENERGY_STORE")
+        .env_remove("RUST_LOG")
+        .arg("--store")
+        .arg(&store)
+        .arg("--config")
+        .arg(&config)
+        // 40 days where the store holds 30: the cycle writes the load's 10 days before the weather
+        .args(["serve", "--listen", "127.0.0.1:0", "--days", "40", "--openmeteo-url", &slow.uri(), "--model-dir"])
+        .arg(&weather.model)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // the cycle has collected the load and now waits on the weather
+    let asked = wait_until(&mut child, || !runtime.block_on(slow.received_requests()).unwrap().is_empty());
+    assert!(asked, "serve exited before asking for the weather");
+    // SAFETY: kill only sends a signal to the child this test started.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    // until it exits (a minute at most: the slow answer would take five)
+    wait_until(&mut child, || false);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("received SIGTERM: shutting down"), "{stderr}");
+    assert!(stderr.contains("stopped: every write is complete"), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("serving on"),
+        "never ready: the first cycle was stopped"
+    );
+
+    assert!(temp_files(&store).is_empty(), "temporary files left: {:?}", temp_files(&store));
+    assert_consistent(&store);
+    let ledger = Store::new(&store).ledger().unwrap();
+    assert!(
+        ledger.iter().any(|e| e.series.source == "synthetic" && e.fetched_at >= began - chrono::TimeDelta::seconds(1)),
+        "the cycle's load is in the store and the ledger"
+    );
+    assert!(!ledger.iter().any(|e| e.series.source == "openmeteo" && e.fetched_at >= began), "no weather was written");
+    assert!(archived(&store, "SYN1").is_empty(), "a stopped cycle issues no forecast");
+}
+
+/// Poll (bounded: a minute, far below the slow server's five) until `reached` holds (true) or
+/// the child exits (false).
+fn wait_until(child: &mut Child, mut reached: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if reached() {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve neither progressed nor exited within a minute");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

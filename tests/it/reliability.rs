@@ -95,13 +95,13 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn temp_files(store: &Path) -> Vec<PathBuf> {
+pub(super) fn temp_files(store: &Path) -> Vec<PathBuf> {
     walk(store).into_iter().filter(|p| p.file_name().unwrap().to_string_lossy().contains(".tmp-")).collect()
 }
 
 /// Every series sorted without a duplicate timestamp, and every ledger entry matching the
 /// files: as many rows in its range as it says, with its checksum. Returns the ledger's length.
-fn assert_consistent(root: &Path) -> usize {
+pub(super) fn assert_consistent(root: &Path) -> usize {
     let store = Store::new(root);
     let ledger = store.ledger().unwrap();
     for entry in &ledger {
