@@ -345,7 +345,6 @@ fn every_respondent(
     }
     EiaSource::parse_base(url).map_err(|e| BadInput(e.to_string()))?;
     let max_age = chrono::TimeDelta::hours(i64::from(context.config.eia.facet_max_age_hours));
-    let _lock = context.store.lock().context("cannot lock the store")?;
     let runtime = runtime()?;
     let mut out: Vec<String> = regions.iter().filter(|r| !r.eq_ignore_ascii_case(eia::ALL_REGIONS)).cloned().collect();
     for route in routes {
