@@ -9,6 +9,14 @@
 //! all partitions are in place. A crash leaves the old file or the new one, never a mix, and
 //! a chunk missing from the ledger is simply collected again.
 //!
+//! # The lock
+//! `_catalog/lock` is an exclusive file lock. Collections take it only around each write
+//! ([`Store::write_lock`], which waits for another writer's write), never while fetching, so
+//! several collections run on one store at once; [`Store::lock`] fails at once when it is
+//! held, naming the holder's pid. Taking it with [`Store::lock`] or [`Store::tidy`] removes
+//! the temporary files of a killed writer (a writer's temporary files only exist while it
+//! holds the lock).
+//!
 //! # Isolation
 //! Nothing the store reads or writes lies outside its root. Source, region and kind names are
 //! checked ([`SeriesId::check`]) before they name a folder, and every path below the root is
@@ -55,6 +63,8 @@ use std::path::{Path, PathBuf};
 const CATALOG: &str = "_catalog";
 const LOCK_FILE: &str = "lock";
 const PART_FILE: &str = "part-0000.parquet";
+/// How long [`Store::write_lock`] waits for another writer before giving up.
+pub const WRITE_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A store root.
 #[derive(Debug, Clone)]
@@ -107,6 +117,26 @@ impl Store {
     /// Take the store's exclusive lock, failing at once (naming the holder) if another process
     /// has it. Leftover temporary files of a killed writer are removed.
     pub fn lock(&self) -> Result<StoreLock, IngestError> {
+        let lock = self.take_lock(std::time::Duration::ZERO)?;
+        self.remove_temp_files(&self.root)?;
+        Ok(lock)
+    }
+
+    /// Take the store's exclusive lock for one write, waiting up to [`WRITE_LOCK_PATIENCE`]
+    /// for another writer's write to finish (then failing, naming the holder). Collections
+    /// take it around each chunk's write and ledger entry only, so that several run at once.
+    pub fn write_lock(&self) -> Result<StoreLock, IngestError> {
+        self.take_lock(WRITE_LOCK_PATIENCE)
+    }
+
+    /// Remove the temporary files a killed writer left, under the lock (waiting for it like
+    /// [`Self::write_lock`]): a writer's temporary files only exist while it holds the lock.
+    pub fn tidy(&self) -> Result<(), IngestError> {
+        let _lock = self.take_lock(WRITE_LOCK_PATIENCE)?;
+        self.remove_temp_files(&self.root)
+    }
+
+    fn take_lock(&self, patience: std::time::Duration) -> Result<StoreLock, IngestError> {
         let catalog = self.root.join(CATALOG);
         let path = catalog.join(LOCK_FILE);
         self.refuse_links(&path)?;
@@ -118,26 +148,35 @@ impl Store {
             .truncate(false)
             .open(&path)
             .map_err(Self::io(&path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                // the holder writes its pid right after taking the lock: give it a moment
-                let mut holder = String::new();
-                for _ in 0..20 {
-                    holder = fs::read_to_string(&path).unwrap_or_default().trim().to_string();
-                    if !holder.is_empty() {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(5));
+        let deadline = std::time::Instant::now() + patience;
+        let mut pause = std::time::Duration::from_millis(2);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    // another writer's write: they take milliseconds to seconds
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
                 }
-                let holder = if holder.is_empty() { "another process".to_string() } else { format!("pid {holder}") };
-                return Err(IngestError::StoreBusy { path: self.root.clone(), holder });
+                Err(fs::TryLockError::WouldBlock) => {
+                    // the holder writes its pid right after taking the lock: give it a moment
+                    let mut holder = String::new();
+                    for _ in 0..20 {
+                        holder = fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+                        if !holder.is_empty() {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    let holder =
+                        if holder.is_empty() { "another process".to_string() } else { format!("pid {holder}") };
+                    return Err(IngestError::StoreBusy { path: self.root.clone(), holder });
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(Self::io(&path)(e)),
             }
-            Err(fs::TryLockError::Error(e)) => return Err(Self::io(&path)(e)),
         }
         file.set_len(0).map_err(Self::io(&path))?;
         write!(file, "{}", std::process::id()).map_err(Self::io(&path))?;
-        self.remove_temp_files(&self.root)?;
         Ok(StoreLock { _file: file })
     }
 
