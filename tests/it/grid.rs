@@ -246,3 +246,73 @@ fn the_grid_view_shows_coverage_and_the_day_ahead_mape_per_region() {
     let text = String::from_utf8_lossy(&text.get_output().stdout).into_owned();
     assert!(text.contains("CISO") && text.contains(&format!("{expected:.2} %")), "{text}");
 }
+
+/// `status --grid` lists gap ranges per region and kind: a gap across two month files is seen
+/// from their footers alone (ERCO reads no file), holes inside a file are found by reading
+/// that file only; the text shows the count, the longest and the first few, `--json` them all.
+#[test]
+fn the_grid_view_lists_gap_ranges_reading_only_files_with_holes() {
+    use energy::ingest::SeriesRows;
+    use energy::time::DateRange;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let hour = |text: &str| parse_hour(text).unwrap();
+    let start = chrono::DateTime::from_timestamp(hour("2024-01-01T00") / 1_000_000, 0).unwrap();
+    let range = DateRange::new(start, start + chrono::TimeDelta::days(60)).unwrap();
+    let boundary = ("2024-01-31T22", "2024-02-01T02", 5);
+    let ciso_holes = [
+        ("2024-01-10T05", "2024-01-10T05", 1),
+        ("2024-01-20T10", "2024-01-20T12", 3),
+        boundary,
+        ("2024-02-14T00", "2024-02-15T05", 30),
+        ("2024-02-20T07", "2024-02-20T07", 1),
+    ];
+    let series = |region: &str, holes: &[(&str, &str, i64)]| {
+        let mut rows = SeriesRows::new(SeriesId::new("eia", region, "D"));
+        for t in range.hour_ends_us() {
+            if !holes.iter().any(|(first, last, _)| (hour(first)..=hour(last)).contains(&t)) {
+                rows.timestamps.push(t);
+                rows.values.push(Some(100.0));
+            }
+        }
+        rows
+    };
+    {
+        let _lock = store.lock().unwrap();
+        store.write_range(&[series("CISO", &ciso_holes), series("ERCO", &[boundary])], range).unwrap();
+    }
+    let out = energy(dir.path()).args(["status", "--grid", "--json"]).assert().success();
+    let doc: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let grid = doc["grid"].as_array().unwrap();
+    let time = |text: &str| format!("{text}:00:00Z");
+    let expect = |entry: &serde_json::Value, holes: &[(&str, &str, i64)], files_read: u64| {
+        let demand = &entry["kinds"][0];
+        let gaps: Vec<(String, String, i64)> = demand["gaps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (g["first"].as_str().unwrap().into(), g["last"].as_str().unwrap().into(), g["hours"].as_i64().unwrap())
+            })
+            .collect();
+        let want: Vec<(String, String, i64)> = holes.iter().map(|(a, b, n)| (time(a), time(b), *n)).collect();
+        assert_eq!(gaps, want);
+        assert_eq!(demand["missing_hours"].as_i64(), Some(holes.iter().map(|h| h.2).sum()));
+        assert_eq!(demand["files_read"].as_u64(), Some(files_read), "{demand}");
+        demand["longest_gap"].clone()
+    };
+    assert_eq!((grid[0]["region"].as_str(), grid[1]["region"].as_str()), (Some("CISO"), Some("ERCO")));
+    let longest = expect(&grid[0], &ciso_holes, 2);
+    assert_eq!((longest["first"].as_str(), longest["hours"].as_i64()), (Some("2024-02-14T00:00:00Z"), Some(30)));
+    expect(&grid[1], &[boundary], 0);
+
+    let out = energy(dir.path()).args(["status", "--grid"]).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    for line in [
+        "2 of ",
+        "D: 5 gaps, 40 h; longest 2024-02-14T00:00Z – 2024-02-15T05:00Z (30 h); first 2024-01-10T05:00Z (1 h), 2024-01-20T10:00Z – 2024-01-20T12:00Z (3 h), 2024-01-31T22:00Z – 2024-02-01T02:00Z (5 h), … 2 more",
+        "D: 1 gap, 5 h; longest 2024-01-31T22:00Z – 2024-02-01T02:00Z (5 h)",
+    ] {
+        assert!(text.contains(line), "`{line}` not in\n{text}");
+    }
+}
