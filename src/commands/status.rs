@@ -197,7 +197,7 @@ fn gap_line(kind: &KindCoverage) -> String {
 }
 
 /// `SOURCE:REGION:KIND`; the region may hold colons (source and kind may not).
-fn parse_series(text: &str) -> Result<SeriesId, BadInput> {
+pub(crate) fn parse_series(text: &str) -> Result<SeriesId, BadInput> {
     let bad = || {
         BadInput(format!("series `{text}` is not SOURCE:REGION:KIND, such as eia:CISO:D or `caiso:CA ISO-TAC:ACTUAL`"))
     };
