@@ -4,7 +4,7 @@
 //! one keeps its data, the list is cached in the store).
 use super::cli::energy;
 use super::realdata;
-use energy::ingest::eia::fake::{self, PageStyle};
+use energy::ingest::eia::fake::{self, LocalEiaServer, PageStyle, ServerConfig};
 use energy::ingest::{SeriesId, Store};
 use energy::time::parse_hour;
 use std::path::Path;
@@ -100,6 +100,35 @@ fn regions_that_do_not_fit_the_kind_are_refused_before_any_request() {
             .stderr(predicates::str::contains(message));
     }
     assert!(!dir.path().join("source=eia").exists());
+}
+
+/// The local fake API (the one `energy bench` runs) serves every route and the facet list:
+/// `--region all` collects each respondent it lists, and an interchange pair and a sub-region
+/// come through it, stored with the fake's values.
+#[test]
+fn region_all_interchange_and_sub_regions_come_through_the_local_fake_api() {
+    let server = LocalEiaServer::start(ServerConfig::unthrottled()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let all = collect(dir.path(), &server.url(), "all", "D");
+    let mut respondents: Vec<&str> = fake::RESPONDENTS.iter().map(|(code, _)| *code).collect();
+    respondents.sort();
+    let listed: Vec<String> = respondents.iter().map(|code| format!("eia:{code}:D")).collect();
+    assert_eq!(all["series"], serde_json::json!(listed));
+    assert_eq!(all["rows"], 24 * respondents.len());
+    let pair = collect(dir.path(), &server.url(), "CISO-BPAT", "ID");
+    let sub = collect(dir.path(), &server.url(), "CISO.PGAE", "D");
+    assert_eq!((pair["rows"].as_u64(), sub["rows"].as_u64()), (Some(24), Some(24)));
+    let store = Store::new(dir.path());
+    for (region, kind) in [("PJM", "D"), ("CISO-BPAT", "ID"), ("CISO.PGAE", "D")] {
+        let rows = store.read(&SeriesId::new("eia", region, kind), None).unwrap();
+        assert_eq!(rows.len(), 24, "{region}");
+        for (t, value) in rows.timestamps.iter().zip(&rows.values) {
+            assert_eq!(*value, Some(fake::value_at(*t, region, kind)), "{region} {kind}");
+        }
+    }
+    // one facet request, one data page per collection: nothing refused
+    let stats = server.stop();
+    assert_eq!((stats.requests, stats.rejected, stats.rows), (4, 0, 24 * (respondents.len() as u64 + 2)));
 }
 
 /// The fake API's data pages.
