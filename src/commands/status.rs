@@ -170,7 +170,7 @@ fn grid(context: &Context, source: &str) -> Result<()> {
     Ok(())
 }
 
-/// `D: 3 gaps, 12 h; longest 2024-01-31 20:00 – 2024-02-01 04:00 (9 h); first …`.
+/// `D: 3 gaps, 12 h; longest 2024-01-31T20:00Z – 2024-02-01T04:00Z (9 h); first …`.
 fn gap_line(kind: &KindCoverage) -> String {
     let range = |gap: &Gap| {
         let time = |t: chrono::DateTime<chrono::Utc>| t.format(crate::time::FORMAT_MINUTE).to_string();

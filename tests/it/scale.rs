@@ -137,6 +137,12 @@ fn figure_store_at_scale() {
     let expected: usize = (0..series_count).map(|i| history().hour_ends_us().filter(|t| missing(i, *t)).count()).sum();
     assert_eq!(gaps, expected);
     println!("figure: status --grid read {read} of {} files for holes; {gaps} gaps", kinds.len() * months);
+    // the same scan without the DF-vs-D MAPE (which reads D and DF whole): a source the store
+    // does not hold lists no region, but every series' footers and gaps are read the same
+    timed(
+        "status --grid --json of a source without series (footers and gap ranges alone)",
+        energy(dir.path()).args(["status", "--grid", "--grid-source", "caiso", "--json"]),
+    );
 
     let server = LocalEiaServer::start(ServerConfig::unthrottled()).unwrap();
     let respondents: Vec<String> = (0..ledger_series).step_by(KINDS.len()).map(respondent).collect();
