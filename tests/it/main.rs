@@ -11,6 +11,7 @@ mod eia;
 mod faults;
 mod files;
 mod grid;
+mod inputs;
 mod isolation;
 mod live;
 mod openmeteo;

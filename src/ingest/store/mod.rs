@@ -27,6 +27,7 @@
 //! # Layout
 //! - this file: the [`Store`] API (lock, chunk writes, reads, listing, status);
 //! - `ledger`: the completed-chunk ledger, an append-only log `_catalog/ledger.jsonl`, and row checksums;
+//! - `gaps`: gap ranges of a series from its files' footers (reading only files with a hole inside);
 //! - `facets`: the facet lists `--region all` resolved, `_catalog/facets.json`;
 //! - `regions`: the time zones regions' files were imported with, `_catalog/regions.json`;
 //! - `parquet`: encoding and decoding one partition file;
@@ -34,6 +35,7 @@
 //! - `atomic`: the program's one atomic file write ([`write_atomic`], [`write_atomic_with`]).
 mod atomic;
 mod facets;
+mod gaps;
 mod layout;
 mod ledger;
 mod parquet;
@@ -41,6 +43,7 @@ mod regions;
 
 pub use atomic::{write_atomic, write_atomic_with};
 pub use facets::FacetRecord;
+pub use gaps::{Gap, SeriesGaps};
 pub use ledger::{Ledger, LedgerEntry, LedgerIndex, LedgerWriter, checksum};
 pub use parquet::frame_from_rows;
 pub(crate) use parquet::guard_reader;
@@ -98,6 +101,9 @@ pub struct SeriesStatus {
     pub null_values: usize,
     pub ledger_chunks: usize,
     pub files: usize,
+    /// The runs of missing hours, where asked for ([`Store::status_with_gaps`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gaps: Option<SeriesGaps>,
 }
 
 impl Store {
@@ -468,6 +474,17 @@ impl Store {
     /// Coverage of every stored series, from the files' footers (no page is decoded, so a
     /// store of 50,000 files is summarised in seconds) and one read of the ledger.
     pub fn status(&self) -> Result<Vec<SeriesStatus>, IngestError> {
+        self.summarise(false)
+    }
+
+    /// [`Self::status`] with each series' gap ranges: the hours between files come from their
+    /// footers, and only a file whose footer shows a hole inside (fewer rows than hours from
+    /// its first to its last) is read ([`SeriesGaps::files_read`]).
+    pub fn status_with_gaps(&self) -> Result<Vec<SeriesStatus>, IngestError> {
+        self.summarise(true)
+    }
+
+    fn summarise(&self, with_gaps: bool) -> Result<Vec<SeriesStatus>, IngestError> {
         let mut chunks: std::collections::HashMap<SeriesId, usize> = std::collections::HashMap::new();
         for entry in self.read_ledger()?.entries() {
             *chunks.entry(entry.series).or_default() += 1;
@@ -479,8 +496,12 @@ impl Store {
                 self.refuse_links(&dir)?;
                 let mut files = Vec::new();
                 parquet_files(&dir, &mut files)?;
-                let summaries = files.iter().map(|path| read_summary(path, &id)).collect::<Result<Vec<_>, _>>()?;
-                let total = FileSummary::total(summaries);
+                let summaries = files
+                    .into_iter()
+                    .map(|path| read_summary(&path, &id).map(|summary| (path, summary)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let gaps = if with_gaps { Some(gaps::gaps_of(&id, &summaries)?) } else { None };
+                let total = FileSummary::total(summaries.iter().map(|(_, summary)| *summary));
                 let expected = match (total.first, total.last) {
                     (Some(a), Some(b)) => (b - a) / crate::time::HOUR_US + 1,
                     _ => 0,
@@ -492,7 +513,8 @@ impl Store {
                     missing_hours: expected - total.rows as i64,
                     null_values: total.nulls,
                     ledger_chunks: chunks.get(&id).copied().unwrap_or(0),
-                    files: files.len(),
+                    files: summaries.len(),
+                    gaps,
                     series: id,
                 })
             })
@@ -611,6 +633,32 @@ mod tests {
         fs::write(&february, b"not parquet").unwrap();
         let error = store.status().unwrap_err().to_string();
         assert!(error.contains("month=02"), "{error}");
+    }
+
+    /// Gap ranges: one across the January/February files (seen from their footers alone) and
+    /// two inside February (the one file read); their hours add up to the missing hours.
+    #[test]
+    fn gaps_between_files_come_from_footers_and_only_a_file_with_a_hole_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let _lock = store.lock().unwrap();
+        let id = SeriesId::new("synthetic", "SYN1", "D");
+        let all = rows(&id, 1..97, 0.0);
+        let base = all.timestamps[0] - HOUR_US;
+        let hole = |t: i64| matches!((t - base) / HOUR_US, 44..=52 | 70..=71 | 80);
+        let (timestamps, values) = all.timestamps.iter().zip(&all.values).filter(|(t, _)| !hole(**t)).unzip();
+        let written = SeriesRows { id: id.clone(), timestamps, values };
+        store.write_range(std::slice::from_ref(&written), range(1..97)).unwrap();
+        assert!(store.status().unwrap()[0].gaps.is_none(), "plain status reads no gaps");
+        let status = &store.status_with_gaps().unwrap()[0];
+        let gaps = status.gaps.as_ref().unwrap();
+        let hours = |gap: &Gap| {
+            ((gap.first.timestamp_micros() - base) / HOUR_US, (gap.last.timestamp_micros() - base) / HOUR_US, gap.hours)
+        };
+        assert_eq!(gaps.gaps.iter().map(hours).collect::<Vec<_>>(), vec![(44, 52, 9), (70, 71, 2), (80, 80, 1)]);
+        assert_eq!(gaps.files_read, 1, "January has no hole inside: its footer is enough");
+        assert_eq!(gaps.hours(), status.missing_hours);
+        assert_eq!(gaps.longest().map(hours), Some((44, 52, 9)));
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {
