@@ -19,6 +19,10 @@ pub const DEFAULT_CHUNK_RETRIES: u32 = 2;
 pub const DEFAULT_EIA_URL: &str = "https://api.eia.gov";
 pub const DEFAULT_CAISO_URL: &str = "https://oasis.caiso.com";
 pub const DEFAULT_SEED: u64 = 42;
+/// Hours between next-24h training windows' origins (`[model] train_stride`).
+pub const DEFAULT_TRAIN_STRIDE: usize = 3;
+/// Epochs of the refit on training and validation windows after training (`[model] refit_epochs`).
+pub const DEFAULT_REFIT_EPOCHS: usize = 1;
 /// Days of the live weather forecast `collect --kind TEMP_FCST` fetches (1 to 15).
 pub const DEFAULT_FORECAST_DAYS: u32 = 7;
 
@@ -255,6 +259,14 @@ pub struct ModelConfig {
     pub learning_rate: f64,
     /// The MLP's activation: `gelu` (default), `relu` or `quick-gelu`.
     pub activation: crate::model::transformer::Activation,
+    /// Hours between the origins of next-24h training windows (the day-ahead protocol has one
+    /// origin a day).
+    pub train_stride: usize,
+    /// Epochs of the refit that follows training: once validation has chosen the epoch and
+    /// calibrated the intervals, the model trains this much longer on the training and
+    /// validation windows together, so that it has seen the latest weeks before the test (or
+    /// before forecasting); 0 skips it.
+    pub refit_epochs: usize,
 }
 
 impl Default for ModelConfig {
@@ -270,6 +282,8 @@ impl Default for ModelConfig {
             batch_size: 32,
             learning_rate: 1e-3,
             activation: crate::model::transformer::Activation::Gelu,
+            train_stride: DEFAULT_TRAIN_STRIDE,
+            refit_epochs: DEFAULT_REFIT_EPOCHS,
         }
     }
 }
@@ -351,6 +365,7 @@ impl Config {
             ("model.block_size", self.model.block_size),
             ("model.epochs", self.model.epochs),
             ("model.batch_size", self.model.batch_size),
+            ("model.train_stride", self.model.train_stride),
         ] {
             check(value >= 1, key, "must be at least 1")?;
         }

@@ -67,6 +67,7 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
     let table = modeling::build_features(context, &meta.load, &meta.exogenous, table_range, &meta.feature_config)?;
     let first_row = table.timestamps.iter().position(|t| *t > range.start_us()).unwrap_or(table.len());
     let mut windows = features::make_windows(&table, &meta.scaler, &spec, first_row..table.len())?;
+    modeling::check_features(&meta, &windows)?;
     // a model with as-issued weather is scored on forecasts a user could have made
     let perfect_weather_dropped = windows.drop_perfect_weather();
     if windows.count == 0 {

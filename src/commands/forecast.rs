@@ -170,16 +170,44 @@ pub(crate) fn issue(context: &Context, meta: &ModelMeta, model: &mut Forecaster)
     load.values.extend((0..future_hours).map(|_| None));
 
     let mut exogenous = Vec::new();
+    let needed = (spec.gap() + spec.horizon) as i64;
     for id in &meta.exogenous {
         let stored = context.store.read(id, None).with_context(|| format!("the model needs {id}"))?;
         let mut rows = to_rows(&stored, first);
-        rows.timestamps.retain(|t| *t <= last);
-        rows.values.truncate(rows.timestamps.len());
-        let needed = (spec.gap() + spec.horizon) as i64;
-        let future = future_exogenous(context, meta, id, last, future_hours, needed)?;
-        rows.timestamps.extend(future.timestamps);
-        rows.values.extend(future.values);
-        exogenous.push((id.kind.to_lowercase(), rows));
+        let column = id.kind.to_lowercase();
+        if published_ahead(meta, id) {
+            // an input the operator publishes ahead (`--input …:DF`): its own stored hours
+            let end = last + future_hours * HOUR_US;
+            let keep: Vec<usize> = (0..rows.timestamps.len()).filter(|&i| rows.timestamps[i] <= end).collect();
+            rows = Rows {
+                timestamps: keep.iter().map(|&i| rows.timestamps[i]).collect(),
+                values: keep.iter().map(|&i| rows.values[i]).collect(),
+            };
+            let covered = (1..=needed).all(|h| {
+                let t = last + h * HOUR_US;
+                rows.timestamps.iter().position(|x| *x == t).is_some_and(|i| rows.values[i].is_some())
+            });
+            if !covered {
+                return Err(BadInput(format!(
+                    "the model takes {id} as an input known ahead, and the store does not hold it for the {needed} hours after {}: collect it (`energy collect --source {} --region {} --kind {}`) once it is published",
+                    modeling::format_time(last),
+                    id.source,
+                    id.region,
+                    id.kind
+                ))
+                .into());
+            }
+        } else {
+            rows.timestamps.retain(|t| *t <= last);
+            rows.values.truncate(rows.timestamps.len());
+            // an observed input is known up to the origin only: the horizon needs none of it
+            if !meta.feature_config.observed_inputs.contains(&column) {
+                let future = future_exogenous(context, meta, id, last, future_hours, needed)?;
+                rows.timestamps.extend(future.timestamps);
+                rows.values.extend(future.values);
+            }
+        }
+        exogenous.push((column, rows));
     }
     let table = features::from_rows(&meta.region, &meta.load.kind, &load, &exogenous, &meta.feature_config)
         .context("cannot build the features")?;
@@ -195,6 +223,7 @@ pub(crate) fn issue(context: &Context, meta: &ModelMeta, model: &mut Forecaster)
         return Err(BadInput(format!("the store holds too little history of {}: collect more days", meta.load)).into());
     }
     let windows = features::window_at(&table, &meta.scaler, &spec, origin)?;
+    modeling::check_features(meta, &windows)?;
     let mut forecasts = eval::predict(model, &windows, &meta.scaler, 1)?;
     eval::apply_calibration(&mut forecasts, meta.interval_calibration.as_ref());
     let targets: Vec<(i64, crate::eval::Quantiles)> =
@@ -216,6 +245,17 @@ pub(crate) fn issue(context: &Context, meta: &ModelMeta, model: &mut Forecaster)
         .map(|row| (table.timestamps[row], f64::from(table.target[row])))
         .collect();
     Ok(Issued { origin: table.timestamps[origin], protocol: spec.protocol, rows, targets, history })
+}
+
+/// Is `id` an extra input (`--input`) whose source publishes it ahead of its hours (EIA `DF`,
+/// CAISO `DAM`, `NET_DAM`, …), so that the horizon reads its own stored values? Weather (the
+/// live forecast stands in for it) and observed inputs are not.
+fn published_ahead(meta: &ModelMeta, id: &crate::ingest::SeriesId) -> bool {
+    let kind = id.kind.as_str();
+    let weather_forecast = crate::ingest::parse_issued_kind(kind).is_some() || kind.ends_with("_FCST");
+    !meta.feature_config.observed_inputs.contains(&kind.to_lowercase())
+        && crate::ingest::is_known_ahead(kind)
+        && !weather_forecast
 }
 
 fn protocol_name(protocol: Protocol) -> &'static str {

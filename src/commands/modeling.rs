@@ -269,6 +269,20 @@ pub(crate) fn check_region(select: &SelectArgs, meta: &ModelMeta, dir: &Path) ->
     )))
 }
 
+/// Refuse windows whose features are not those the model was trained on (a model saved by a
+/// version of `energy` that built other features): name the difference and the way out.
+pub(crate) fn check_features(meta: &ModelMeta, windows: &features::Windows) -> Result<(), BadInput> {
+    if windows.feature_names == meta.feature_names {
+        return Ok(());
+    }
+    let missing: Vec<&String> = meta.feature_names.iter().filter(|n| !windows.feature_names.contains(n)).collect();
+    let new: Vec<&String> = windows.feature_names.iter().filter(|n| !meta.feature_names.contains(n)).collect();
+    Err(BadInput(format!(
+        "the model was trained on other input features than this version of energy builds \
+         (not built now: {missing:?}; new: {new:?}): train it again with `energy train`"
+    )))
+}
+
 /// Load a checkpoint and its metadata.
 pub(crate) fn load_model(dir: &Path) -> Result<(Forecaster, ModelMeta)> {
     if !dir.is_dir() {

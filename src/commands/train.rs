@@ -22,13 +22,19 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
 
-/// Hours between the origins of training windows: every third hour keeps an epoch of 180 days
-/// of data to about 900 windows, which trains in seconds per epoch on 2 CPU cores.
-pub const TRAIN_STRIDE: usize = 3;
+/// The refit's peak learning rate, as a fraction of training's.
+pub const REFIT_LEARNING_RATE: f64 = 0.3;
 /// Validation windows: every sixth hour.
 pub const VALIDATION_STRIDE: usize = 6;
 /// Test windows: one forecast per day.
 pub const TEST_STRIDE: usize = 24;
+
+#[derive(Serialize)]
+struct RefitSummary {
+    windows: usize,
+    epochs: usize,
+    seconds: f64,
+}
 
 #[derive(Serialize)]
 struct TrainSummary<'a> {
@@ -54,7 +60,12 @@ struct TrainSummary<'a> {
     parameters: usize,
     training: &'a TrainReport,
     featurize_seconds: f64,
-    /// Fitting the boosted-trees baseline on the training windows.
+    /// The refit on the training and validation windows after training (`[model]
+    /// refit_epochs`; absent when none ran): windows, epochs and seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refit: Option<RefitSummary>,
+    /// Fitting the boosted-trees baseline on the windows the model learnt (training, and
+    /// validation after a refit).
     boosted_seconds: f64,
     boosted_trees: usize,
     total_seconds: f64,
@@ -171,7 +182,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     let spec = WindowSpec {
         context: model_config.context,
         horizon: model_config.horizon,
-        stride: TRAIN_STRIDE,
+        stride: model_config.train_stride,
         protocol: args.protocol,
     };
     let splits = features::split(table.len(), &context.config.split, spec.positions())
@@ -267,12 +278,42 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         return Ok(());
     }
 
-    let boosting = Instant::now();
-    let boosted = BoostedTrees::fit(&train_windows, &spec, seed)?;
-    let boosted_seconds = boosting.elapsed().as_secs_f64();
-
+    // the intervals are calibrated on forecasts of hours the model has not trained on
     let validation_forecasts = eval::predict(&mut model, &validation_windows, &scaler, model_config.batch_size)?;
     let calibration = eval::calibrate_intervals(&table, &spec, &validation_windows, &validation_forecasts);
+
+    // then the model (and the boosted baseline beside it) learns the validation split too
+    let fitted = if model_config.refit_epochs > 0 && validation_windows.count > 0 {
+        let refit_started = Instant::now();
+        let recent = features::make_windows(&table, &scaler, &spec, splits.validation.clone())?;
+        let all = train_windows.concatenated(&recent);
+        let residuals = all.residual_targets();
+        let refit_config = refit_config(&train_config, model_config.refit_epochs, all.count);
+        let no_validation = TrainData { inputs: &[], targets: &[], count: 0 };
+        let reporter = BarReporter::new(context.quiet || context.json, "windows");
+        train::train(
+            &mut model,
+            &refit_config,
+            &data(&all, &residuals),
+            &no_validation,
+            &forecaster_config.quantiles,
+            &reporter,
+        )
+        .map_err(|e| anyhow::Error::new(TrainError::from(e)).context("refitting on the validation split failed"))?;
+        Some((all, refit_started.elapsed().as_secs_f64()))
+    } else {
+        None
+    };
+    let refit = fitted.as_ref().map(|(all, seconds)| RefitSummary {
+        windows: all.count,
+        epochs: model_config.refit_epochs,
+        seconds: *seconds,
+    });
+    let fit_windows = fitted.as_ref().map_or(&train_windows, |(all, _)| all);
+
+    let boosting = Instant::now();
+    let boosted = BoostedTrees::fit(fit_windows, &spec, seed)?;
+    let boosted_seconds = boosting.elapsed().as_secs_f64();
     let mase_scale = eval::mase_scale(&table, splits.train.clone());
     let operator = modeling::operator_aligned(context, &table, operator_id.as_ref())?;
     let setup = BacktestSetup {
@@ -338,6 +379,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         parameters: modeling::parameter_count(&model),
         training: &report,
         featurize_seconds,
+        refit,
         boosted_seconds,
         boosted_trees: boosted.trees(),
         total_seconds: started.elapsed().as_secs_f64(),
@@ -388,6 +430,22 @@ fn saved_range(dir: &Path) -> Result<DateRange> {
     let provenance = resume::saved_provenance(dir)?;
     serde_json::from_value(provenance["data_range"].clone())
         .with_context(|| format!("the training state in `{}` names no data range", dir.display()))
+}
+
+/// The refit after training: `epochs` more epochs over the training and validation windows,
+/// from the trained weights, at [`REFIT_LEARNING_RATE`] of the peak rate (a fresh AdamW, so a
+/// short warmup first), decaying as in training; no early stopping (there is nothing left to
+/// validate on).
+fn refit_config(trained: &TrainConfig, epochs: usize, windows: usize) -> TrainConfig {
+    let steps = epochs * windows.div_ceil(trained.batch_size.max(1));
+    TrainConfig {
+        epochs,
+        learning_rate: trained.learning_rate * REFIT_LEARNING_RATE,
+        warmup_steps: (steps / 10).max(1),
+        patience: 0,
+        seed: trained.seed.wrapping_add(1),
+        ..trained.clone()
+    }
 }
 
 /// Training data of `windows`: the inputs and the corrections the model learns
@@ -442,6 +500,12 @@ fn print_summary(s: &TrainSummary) {
         s.featurize_seconds,
         s.total_seconds
     );
+    if let Some(refit) = &s.refit {
+        println!(
+            "refit on training and validation: {} windows, {} epoch(s), {:.1} s",
+            refit.windows, refit.epochs, refit.seconds
+        );
+    }
     println!("boosted-trees baseline: {} trees fitted in {:.1} s", s.boosted_trees, s.boosted_seconds);
     match s.interval_calibration {
         Some(c) => println!(
@@ -480,4 +544,28 @@ fn print_summary(s: &TrainSummary) {
         println!("noise floor (best achievable MAPE on this synthetic region {weather}): {mape:.2} %");
     }
     println!("saved to {}", s.model_dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The refit starts from the trained weights at a lower rate, warms its fresh optimiser up
+    /// over a tenth of its steps, never stops early and draws its own shuffles.
+    #[test]
+    fn the_refit_trains_slower_without_early_stopping() {
+        let trained = TrainConfig::from_model_config(&crate::config::ModelConfig::default(), 42);
+        let refit = refit_config(&trained, 2, 1000);
+        assert_eq!(refit.epochs, 2);
+        assert!((refit.learning_rate - trained.learning_rate * REFIT_LEARNING_RATE).abs() < 1e-15);
+        assert_eq!(refit.warmup_steps, 2 * 1000usize.div_ceil(trained.batch_size) / 10);
+        assert_eq!(refit.patience, 0);
+        assert_ne!(refit.seed, trained.seed);
+        assert_eq!(
+            (refit.batch_size, refit.weight_decay, refit.clip_norm),
+            (trained.batch_size, trained.weight_decay, trained.clip_norm)
+        );
+        // a tiny refit still warms up for one step
+        assert_eq!(refit_config(&trained, 1, 3).warmup_steps, 1);
+    }
 }

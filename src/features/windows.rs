@@ -11,7 +11,12 @@
 //! moved back by whole days until the hour is known at the origin (the baselines of
 //! [`crate::eval::seasonal_naive`]). At context positions they are the plain lags 24 and 168;
 //! at horizon positions they carry what is known of the target's hour at issue time, so the
-//! model corrects a baseline instead of rebuilding the load from the calendar.
+//! model corrects a baseline instead of rebuilding the load from the calendar. Last, for every
+//! exogenous known column (temperature, …), its observed value at the hours those two naives
+//! were taken from (`temp_naive_day`, `temp_naive_week`, scaled like the column): with the
+//! weather of the target hour beside the weather of the naive's hour, the model corrects the
+//! naive for the change in weather at the position itself, without looking it up across the
+//! window (measured in the README, "Forecast quality").
 //!
 //! Protocols ([`crate`] architecture, "Day-ahead protocol"):
 //! - `next-24h`: origins every `stride` rows, the first one right before the first target row
@@ -138,6 +143,33 @@ impl Windows {
         dropped
     }
 
+    /// These windows followed by `later`'s (windows of the same table and spec, e.g. of the
+    /// next split).
+    ///
+    /// # Panics
+    /// When the two have different shapes or features.
+    pub fn concatenated(&self, later: &Windows) -> Windows {
+        assert_eq!(
+            (self.positions, self.horizon, &self.feature_names),
+            (later.positions, later.horizon, &later.feature_names),
+            "only windows of one shape and feature set can be concatenated"
+        );
+        let join = |a: &[f32], b: &[f32]| [a, b].concat();
+        Windows {
+            count: self.count + later.count,
+            positions: self.positions,
+            horizon: self.horizon,
+            n_features: self.n_features,
+            feature_names: self.feature_names.clone(),
+            inputs: join(&self.inputs, &later.inputs),
+            targets: join(&self.targets, &later.targets),
+            bases: join(&self.bases, &later.bases),
+            origins: [self.origins.as_slice(), later.origins.as_slice()].concat(),
+            skipped_imputed: self.skipped_imputed + later.skipped_imputed,
+            perfect_weather: [self.perfect_weather.as_slice(), later.perfect_weather.as_slice()].concat(),
+        }
+    }
+
     /// What the model learns: each target minus its base (`targets − bases`).
     pub fn residual_targets(&self) -> Vec<f32> {
         self.targets.iter().zip(&self.bases).map(|(t, b)| t - b).collect()
@@ -244,6 +276,9 @@ struct Features {
     /// Per known column, its as-issued forecasts (lead in days, scaled like the column),
     /// shortest lead first; empty for columns without any.
     issued: Vec<Vec<(usize, Vec<f32>)>>,
+    /// The known columns that are not calendar columns (weather, …): each also appears at the
+    /// hours of the two naives.
+    exogenous: Vec<usize>,
 }
 
 impl Features {
@@ -319,13 +354,19 @@ impl Features {
         names.push(OBSERVED_INDICATOR.to_string());
         names.extend(table.known_columns.iter().cloned());
         names.extend(NAIVE_FEATURES.iter().map(|(name, _)| name.to_string()));
+        let exogenous: Vec<usize> = (0..table.known_columns.len())
+            .filter(|k| !CALENDAR_COLUMNS.contains(&table.known_columns[*k].as_str()))
+            .collect();
+        for &k in &exogenous {
+            names.extend(NAIVE_FEATURES.iter().map(|(naive, _)| format!("{}_{naive}", table.known_columns[k])));
+        }
 
         let value_column = table
             .observed_columns
             .iter()
             .position(|c| c == COL_VALUE)
             .ok_or_else(|| FeatureError::Window(format!("the table has no `{COL_VALUE}` column")))?;
-        Ok(Self { names, observed, known, value, observed_bad, known_bad, value_column, issued })
+        Ok(Self { names, observed, known, value, observed_bad, known_bad, value_column, issued, exogenous })
     }
 
     /// Known column `k` at horizon row `row` of the window at `origin`: for a column with
@@ -341,14 +382,26 @@ impl Features {
         forecasts.iter().filter(|(days, _)| *days >= needed).map(|(_, values)| values[row]).find(|v| v.is_finite())
     }
 
-    /// The scaled input value `lag` hours before `row`, moved back by whole days until it is
-    /// known at `origin`; 0 (the mean) where there is none.
-    fn naive(&self, row: usize, origin: usize, lag: usize) -> f32 {
+    /// The row `lag` hours before `row`, moved back by whole days until it is known at
+    /// `origin`; `None` before the table's start.
+    fn naive_row(row: usize, origin: usize, lag: usize) -> Option<usize> {
         let mut back = lag;
         while row >= back && row - back > origin {
             back += 24;
         }
-        let value = if row >= back { self.observed[self.value_column][row - back] } else { f32::NAN };
+        row.checked_sub(back)
+    }
+
+    /// The scaled input value at [`Self::naive_row`]; 0 (the mean) where there is none.
+    fn naive(&self, row: usize, origin: usize, lag: usize) -> f32 {
+        let value = Self::naive_row(row, origin, lag).map_or(f32::NAN, |r| self.observed[self.value_column][r]);
+        if value.is_finite() { value } else { 0.0 }
+    }
+
+    /// Exogenous known column `k`'s observed value at [`Self::naive_row`] (known at the origin:
+    /// the row is at or before it); 0 (the mean) where there is none.
+    fn naive_exogenous(&self, k: usize, row: usize, origin: usize, lag: usize) -> f32 {
+        let value = Self::naive_row(row, origin, lag).map_or(f32::NAN, |r| self.known[k][r]);
         if value.is_finite() { value } else { 0.0 }
     }
 
@@ -371,7 +424,7 @@ impl Features {
         // as the fill itself.
         let (input_len, target_len) = (origins.len() * per_window, origins.len() * horizon);
         let n_known = self.known.len();
-        let n_naive = NAIVE_FEATURES.len();
+        let n_naive = NAIVE_FEATURES.len() * (1 + self.exogenous.len());
         assert_eq!(n_features, n_observed + 1 + n_known + n_naive, "a window position is every feature");
         let mut inputs: Vec<f32> = Vec::with_capacity(input_len);
         let mut targets: Vec<f32> = Vec::with_capacity(target_len);
@@ -406,8 +459,13 @@ impl Features {
                         };
                         slot.write(value);
                     }
+                    let (naive, naive_exogenous) = naive.split_at_mut(NAIVE_FEATURES.len());
                     for (slot, (_, lag)) in naive.iter_mut().zip(NAIVE_FEATURES) {
                         slot.write(self.naive(row, o, lag));
+                    }
+                    let at_naive = self.exogenous.iter().flat_map(|&k| NAIVE_FEATURES.map(|(_, lag)| (k, lag)));
+                    for (slot, (k, lag)) in naive_exogenous.iter_mut().zip(at_naive) {
+                        slot.write(self.naive_exogenous(k, row, o, lag));
                     }
                 }
                 let start = o + spec.gap() + 1;
@@ -422,7 +480,8 @@ impl Features {
         // the chunks cover them exactly (`origins.len()` windows of `per_window` and `horizon`
         // elements), every position of a window writes its `n_observed + 1` observed-and-mask
         // slots, its `n_known` known slots and its naive slots (`n_features = n_observed + 1 +
-        // n_known + n_naive`), and every target and base slot is written.
+        // n_known + n_naive`, the naives of the load and of each exogenous column), and every
+        // target and base slot is written.
         unsafe {
             inputs.set_len(input_len);
             targets.set_len(target_len);
@@ -560,7 +619,13 @@ mod tests {
         let spec = next24(48, 12);
         let w = make_windows(table, scaler, &spec, 0..table.len()).unwrap();
         assert_eq!(w.positions, 72);
-        assert_eq!(w.n_features, table.observed_columns.len() + 1 + table.known_columns.len() + NAIVE_FEATURES.len());
+        // the table's one exogenous column (`temp`) also appears at the naives' hours
+        let exogenous = table.known_columns.iter().filter(|c| !CALENDAR_COLUMNS.contains(&c.as_str())).count();
+        assert_eq!(exogenous, 1);
+        assert_eq!(
+            w.n_features,
+            table.observed_columns.len() + 1 + table.known_columns.len() + NAIVE_FEATURES.len() * (1 + exogenous)
+        );
         assert_eq!(w.feature_names.len(), w.n_features);
         assert_eq!(w.feature_names[table.observed_columns.len()], OBSERVED_INDICATOR);
         assert_eq!(w.inputs.len(), w.count * w.positions * w.n_features);
@@ -589,6 +654,23 @@ mod tests {
         }
     }
 
+    /// Concatenated windows are the first set's followed by the second's, every field.
+    #[test]
+    fn concatenated_windows_keep_both_in_order() {
+        let (table, scaler) = table();
+        let spec = next24(48, 12);
+        let first = make_windows(table, scaler, &spec, 0..1200).unwrap();
+        let later = make_windows(table, scaler, &spec, 1200..table.len()).unwrap();
+        let all = first.concatenated(&later);
+        assert_eq!(all.count, first.count + later.count);
+        assert_eq!(all.origins, [first.origins.clone(), later.origins.clone()].concat());
+        let per_window = all.positions * all.n_features;
+        assert_eq!(all.inputs[..first.count * per_window], first.inputs[..]);
+        assert_eq!(all.inputs[first.count * per_window..], later.inputs[..]);
+        assert_eq!(all.residual_targets(), [first.residual_targets(), later.residual_targets()].concat());
+        assert_eq!(all.perfect_weather.len(), all.count);
+    }
+
     /// The naive features: plain lags 24 and 168 in the context; at horizon positions the
     /// same hour of the latest day (week) known at the origin, for both protocols.
     #[test]
@@ -600,15 +682,21 @@ mod tests {
             let w = make_windows(table, scaler, &spec, 0..table.len()).unwrap();
             let day = w.feature_names.iter().position(|n| n == "naive_day").unwrap();
             let week = w.feature_names.iter().position(|n| n == "naive_week").unwrap();
-            assert_eq!(week, w.n_features - 1);
+            let temp_day = w.feature_names.iter().position(|n| n == "temp_naive_day").unwrap();
+            let temp_week = w.feature_names.iter().position(|n| n == "temp_naive_week").unwrap();
+            assert_eq!((temp_day, temp_week), (week + 1, w.n_features - 1));
+            let temp = table.column("temp").unwrap();
+            let temp_at = |row: usize| scaler.transform("temp", temp[row]);
             for k in [0, w.count / 2, w.count - 1] {
                 let o = w.origins[k];
                 let first = o + 1 - spec.context;
                 for p in 0..w.positions {
                     let row = first + p;
                     let (d, wk) = (at(&w, k, p, day), at(&w, k, p, week));
+                    let (td, tw) = (at(&w, k, p, temp_day), at(&w, k, p, temp_week));
                     if row <= o {
                         assert_eq!((d, wk), (scaled(row - 24), scaled(row - 168)), "context position {p}");
+                        assert_eq!((td, tw), (temp_at(row - 24), temp_at(row - 168)), "context position {p}");
                     } else {
                         // the latest same hour at or before the origin
                         let back_day = (row - o).div_ceil(24) * 24;
@@ -616,6 +704,8 @@ mod tests {
                         assert_eq!(d, scaled(row - back_day), "horizon position {p}");
                         let back_week = if row - 168 <= o { 168 } else { 168 + (row - 168 - o).div_ceil(24) * 24 };
                         assert_eq!(wk, scaled(row - back_week), "horizon position {p}");
+                        // the observed temperature of the same hours, known at the origin
+                        assert_eq!((td, tw), (temp_at(row - back_day), temp_at(row - back_week)));
                         // a target's base is its position's week-back naive
                         if let Some(h) = row.checked_sub(o + spec.gap() + 1).filter(|h| *h < spec.horizon) {
                             assert_eq!(w.bases[k * spec.horizon + h], wk);

@@ -423,6 +423,13 @@ fn bad_models_features_and_training_are_refused_clearly() {
             series["region"] = "SYN2".into();
         }
     });
+    // a model saved by a version that built other inputs (before `temp_naive_week`, say)
+    let old_features = variant("old-features");
+    edit_config(&old_features, |c| {
+        let names = c["extra"]["feature_names"].as_array_mut().unwrap();
+        let last = names.pop().unwrap();
+        assert_eq!(last, "temp_naive_week");
+    });
     let missing = models.join("none");
 
     let model = |command: &str, name: &str, path: &Path, extra: &[&str], code: i32, message: &str| {
@@ -443,6 +450,14 @@ fn bad_models_features_and_training_are_refused_clearly() {
             &[],
             1,
             "holds no series synthetic:SYN2:D",
+        ));
+        cases.push(model(
+            command,
+            "a model with other input features",
+            &old_features,
+            &[],
+            1,
+            "new: [\"temp_naive_week\"]): train it again",
         ));
         cases.push(model(
             command,

@@ -111,3 +111,45 @@ fn train_saves_the_inputs_and_evaluate_uses_them() {
     assert!(meta["feature_names"].as_array().unwrap().iter().any(|n| n == "net_actual"), "{meta}");
     energy(dir.path()).args(["evaluate", "--json", "-q", "--model-dir"]).arg(&model).assert().success();
 }
+
+/// `forecast` runs a model with inputs: an observed one needs nothing past the last hour, one
+/// published ahead (`NET_DAM`) is read from the store for the horizon, and a model whose
+/// published-ahead input does not cover the horizon is refused, naming what to collect.
+#[test]
+fn forecast_reads_published_ahead_inputs_from_the_store_and_needs_no_future_observed_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = store_with_inputs(dir.path());
+    let model = dir.path().join("model");
+    energy(dir.path())
+        .args(["train", "--days", "30", "--epochs", "1", "--context", "48", "--input", ACTUAL, "--input", AHEAD, "-q"])
+        .arg("--model-dir")
+        .arg(&model)
+        .assert()
+        .success();
+    let forecast = || {
+        let mut run = energy(dir.path());
+        run.args(["forecast", "--json", "-q", "--model-dir"]).arg(&model);
+        run
+    };
+    let refused = forecast().assert().code(1);
+    let message = String::from_utf8_lossy(&refused.get_output().stderr).to_string();
+    assert!(message.contains("NET_DAM") && message.contains("known ahead"), "{message}");
+
+    // the operator's day-ahead net load for the next two days is published: the model runs
+    let last = *load.timestamps.last().unwrap();
+    let ahead: Vec<i64> = (1..=48).map(|h| last + h * HOUR_US).collect();
+    let store = Store::new(dir.path());
+    let rows = SeriesRows {
+        id: SeriesId::new("caiso", "CA ISO-TAC", "NET_DAM"),
+        timestamps: ahead.clone(),
+        values: ahead.iter().map(|_| Some(20_000.0)).collect(),
+    };
+    let range = DateRange::new(from_us(last), from_us(*ahead.last().unwrap())).unwrap();
+    {
+        let _lock = store.lock().unwrap();
+        store.write_range(&[rows], range).unwrap();
+    }
+    let out = json(&forecast().assert().success());
+    let hours = out["rows"].as_array().expect("forecast rows");
+    assert_eq!(hours.len(), 24, "{out}");
+}
