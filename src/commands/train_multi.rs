@@ -606,3 +606,37 @@ pub(crate) fn zero_shot_note(meta: &ModelMeta) -> Option<String> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scores(name: &str, hours: usize, mape: f64, coverage: Option<f64>) -> Scores {
+        Scores {
+            name: name.into(),
+            hours,
+            mape_percent: mape,
+            mae: 10.0 * mape,
+            mase: mape / 10.0,
+            pinball: mape,
+            coverage_p10_p90: coverage,
+            coverage_by_lead: coverage.map_or(Vec::new(), |c| vec![c, c]),
+        }
+    }
+
+    #[test]
+    fn overall_scores_weigh_each_region_by_its_hours() {
+        let a = [scores("model", 100, 2.0, Some(0.8)), scores("operator", 100, 5.0, None)];
+        let b = [scores("model", 300, 4.0, Some(0.6))];
+        let overall = overall_scores(&[&a, &b]);
+        // the operator is scored in one region only: not in the overall table
+        assert_eq!(overall.len(), 1);
+        let model = &overall[0];
+        assert_eq!((model.name.as_str(), model.hours), ("model", 400));
+        assert!((model.mape_percent - 3.5).abs() < 1e-12);
+        assert!((model.mae - 35.0).abs() < 1e-12);
+        assert!((model.coverage_p10_p90.unwrap() - 0.65).abs() < 1e-12);
+        assert_eq!(model.coverage_by_lead.len(), 2);
+        assert!(overall_scores(&[&[], &[]]).is_empty());
+    }
+}

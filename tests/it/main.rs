@@ -12,6 +12,7 @@ mod faults;
 mod files;
 mod grid;
 mod isolation;
+mod multi;
 mod openmeteo;
 mod realdata;
 mod reliability;
