@@ -639,4 +639,40 @@ mod tests {
         assert_eq!(model.coverage_by_lead.len(), 2);
         assert!(overall_scores(&[&[], &[]]).is_empty());
     }
+
+    #[test]
+    fn all_eia_expands_to_the_stored_respondents_with_a_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::ingest::Store::new(dir.path());
+        let range = DateRange::from_days(
+            chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+            chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+        )
+        .unwrap();
+        let series = |region: &str, kind: &str| crate::ingest::SeriesRows {
+            id: SeriesId::new("eia", region, kind),
+            timestamps: range.hour_ends_us().collect(),
+            values: vec![Some(1.0); 24],
+        };
+        // a sub-region and a respondent with only a forecast are not respondents' loads
+        let batch = [series("PJM", "D"), series("CISO", "D"), series("ERCO", "D"), series("CISO.PGAE", "D")];
+        store.write_range(&batch, range).unwrap();
+        store.write_range(&[series("MISO", "DF")], range).unwrap();
+        let context =
+            Context { config: crate::config::Config::default(), store, json: true, quiet: true, now: range.end };
+        let select = |regions: &[&str], source| SelectArgs {
+            source: Some(source),
+            regions: regions.iter().map(|r| r.to_string()).collect(),
+            kinds: Vec::new(),
+            days: None,
+            start: None,
+            end: None,
+        };
+        let expanded = regions(&context, &select(&["ERCO", ALL_EIA], SourceKind::Eia)).unwrap();
+        assert_eq!(expanded, ["ERCO", "CISO", "PJM"]);
+        assert!(wanted(&select(&[ALL_EIA], SourceKind::Eia)).unwrap());
+        assert!(!wanted(&select(&["ERCO", "ERCO"], SourceKind::Eia)).unwrap());
+        let error = regions(&context, &select(&[ALL_EIA], SourceKind::Synthetic)).unwrap_err();
+        assert!(error.to_string().contains("needs --source eia"), "{error}");
+    }
 }
