@@ -157,9 +157,15 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     };
     let featurize = Instant::now();
     let feature_config = FeatureConfig::default();
-    let mut series = Vec::with_capacity(regions.len());
+    // every region's series first, so that a region the store lacks is named before any work
+    let mut stored = Vec::with_capacity(regions.len());
     for region in &regions {
-        series.push(region_data(context, args, region, range, &spec, &feature_config)?);
+        let in_region = |e: anyhow::Error| e.context(format!("region {region}"));
+        stored.push(modeling::series_for(context, source, region, args.weather.as_deref()).map_err(in_region)?);
+    }
+    let mut series = Vec::with_capacity(regions.len());
+    for (region, (load, exogenous)) in regions.iter().zip(stored) {
+        series.push(region_data(context, args, region, (load, exogenous), range, &spec, &feature_config)?);
     }
     for s in &series[1..] {
         if s.train.feature_names != series[0].train.feature_names {
@@ -312,19 +318,19 @@ fn regions(context: &Context, select: &SelectArgs) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// The table, split, scaler and windows of one region (the region block not yet appended).
+/// The table, split, scaler and windows of one region's `load` and `exogenous` series (the
+/// region block not yet appended).
 fn region_data(
     context: &Context,
     args: &TrainArgs,
     region: &str,
+    (load, exogenous): (SeriesId, Vec<SeriesId>),
     range: DateRange,
     spec: &WindowSpec,
     feature_config: &FeatureConfig,
 ) -> Result<RegionData> {
     let source = args.select.source();
     let in_region = |e: anyhow::Error| e.context(format!("region {region}"));
-    let (load, exogenous) =
-        modeling::series_for(context, source, region, args.weather.as_deref()).map_err(in_region)?;
     let operator = modeling::operator_series(context, &load, source, &args.operator, None)?;
     let table = modeling::build_features(context, &load, &exogenous, range, feature_config).map_err(in_region)?;
     let splits = features::split(table.len(), &context.config.split, spec.positions())
