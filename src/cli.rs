@@ -218,6 +218,8 @@ pub struct FeaturesArgs {
     /// Write the feature table here (.parquet)
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub inputs: InputArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -252,6 +254,8 @@ pub struct TrainArgs {
     /// (an observed value stands in for a perfect forecast where no KIND_DN is stored); `none`
     #[arg(long, value_name = "WEATHER")]
     pub weather: Option<String>,
+    #[command(flatten)]
+    pub inputs: InputArgs,
     /// Continue the interrupted run whose state was saved in `<model dir>/resume/` after each
     /// epoch. Give the same flags; the data range is the saved run's unless --start/--end are
     /// given. Fails when there is no state to resume
@@ -342,6 +346,17 @@ pub struct OperatorArgs {
     /// (synthetic, file); evaluate: the one the model was trained with]
     #[arg(long, value_name = "KIND")]
     pub operator_kind: Option<String>,
+}
+
+/// Extra stored series a model takes as input columns.
+#[derive(Debug, Clone, Default, Args)]
+pub struct InputArgs {
+    /// Another stored series as an input column (named after its kind, lower case), written
+    /// SOURCE:REGION:KIND, e.g. `caiso:CA ISO-TAC:NET_DAM` or `eia:CISO:NG`; repeatable. A
+    /// forecast published ahead (DF, DAM, 2DA, 7DA, NET_DAM, WIND_DAM, SOLAR_DAM, *_FCST) is
+    /// known at the horizon; any other series (an actual) is seen only up to the forecast origin
+    #[arg(long = "input", value_name = "SOURCE:REGION:KIND")]
+    pub inputs: Vec<String>,
 }
 
 /// `energy bench`: collection through a local EIA server, featurization, training, inference

@@ -302,7 +302,6 @@ fn bench_collection(config: &BenchConfig, root: &Path) -> Result<CollectionFigur
     let kinds: Vec<EiaKind> = REGION_KINDS.iter().map(|k| EiaKind::Region(k.to_string())).collect();
     let range = BenchConfig::days(config.collection_days);
     let store = Store::new(root);
-    let _lock = store.lock()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(BenchError::Runtime)?;
     let started = Instant::now();
     let result = runtime.block_on(async {
@@ -314,6 +313,7 @@ fn bench_collection(config: &BenchConfig, root: &Path) -> Result<CollectionFigur
             concurrency: DEFAULT_CONCURRENCY,
             chunk_retries: DEFAULT_CHUNK_RETRIES,
             reporter: &NoReporter,
+            stop: None,
             now: Utc::now(),
         };
         orchestrator.collect(&source, range).await

@@ -164,7 +164,7 @@ fn record_zone(context: &Context, region: &str, zone: Tz) -> Result<()> {
         ),
         None => {}
     }
-    let _lock = context.store.lock().context("cannot lock the store")?;
+    let _lock = context.store.write_lock().context("cannot lock the store")?;
     context
         .store
         .record_region(region, RegionRecord { timezone: zone.name().to_string() })
@@ -275,7 +275,7 @@ pub(crate) fn caiso_source(context: &Context, select: &SelectArgs, sources: &Sou
 /// After a CAISO collection: the net load (load − wind − solar of the trading hubs) of every
 /// area whose load run was collected, where the store holds that run's wind and solar.
 fn derive_net_load(context: &Context, source: &CaisoSource, range: DateRange) -> Result<()> {
-    let _lock = context.store.lock().context("cannot lock the store")?;
+    let _lock = context.store.write_lock().context("cannot lock the store")?;
     for area in source.areas().iter().filter(|a| !caiso::net_load::HUBS.contains(&a.as_str())) {
         for &kind in source.kinds() {
             if let Some(stats) = caiso::net_load::derive(&context.store, area, kind, range)
@@ -345,7 +345,6 @@ fn every_respondent(
     }
     EiaSource::parse_base(url).map_err(|e| BadInput(e.to_string()))?;
     let max_age = chrono::TimeDelta::hours(i64::from(context.config.eia.facet_max_age_hours));
-    let _lock = context.store.lock().context("cannot lock the store")?;
     let runtime = runtime()?;
     let mut out: Vec<String> = regions.iter().filter(|r| !r.eq_ignore_ascii_case(eia::ALL_REGIONS)).cloned().collect();
     for route in routes {
@@ -402,7 +401,9 @@ fn collect_with<S: Source>(
 ) -> Result<CollectionResult> {
     // names and symbolic links are checked before the store is touched (taking the lock writes)
     context.store.check_series(&source.series())?;
-    let _lock = context.store.lock().context("cannot lock the store")?;
+    // a killed writer's temporary files go first; the orchestrator then holds the lock only
+    // while it writes (another collection may run beside this one)
+    context.store.tidy().context("cannot lock the store")?;
     let reporter = BarReporter::new(context.quiet || context.json, "rows");
     let orchestrator = Orchestrator {
         store: &context.store,
@@ -410,6 +411,7 @@ fn collect_with<S: Source>(
         chunk_retries: context.config.collect.chunk_retries,
         reporter: &reporter,
         now: context.now,
+        stop: context.stop.clone(),
     };
     runtime()?.block_on(orchestrator.collect(source, range)).context("collection failed")
 }

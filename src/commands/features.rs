@@ -1,7 +1,7 @@
 //! `energy features`
 use super::{BadInput, Context};
 use crate::cli::FeaturesArgs;
-use crate::features::{self, FLAG_NAMES, FeatureConfig, FeatureError, FeatureTable};
+use crate::features::{self, FLAG_NAMES, FeatureError, FeatureTable};
 use crate::ingest::{KIND_TEMP, SeriesId};
 use crate::time::format_minute;
 use anyhow::{Context as _, Result};
@@ -57,7 +57,10 @@ pub(crate) fn run(context: &Context, args: &FeaturesArgs) -> Result<()> {
         return Err(BadInput(collect_hint()).into());
     }
     let temperature = SeriesId::new(source, region, KIND_TEMP);
-    let exogenous: Vec<SeriesId> = if context.store.has_series(&temperature) { vec![temperature] } else { Vec::new() };
+    let mut exogenous: Vec<SeriesId> =
+        if context.store.has_series(&temperature) { vec![temperature] } else { Vec::new() };
+    let (inputs, config) = super::modeling::input_series(context, &load, &exogenous, &args.inputs)?;
+    exogenous.extend(inputs);
     let range = if select.start.is_some() || select.end.is_some() || select.days.is_some() {
         Some(select.range(context.now)?)
     } else {
@@ -65,7 +68,7 @@ pub(crate) fn run(context: &Context, args: &FeaturesArgs) -> Result<()> {
     };
 
     let started = Instant::now();
-    let table = match features::build(&context.store, &load, &exogenous, range, &FeatureConfig::default()) {
+    let table = match features::build(&context.store, &load, &exogenous, range, &config) {
         Ok(table) => table,
         Err(FeatureError::MissingSeries { .. }) => return Err(BadInput(collect_hint()).into()),
         Err(e @ FeatureError::Empty { .. }) => return Err(BadInput(e.to_string()).into()),

@@ -59,7 +59,12 @@ pub(crate) fn run(context: &Context, args: &ForecastArgs, sources: &SourceArgs) 
         let days = args.select.days.unwrap_or(DEFAULT_COLLECT_DAYS);
         let result = collect_for_model(context, &meta, sources, days, Vec::new())?;
         if !result.succeeded() {
-            anyhow::bail!("{} chunks failed to collect; run again", result.failed_chunks);
+            let first = result.chunks.iter().find_map(|c| c.error.as_deref()).unwrap_or_default();
+            anyhow::bail!(
+                "{} of {} chunks failed to collect ({first}); run again",
+                result.failed_chunks,
+                result.chunks.len()
+            );
         }
     }
     train_multi::fit_zero_shot(context, &mut meta, i64::MAX)?;
@@ -99,8 +104,12 @@ pub(crate) fn run(context: &Context, args: &ForecastArgs, sources: &SourceArgs) 
     Ok(())
 }
 
-/// Bring the store up to date for a model: its source and region over the last `days`, the
-/// synthetic source with the model's seed, `kinds` (empty: the source's default kinds).
+/// Bring the store up to date for a model: its load source and region over the last `days`
+/// (the synthetic source with the model's seed; `kinds`, empty: the source's default kinds),
+/// then the Open-Meteo weather it uses ([`weather_to_collect`]): the observed kinds over the
+/// same days, for the context, and their live forecasts (`{BASE}_FCST`) for the horizon, with
+/// the same ledger, HTTP client and `--openmeteo-url` / `[openmeteo] url` as `collect`. One
+/// summary of every collection.
 pub(crate) fn collect_for_model(
     context: &Context,
     meta: &ModelMeta,
@@ -108,9 +117,9 @@ pub(crate) fn collect_for_model(
     days: i64,
     kinds: Vec<String>,
 ) -> Result<crate::ingest::CollectionResult> {
-    let select = SelectArgs {
-        source: Some(meta.source),
-        regions: vec![meta.region.clone()],
+    let select = |source, region: &str, kinds| SelectArgs {
+        source: Some(source),
+        regions: vec![region.to_string()],
         kinds,
         days: Some(days),
         start: None,
@@ -118,8 +127,36 @@ pub(crate) fn collect_for_model(
     };
     let mut sources = sources.clone();
     sources.seed = Some(meta.seed);
-    let (result, _) = collect::collect(context, &select, &sources)?;
+    let (mut result, _) = collect::collect(context, &select(meta.source, &meta.region, kinds), &sources)?;
+    for (region, kinds) in weather_to_collect(meta) {
+        let (weather, _) = collect::collect(context, &select(SourceKind::Openmeteo, &region, kinds), &sources)
+            .with_context(|| format!("cannot collect the weather of {region} the model uses"))?;
+        result = result.merge(weather);
+    }
     Ok(result)
+}
+
+/// The Open-Meteo kinds a model needs to forecast now, by region: the observed kind of each
+/// weather series it uses (`TEMP` for `TEMP` and every `TEMP_DN`) and its live forecast
+/// (`TEMP_FCST`). Weather of other sources is not collected here.
+pub(crate) fn weather_to_collect(meta: &ModelMeta) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for id in meta.exogenous.iter().filter(|id| id.source == SourceKind::Openmeteo.as_str()) {
+        let base = crate::ingest::parse_issued_kind(&id.kind).map_or(id.kind.as_str(), |(base, _)| base);
+        let at = match out.iter().position(|(region, _)| *region == id.region) {
+            Some(at) => at,
+            None => {
+                out.push((id.region.clone(), Vec::new()));
+                out.len() - 1
+            }
+        };
+        for kind in [base.to_string(), format!("{base}_FCST")] {
+            if !out[at].1.contains(&kind) {
+                out[at].1.push(kind);
+            }
+        }
+    }
+    out
 }
 
 /// Forecast from the latest stored hour with a loaded model (the weather of the horizon from
@@ -208,7 +245,8 @@ fn to_rows(stored: &crate::ingest::SeriesRows, first: i64) -> Rows {
 }
 
 /// Known-future values of an exogenous series for the hours after `last`. The synthetic
-/// source provides its own temperature and its as-issued forecasts. Any other weather comes
+/// source provides its own temperature and its as-issued forecasts (whatever the load's
+/// source: a synthetic load may use Open-Meteo weather and the other way round). Any other weather comes
 /// from the stored live forecast of its base kind (`TEMP_FCST` for `TEMP` and every `TEMP_DN`:
 /// a forecast issued now is the newest forecast issued by the origin), which must cover the
 /// horizon.
@@ -220,11 +258,11 @@ fn future_exogenous(
     hours: i64,
     needed: i64,
 ) -> Result<Rows> {
-    if meta.source != SourceKind::Synthetic {
+    if id.source != SourceKind::Synthetic.as_str() {
         return live_forecast(context, id, last, hours, needed);
     }
     let source = SyntheticSource::new(
-        std::slice::from_ref(&meta.region),
+        std::slice::from_ref(&id.region),
         SyntheticConfig { seed: meta.seed, ..Default::default() },
     );
     let range = DateRange::new(from_us(last), from_us(last + hours * HOUR_US)).map_err(BadInput)?;
@@ -244,11 +282,12 @@ fn live_forecast(context: &Context, id: &crate::ingest::SeriesId, last: i64, hou
     let live = crate::ingest::SeriesId::new(&id.source, &id.region, format!("{base}_FCST"));
     let missing = || {
         BadInput(format!(
-            "the model needs the weather of the {needed} hours after {} ({id}); the store holds no live forecast {live} covering them: run `energy collect --source {} --region {} --kind {}` (or train with --weather none)",
+            "the model needs the weather of the {needed} hours after {} ({id}); the store holds no live forecast {live} covering them: run `energy collect --source {} --region {} --kind {}`{} (or train with --weather none)",
             modeling::format_time(last),
             live.source,
             live.region,
-            live.kind
+            live.kind,
+            if live.source == SourceKind::Openmeteo.as_str() { ", or forecast with --collect" } else { "" }
         ))
     };
     if !context.store.has_series(&live) {

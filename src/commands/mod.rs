@@ -65,13 +65,17 @@ pub(crate) struct Context {
     pub json: bool,
     pub quiet: bool,
     pub now: DateTime<Utc>,
+    /// Turns true when the command is asked to stop (`serve` on SIGTERM/Ctrl-C): collections
+    /// stop fetching and finish their writes.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let config = Config::load(cli.config.as_deref())?;
     let root: PathBuf = cli.store.clone().unwrap_or_else(|| config.store.root.clone());
-    let context = Context { store: Store::new(root), config, json: cli.json, quiet: cli.quiet > 0, now: Utc::now() };
+    let context =
+        Context { store: Store::new(root), config, json: cli.json, quiet: cli.quiet > 0, now: Utc::now(), stop: None };
     let uses_regions = matches!(
         cli.command,
         Command::Collect(_)

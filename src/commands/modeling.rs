@@ -2,7 +2,7 @@
 //! source, [`SourceKind`]), the metadata saved beside its weights, and loading it again. The
 //! forecasting and scoring itself is [`crate::eval`]'s.
 use super::{BadInput, Context};
-use crate::cli::{OperatorArgs, SelectArgs, SourceArgs};
+use crate::cli::{InputArgs, OperatorArgs, SelectArgs, SourceArgs};
 use crate::eval::{IntervalCalibration, Scores};
 use crate::features::multi::RegionBlock;
 use crate::features::{self, FeatureConfig, FeatureTable, Scaler, WindowSpec};
@@ -111,6 +111,47 @@ pub(crate) fn series_for(
     let mut exogenous = vec![temp];
     exogenous.extend(issued.into_iter().map(|(_, id)| id));
     Ok((load, exogenous))
+}
+
+/// The extra input series `--input` names (`SOURCE:REGION:KIND`), and the feature settings
+/// that mark the actuals among them as observed ([`ingest::is_known_ahead`]). Each must be
+/// stored, not be the load itself, and not share its kind with another exogenous series (the
+/// column is named after the kind).
+pub(crate) fn input_series(
+    context: &Context,
+    load: &SeriesId,
+    exogenous: &[SeriesId],
+    inputs: &InputArgs,
+) -> Result<(Vec<SeriesId>, FeatureConfig), BadInput> {
+    let mut ids: Vec<SeriesId> = Vec::new();
+    let mut config = FeatureConfig::default();
+    for spec in &inputs.inputs {
+        let id =
+            super::status::parse_series(spec).map_err(|BadInput(message)| BadInput(format!("--input: {message}")))?;
+        if &id == load {
+            return Err(BadInput(format!("--input {id} is the load series itself")));
+        }
+        if let Some(other) = exogenous.iter().chain(&ids).find(|other| other.kind.eq_ignore_ascii_case(&id.kind)) {
+            return Err(BadInput(format!(
+                "--input {id}: its column `{}` is taken by {other} (one input per kind)",
+                id.kind.to_lowercase()
+            )));
+        }
+        if !context.store.has_series(&id) {
+            return Err(BadInput(format!(
+                "--input {id}: the store `{}` holds no such series; run `energy collect --source {} --region {} --kind {}` first",
+                context.store.root().display(),
+                id.source,
+                shell_word(&id.region),
+                id.kind
+            )));
+        }
+        if !ingest::is_known_ahead(&id.kind) {
+            config.observed_inputs.push(id.kind.to_lowercase());
+        }
+        ids.push(id);
+    }
+    Ok((ids, config))
 }
 
 /// A region as a user would type it in a shell (`"CA ISO-TAC"` quoted).

@@ -32,18 +32,21 @@ pub(crate) fn run(context: &Context, args: &ServeArgs) -> Result<()> {
             args.listen
         );
     }
+    // turns true on SIGTERM/Ctrl-C: a collection under way stops fetching and finishes its writes
+    let (stopping, stop) = tokio::sync::watch::channel(false);
     let setup = Arc::new(CycleSetup {
         config: context.config.clone(),
         root: context.store.root().to_owned(),
         sources: args.sources.clone(),
         days: args.days,
         models,
+        stop,
     });
     let state = Arc::new(State::new(context.store.clone(), &regions, args.every).context("cannot read the archive")?);
     let quiet = context.quiet;
     runtime()?.block_on(async move {
         // the signal handlers are in place before the first cycle: a SIGTERM during it is heard
-        let shutdown = shutdown_signal()?;
+        let shutdown = shutdown_signal(stopping, quiet)?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -59,31 +62,47 @@ pub(crate) fn run(context: &Context, args: &ServeArgs) -> Result<()> {
                 }
             }),
         };
-        crate::serve::run(listener, state, cycle, config, shutdown).await.context("the server failed")
+        crate::serve::run(listener, state, cycle, config, shutdown).await.context("the server failed")?;
+        if !quiet {
+            eprintln!("stopped: every write is complete");
+        }
+        Ok(())
     })
 }
 
-/// A future that resolves on SIGTERM or Ctrl-C (SIGINT); the handlers are installed now.
-fn shutdown_signal() -> Result<impl Future<Output = ()> + Send + 'static> {
+/// A future that resolves on SIGTERM or Ctrl-C (SIGINT), saying so (unless `quiet`) and
+/// turning `stopping` true; the handlers are installed now.
+fn shutdown_signal(
+    stopping: tokio::sync::watch::Sender<bool>,
+    quiet: bool,
+) -> Result<impl Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    {
+    let signal = {
         use tokio::signal::unix::{SignalKind, signal};
         let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-        Ok(async move {
+        async move {
             tokio::select! {
-                _ = terminate.recv() => {}
-                _ = interrupt.recv() => {}
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
             }
-            tracing::info!("shutting down: finishing the current write");
-        })
-    }
+        }
+    };
     #[cfg(not(unix))]
-    {
-        Ok(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-    }
+    let signal = async {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    };
+    Ok(async move {
+        let name = signal.await;
+        tracing::info!(signal = name, "shutting down: finishing the current write");
+        if !quiet {
+            eprintln!(
+                "received {name}: shutting down (a collection under way stops fetching and finishes its current write)"
+            );
+        }
+        stopping.send_replace(true);
+    })
 }
 
 /// Each region served with its model folder: `--model-dir` per `--region` in order, one folder
@@ -134,6 +153,8 @@ struct CycleSetup {
     sources: SourceArgs,
     days: i64,
     models: Vec<(String, PathBuf)>,
+    /// Turns true when the server shuts down.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl CycleSetup {
@@ -149,8 +170,14 @@ impl CycleSetup {
         let Some((_, dir)) = self.models.iter().find(|(r, _)| r == region) else {
             return failed(format!("no model for region {region}"));
         };
-        let context =
-            Context { config: self.config.clone(), store: Store::new(&self.root), json: true, quiet: true, now };
+        let context = Context {
+            config: self.config.clone(),
+            store: Store::new(&self.root),
+            json: true,
+            quiet: true,
+            now,
+            stop: Some(self.stop.clone()),
+        };
         let (mut model, meta) = match modeling::load_model(dir) {
             Ok(loaded) => loaded,
             Err(e) => return failed(self.redact(format!("cannot load the model: {e:#}"))),

@@ -1,12 +1,16 @@
 //! `energy status`, and `energy status --compare A B`: how far two stored series agree.
 use super::{BadInput, Context};
 use crate::cli::StatusArgs;
+use crate::ingest::store::Gap;
 use crate::ingest::{SeriesId, SeriesRows};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 /// Disagreeing hours the table lists (`--json` lists them all).
 const SHOWN_HOURS: usize = 20;
+
+/// Gap ranges the grid view lists per kind besides the longest (`--json` lists them all).
+const SHOWN_GAPS: usize = 3;
 
 pub(crate) fn run(context: &Context, args: &StatusArgs) -> Result<()> {
     if let [first, second] = args.compare.as_slice() {
@@ -59,6 +63,13 @@ pub(crate) struct KindCoverage {
     /// Hours between first and last with no row.
     pub missing_hours: i64,
     pub null_values: usize,
+    /// The runs of missing hours, oldest first.
+    pub gaps: Vec<Gap>,
+    /// The longest of them.
+    pub longest_gap: Option<Gap>,
+    /// Files read to find holes inside them (the others' footers were enough).
+    pub files_read: usize,
+    pub files: usize,
 }
 
 /// One line of the grid view: a region (respondent, pair or sub-region) of a source.
@@ -73,14 +84,16 @@ pub(crate) struct RegionCoverage {
     pub df_overlap_hours: usize,
 }
 
-/// `energy status --grid`: per region of `source`, coverage of each kind from the files'
-/// footers, and the DF-vs-D MAPE (reading those two series).
+/// `energy status --grid`: per region of `source`, coverage and gap ranges of each kind from
+/// the files' footers (reading only files with a hole inside), and the DF-vs-D MAPE (reading
+/// those two series).
 fn grid(context: &Context, source: &str) -> Result<()> {
     use crate::ingest::KIND_DEMAND;
     use crate::ingest::eia::KIND_DAY_AHEAD;
-    let status = context.store.status().context("cannot read the store")?;
+    let status = context.store.status_with_gaps().context("cannot read the store")?;
     let mut regions: Vec<RegionCoverage> = Vec::new();
-    for s in status.iter().filter(|s| s.series.source == source) {
+    for s in status.into_iter().filter(|s| s.series.source == source) {
+        let gaps = s.gaps.unwrap_or_default();
         let kind = KindCoverage {
             kind: s.series.kind.clone(),
             rows: s.rows,
@@ -88,6 +101,10 @@ fn grid(context: &Context, source: &str) -> Result<()> {
             last: s.last,
             missing_hours: s.missing_hours,
             null_values: s.null_values,
+            longest_gap: gaps.longest().copied(),
+            gaps: gaps.gaps,
+            files_read: gaps.files_read,
+            files: s.files,
         };
         match regions.last_mut() {
             Some(region) if region.region == s.series.region => {
@@ -128,7 +145,12 @@ fn grid(context: &Context, source: &str) -> Result<()> {
         println!("store `{}` holds no series of source {source}", context.store.root().display());
         return Ok(());
     }
+    let (files, read) =
+        regions.iter().flat_map(|r| &r.kinds).fold((0, 0), |(files, read), k| (files + k.files, read + k.files_read));
     println!("store `{}`, source {source}: {} regions", context.store.root().display(), regions.len());
+    println!(
+        "gaps from the files' footers; {read} of {files} files read for holes inside them (--json lists every gap)"
+    );
     println!("{:<20} {:<17} {:>9} {:>8}  kinds (rows/missing hours)", "region", "last", "DF MAPE", "D miss");
     for region in &regions {
         let time = region.last.map_or("-".to_string(), |t| t.format(crate::time::FORMAT_MINUTE).to_string());
@@ -141,12 +163,41 @@ fn grid(context: &Context, source: &str) -> Result<()> {
         let kinds: Vec<String> =
             region.kinds.iter().map(|k| format!("{} {}/{}", k.kind, k.rows, k.missing_hours)).collect();
         println!("{:<20} {:<17} {:>9} {:>8}  {}", region.region, time, mape, demand_missing, kinds.join(", "));
+        for kind in region.kinds.iter().filter(|k| !k.gaps.is_empty()) {
+            println!("{:<20} {}", "", gap_line(kind));
+        }
     }
     Ok(())
 }
 
+/// `D: 3 gaps, 12 h; longest 2024-01-31T20:00Z – 2024-02-01T04:00Z (9 h); first …`.
+fn gap_line(kind: &KindCoverage) -> String {
+    let range = |gap: &Gap| {
+        let time = |t: chrono::DateTime<chrono::Utc>| t.format(crate::time::FORMAT_MINUTE).to_string();
+        if gap.first == gap.last {
+            format!("{} (1 h)", time(gap.first))
+        } else {
+            format!("{} – {} ({} h)", time(gap.first), time(gap.last), gap.hours)
+        }
+    };
+    let hours: i64 = kind.gaps.iter().map(|gap| gap.hours).sum();
+    let count = kind.gaps.len();
+    let mut line = format!("{}: {count} gap{}, {hours} h", kind.kind, if count == 1 { "" } else { "s" });
+    if let Some(longest) = &kind.longest_gap {
+        line.push_str(&format!("; longest {}", range(longest)));
+    }
+    if count > 1 {
+        let first: Vec<String> = kind.gaps.iter().take(SHOWN_GAPS).map(range).collect();
+        line.push_str(&format!("; first {}", first.join(", ")));
+        if count > SHOWN_GAPS {
+            line.push_str(&format!(", … {} more", count - SHOWN_GAPS));
+        }
+    }
+    line
+}
+
 /// `SOURCE:REGION:KIND`; the region may hold colons (source and kind may not).
-fn parse_series(text: &str) -> Result<SeriesId, BadInput> {
+pub(crate) fn parse_series(text: &str) -> Result<SeriesId, BadInput> {
     let bad = || {
         BadInput(format!("series `{text}` is not SOURCE:REGION:KIND, such as eia:CISO:D or `caiso:CA ISO-TAC:ACTUAL`"))
     };

@@ -34,7 +34,10 @@ pub const TEST_STRIDE: usize = 24;
 struct TrainSummary<'a> {
     model_dir: String,
     series: String,
+    /// The weather series.
     exogenous: Vec<String>,
+    /// The extra input series (`--input`).
+    inputs: Vec<String>,
     data_first: String,
     data_last: String,
     rows: usize,
@@ -128,10 +131,12 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         floors = collect::synthetic_source(context, &args.select, &args.sources)?.noise_floors();
     }
 
-    let (load, exogenous) = modeling::series_for(context, source, &region, args.weather.as_deref())?;
+    let (load, mut exogenous) = modeling::series_for(context, source, &region, args.weather.as_deref())?;
+    let weather = exogenous.len();
+    let (inputs, feature_config) = modeling::input_series(context, &load, &exogenous, &args.inputs)?;
+    exogenous.extend(inputs);
     let operator_id = modeling::operator_series(context, &load, source, &args.operator, None)?;
     let featurize = Instant::now();
-    let feature_config = FeatureConfig::default();
     let table = modeling::build_features(context, &load, &exogenous, range, &feature_config)?;
     let spec = WindowSpec {
         context: model_config.context,
@@ -276,7 +281,8 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     let summary = TrainSummary {
         model_dir: args.model_dir.display().to_string(),
         series: load.to_string(),
-        exogenous: exogenous.iter().map(ToString::to_string).collect(),
+        exogenous: exogenous[..weather].iter().map(ToString::to_string).collect(),
+        inputs: exogenous[weather..].iter().map(ToString::to_string).collect(),
         data_first: modeling::format_time(table.timestamps[0]),
         data_last: modeling::format_time(*table.timestamps.last().unwrap_or(&0)),
         rows: table.len(),
@@ -456,6 +462,9 @@ fn print_summary(s: &TrainSummary) {
         "trained {} on {} .. {} ({} hours, {} imputed)",
         s.series, s.data_first, s.data_last, s.rows, s.imputed_rows
     );
+    if !s.inputs.is_empty() {
+        println!("inputs: {}", s.inputs.join(", "));
+    }
     println!(
         "windows: {} train, {} validation, {} test ({} skipped for imputed targets); protocol {:?}, context {} h, horizon {} h",
         s.windows.train,

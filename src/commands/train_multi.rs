@@ -664,8 +664,14 @@ mod tests {
         let batch = [series("PJM", "D"), series("CISO", "D"), series("ERCO", "D"), series("CISO.PGAE", "D")];
         store.write_range(&batch, range).unwrap();
         store.write_range(&[series("MISO", "DF")], range).unwrap();
-        let context =
-            Context { config: crate::config::Config::default(), store, json: true, quiet: true, now: range.end };
+        let context = Context {
+            config: crate::config::Config::default(),
+            store,
+            json: true,
+            quiet: true,
+            now: range.end,
+            stop: None,
+        };
         let select = |regions: &[&str], source| SelectArgs {
             source: Some(source),
             regions: regions.iter().map(|r| r.to_string()).collect(),

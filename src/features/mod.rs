@@ -131,11 +131,22 @@ pub struct FeatureConfig {
     pub outlier_threshold: f64,
     /// Physical upper bound (MW) of load kinds; values outside [0, bound] are discarded.
     pub upper_bound_mw: f64,
+    /// Exogenous columns known only up to the forecast origin (an extra input that is an
+    /// actual, e.g. `net_actual` from `--input caiso:CA ISO-TAC:NET_ACTUAL`): observed columns,
+    /// never seen at horizon positions. Every other exogenous column is known ahead.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub observed_inputs: Vec<String>,
 }
 
 impl Default for FeatureConfig {
     fn default() -> Self {
-        Self { max_interpolate_hours: 6, outlier_window: 169, outlier_threshold: 6.0, upper_bound_mw: 1.0e6 }
+        Self {
+            max_interpolate_hours: 6,
+            outlier_window: 169,
+            outlier_threshold: 6.0,
+            upper_bound_mw: 1.0e6,
+            observed_inputs: Vec::new(),
+        }
     }
 }
 
@@ -158,7 +169,8 @@ pub struct FeatureTable {
     /// Columns known in advance for any hour (calendar, holiday, exogenous such as
     /// temperature): usable at horizon positions.
     pub known_columns: Vec<String>,
-    /// Columns known only up to the forecast origin (value, lags, rolling stats).
+    /// Columns known only up to the forecast origin (value, lags, rolling stats, observed
+    /// inputs: [`FeatureConfig::observed_inputs`]).
     pub observed_columns: Vec<String>,
     /// As-issued forecasts of known columns ([`Issued`]): not inputs of their own, they stand
     /// in for their base column at horizon positions (see [`windows`]).
@@ -375,22 +387,31 @@ pub(crate) fn from_rows(
     columns.extend(rolling);
     let exogenous_names: Vec<String> = exogenous_columns.iter().map(|(name, _)| name.clone()).collect();
     for (name, values) in exogenous_columns {
+        if columns.iter().any(|column| column.name().as_str() == name) {
+            return Err(FeatureError::Data(format!(
+                "two columns of the feature table would be named `{name}`: an exogenous series' kind names a column already there (give inputs of different kinds)"
+            )));
+        }
         columns.push(finite_column(&name, values));
     }
     let frame = DataFrame::new(height, columns)?;
     tracing::debug!(ms = ms(started), "features: table");
 
     let mut known_columns: Vec<String> = CALENDAR_COLUMNS.iter().map(|c| c.to_string()).collect();
+    let mut observed_columns = vec![COL_VALUE.to_string()];
+    observed_columns.extend(LAG_COLUMNS.iter().map(|c| c.to_string()));
+    observed_columns.extend(ROLLING_COLUMNS.iter().map(|c| c.to_string()));
     let mut issued = Vec::new();
     for name in &exogenous_names {
+        if config.observed_inputs.contains(name) {
+            observed_columns.push(name.clone());
+            continue;
+        }
         match issued_of(name, &exogenous_names) {
             Some((base, days)) => issued.push(Issued { base, days, column: name.clone() }),
             None => known_columns.push(name.clone()),
         }
     }
-    let mut observed_columns = vec![COL_VALUE.to_string()];
-    observed_columns.extend(LAG_COLUMNS.iter().map(|c| c.to_string()));
-    observed_columns.extend(ROLLING_COLUMNS.iter().map(|c| c.to_string()));
 
     Ok(FeatureTable {
         region: region.to_string(),
@@ -560,6 +581,54 @@ pub(crate) mod tests {
             };
             assert_eq!(context(&before), context(&after), "window at origin {t}");
         }
+    }
+
+    /// An extra input that is an actual (`net_actual`, an observed input) is a column of the
+    /// table and the windows but never seen at horizon positions: perturbing it after the origin
+    /// leaves the window at that origin bit-identical. A known-ahead input (`net_dam`) is seen
+    /// there: its perturbation changes the horizon positions only.
+    #[test]
+    fn an_observed_input_is_never_seen_at_horizon_positions() {
+        let (load, series) = synthetic("SYN1", 60, SyntheticConfig::default());
+        let config = FeatureConfig { observed_inputs: vec!["net_actual".into()], ..FeatureConfig::default() };
+        let table = |actual: &Rows, ahead: &Rows| {
+            let inputs = [("net_actual".to_string(), actual.clone()), ("net_dam".to_string(), ahead.clone())];
+            from_rows("SYN1", "D", &load, &inputs, &config).unwrap()
+        };
+        let t = 24 * 40 + 10;
+        let perturbed = Rows {
+            timestamps: series.timestamps.clone(),
+            values: series
+                .values
+                .iter()
+                .enumerate()
+                .map(|(k, v)| if k > t { v.map(|x| -3.0 * x - 100.0) } else { *v })
+                .collect(),
+        };
+        let before = table(&series, &series);
+        assert!(before.observed_columns.contains(&"net_actual".to_string()), "{:?}", before.observed_columns);
+        assert!(before.known_columns.contains(&"net_dam".to_string()), "{:?}", before.known_columns);
+        assert!(!before.known_columns.contains(&"net_actual".to_string()));
+        let scaler = Scaler::fit_table(&before, 0..24 * 28).unwrap();
+        let spec = WindowSpec { context: 168, horizon: 24, stride: 1, protocol: Protocol::Next24h };
+        let window = |table: &FeatureTable| window_at(table, &scaler, &spec, t).unwrap();
+        let reference = window(&before);
+        let n = reference.n_features;
+        let index = |name: &str| reference.feature_names.iter().position(|f| f == name).unwrap();
+        let (actual, ahead) = (index("net_actual"), index("net_dam"));
+        // the actual perturbed after t: the column changed there, the window did not
+        let after = table(&perturbed, &series);
+        assert_ne!(before.column("net_actual").unwrap()[t + 1], after.column("net_actual").unwrap()[t + 1]);
+        let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&window(&after).inputs), bits(&reference.inputs), "the observed input leaks into the horizon");
+        assert!(reference.inputs.chunks(n).take(spec.context).any(|row| row[actual] != 0.0), "the input is used");
+        // the forecast perturbed after t: seen at horizon positions, not before
+        let seen = window(&table(&series, &perturbed));
+        let positions = reference.inputs.len() / n;
+        for p in 0..spec.context {
+            assert_eq!(reference.inputs[p * n + ahead].to_bits(), seen.inputs[p * n + ahead].to_bits(), "position {p}");
+        }
+        assert!((spec.context..positions).any(|p| reference.inputs[p * n + ahead] != seen.inputs[p * n + ahead]));
     }
 
     #[test]

@@ -72,6 +72,18 @@ pub fn parse_issued_kind(kind: &str) -> Option<(&str, usize)> {
     (!base.is_empty()).then_some((base, days))
 }
 
+/// Whether a stored kind is a forecast published ahead of the hours it covers, so that a model
+/// may see it at horizon positions: EIA's day-ahead demand `DF`, CAISO's runs `DAM`, `2DA`,
+/// `7DA` and the kinds derived from or named after them (`NET_DAM`, `WIND_DAM`, `SOLAR_DAM`),
+/// live weather forecasts (`TEMP_FCST`) and as-issued forecasts (`TEMP_D1`). Every other kind
+/// (actuals such as `D`, `NG`, `TI`, `ID`, `ACTUAL`, `NET_ACTUAL`, fuel mix, kinds this program
+/// does not know) is observed: known only up to the forecast origin.
+pub fn is_known_ahead(kind: &str) -> bool {
+    const RUNS: [&str; 4] = ["DF", "DAM", "2DA", "7DA"];
+    const SUFFIXES: [&str; 4] = ["_DAM", "_2DA", "_7DA", "_FCST"];
+    RUNS.contains(&kind) || SUFFIXES.iter().any(|suffix| kind.ends_with(suffix)) || parse_issued_kind(kind).is_some()
+}
+
 /// The facts of each source that commands ask for: its name, default region, load kind,
 /// operator-forecast kind and the kinds it offers. Every command asks here; no command spells
 /// a source's region or kind itself.
@@ -403,6 +415,16 @@ impl IngestError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forecasts_are_known_ahead_and_actuals_are_observed() {
+        for kind in ["DF", "DAM", "2DA", "7DA", "NET_DAM", "WIND_DAM", "SOLAR_DAM", "TEMP_FCST", "TEMP_D1"] {
+            assert!(is_known_ahead(kind), "{kind}");
+        }
+        for kind in ["D", "NG", "TI", "ID", "ACTUAL", "NET_ACTUAL", "WIND_ACTUAL", "FUEL_SUN", "TEMP", "RTM", "price"] {
+            assert!(!is_known_ahead(kind), "{kind}");
+        }
+    }
 
     #[test]
     fn real_names_pass_the_check() {

@@ -2,6 +2,13 @@
 //! fixed grid, so repeated requests produce the same chunks), skip chunks the ledger already holds, fetch
 //! the rest with bounded concurrency, retry failed chunks, write each finished chunk through
 //! one writer thread, and summarise. A failed chunk never stops the others.
+//!
+//! The store lock is held only while writing: fetching runs without it, and the writer takes
+//! it ([`Store::write_lock`], waiting for another writer's write) around each chunk's
+//! partition writes and ledger entries, which stay one atomic step. Several collections, of
+//! the same series or others, may so run at once on one store: each write merges with what
+//! the files hold at that moment, and the ledger writer reads the log again when another
+//! process appended to it in between.
 use super::store::{LedgerEntry, LedgerWriter, Store, checksum};
 use super::{Batch, IngestError, SeriesRows, Source};
 use crate::report::Reporter;
@@ -80,6 +87,23 @@ pub struct Orchestrator<'a> {
     pub reporter: &'a dyn Reporter,
     /// "Now", for deciding which chunks are settled (tests pin it).
     pub now: DateTime<Utc>,
+    /// Turns true to stop the collection (`serve` shutting down): no chunk is fetched after
+    /// it, fetches under way are abandoned (their chunks are failed with [`STOPPED`]), and the
+    /// chunks already fetched are written, each with its ledger entry.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// The error of a chunk a stopped collection did not fetch.
+pub const STOPPED: &str = "not collected: the collection was stopped";
+
+/// Resolves once `stop` turns true; never without one, or once its sender is gone.
+async fn stop_requested(stop: Option<tokio::sync::watch::Receiver<bool>>) {
+    if let Some(mut stop) = stop
+        && stop.wait_for(|stop| *stop).await.is_ok()
+    {
+        return;
+    }
+    std::future::pending::<()>().await
 }
 
 struct Written {
@@ -90,11 +114,12 @@ struct Written {
 }
 
 impl Orchestrator<'_> {
-    /// Collect `range` from `source` into the store. The caller holds the store lock.
+    /// Collect `range` from `source` into the store. The caller must not hold the store lock:
+    /// the collection takes it for each write.
     pub async fn collect<S: Source>(&self, source: &S, range: DateRange) -> Result<CollectionResult, IngestError> {
         let started = Instant::now();
-        // the ledger is read once: its index answers for every chunk, and the writer thread
-        // appends to it
+        // the ledger is read once, without the lock: its index answers for every chunk (a chunk
+        // another collection writes meanwhile is fetched and written again, which replaces it)
         let ledger = self.store.read_ledger()?;
         let index = ledger.index();
         let series = source.series();
@@ -126,11 +151,12 @@ impl Orchestrator<'_> {
         let settle = source.settle_time();
         let now = self.now;
         let writer = std::thread::spawn(move || {
-            // opened at the first chunk: a collection that fetches nothing writes nothing
-            let mut ledger = Some(ledger);
+            // opened at the first chunk, under the lock: a collection that fetches nothing
+            // writes nothing
             let mut ledger_writer: Option<LedgerWriter> = None;
             for (index, chunk, rows) in inbox {
-                let result = writer_store.write_range(&rows, chunk).and_then(|stats| {
+                let result = writer_store.write_lock().and_then(|_lock| {
+                    let stats = writer_store.write_range(&rows, chunk)?;
                     let entries: Vec<LedgerEntry> = rows
                         .iter()
                         .map(|r| LedgerEntry {
@@ -144,8 +170,7 @@ impl Orchestrator<'_> {
                         })
                         .collect();
                     if ledger_writer.is_none() {
-                        let read = ledger.take().map_or_else(|| writer_store.read_ledger(), Ok)?;
-                        ledger_writer = Some(writer_store.ledger_writer(read)?);
+                        ledger_writer = Some(writer_store.ledger_writer(writer_store.read_ledger()?)?);
                     }
                     if let Some(ledger_writer) = &mut ledger_writer {
                         ledger_writer.append(&entries)?;
@@ -183,10 +208,22 @@ impl Orchestrator<'_> {
             }
         }))
         .buffer_unordered(self.concurrency.max(1));
-        futures::pin_mut!(fetches);
+        let mut fetches = Box::pin(fetches);
+        let stopped = stop_requested(self.stop.clone());
+        futures::pin_mut!(stopped);
+        let mut interrupted = false;
         let mut pending_writes = 0;
         let mut files_written = 0;
-        while let Some((index, attempts, seconds, result)) = fetches.next().await {
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = &mut stopped => {
+                    interrupted = true;
+                    break;
+                }
+                next = fetches.next() => next,
+            };
+            let Some((index, attempts, seconds, result)) = next else { break };
             let outcome = &mut outcomes[index];
             outcome.attempts = attempts;
             outcome.duration_s = seconds;
@@ -210,6 +247,19 @@ impl Orchestrator<'_> {
             while let Ok(done) = written_rx.try_recv() {
                 pending_writes -= 1;
                 files_written += self.finish_chunk(&mut outcomes[done.index], done);
+            }
+        }
+        // fetches under way are abandoned; chunks fetched are written all the same
+        drop(fetches);
+        if interrupted {
+            let abandoned: Vec<usize> = todo.iter().copied().filter(|&i| outcomes[i].attempts == 0).collect();
+            tracing::warn!(
+                source = source.name(),
+                abandoned = abandoned.len(),
+                "collection stopped: no chunk is fetched any more; the chunks fetched are written"
+            );
+            for index in abandoned {
+                outcomes[index].error = Some(STOPPED.to_string());
             }
         }
         drop(to_writer);
@@ -289,6 +339,7 @@ mod tests {
             chunk_retries: 1,
             reporter: &NoReporter,
             now: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
+            stop: None,
         };
         orchestrator.collect(source, range).await.unwrap()
     }
@@ -297,7 +348,6 @@ mod tests {
     async fn second_collect_does_no_work_and_overlap_does_not_duplicate() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());
-        let _lock = store.lock().unwrap();
         let source = SyntheticSource::new(&["SYN1".into(), "SYN2".into()], SyntheticConfig::default());
         let first = collect(&store, &source, range(65), 3).await;
         assert!(first.succeeded());
@@ -315,6 +365,96 @@ mod tests {
             assert_eq!(status.rows, 100 * 24, "{:?}", status.series);
             assert_eq!(status.missing_hours, 0);
         }
+    }
+
+    /// Two collections at once on one store, one of SYN1 and one of SYN1 and SYN2 (the lock is
+    /// taken only around each write): both succeed, and the store and its ledger are those of
+    /// one collection alone.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn collections_at_once_of_the_same_and_other_series_both_succeed() {
+        let config = SyntheticConfig::default();
+        let one = SyntheticSource::new(&["SYN1".into()], config.clone());
+        let both = SyntheticSource::new(&["SYN1".into(), "SYN2".into()], config);
+        let (dir, alone) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (store, clean) = (Store::new(dir.path()), Store::new(alone.path()));
+        let (a, b) = tokio::join!(collect(&store, &one, range(100), 2), collect(&store, &both, range(100), 3));
+        assert!(a.succeeded() && b.succeeded());
+        assert_eq!(a.fetched_chunks + b.fetched_chunks, 4 + 4, "both fetched every chunk");
+        collect(&clean, &both, range(100), 1).await;
+        let series = clean.list_series().unwrap();
+        assert_eq!(store.list_series().unwrap(), series);
+        for id in &series {
+            assert_eq!(store.read(id, None).unwrap(), clean.read(id, None).unwrap(), "{id}");
+        }
+        let ledger = store.ledger().unwrap();
+        assert_eq!(ledger.len(), clean.ledger().unwrap().len());
+        for entry in &ledger {
+            let rows = store.read(&entry.series, None).unwrap();
+            assert_eq!(checksum(&rows, &entry.range), entry.checksum, "{} {}", entry.series, entry.range);
+        }
+    }
+
+    /// The synthetic source whose second request asks the collection to stop and never
+    /// answers (a server too slow to wait for at shutdown).
+    struct StopsAtTheSecondChunk {
+        inner: SyntheticSource,
+        requests: std::sync::atomic::AtomicUsize,
+        stop: tokio::sync::watch::Sender<bool>,
+    }
+
+    impl Source for StopsAtTheSecondChunk {
+        fn name(&self) -> &'static str {
+            self.inner.name()
+        }
+        fn chunk_len(&self) -> chrono::TimeDelta {
+            self.inner.chunk_len()
+        }
+        fn series(&self) -> Vec<crate::ingest::SeriesId> {
+            self.inner.series()
+        }
+        fn params(&self) -> String {
+            self.inner.params()
+        }
+        async fn fetch(&self, range: DateRange) -> Result<Batch, IngestError> {
+            if self.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                return self.inner.fetch(range).await;
+            }
+            self.stop.send_replace(true);
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_stopped_collection_writes_what_it_fetched_and_abandons_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let source = StopsAtTheSecondChunk {
+            inner: SyntheticSource::new(&["SYN1".into()], SyntheticConfig::default()),
+            requests: Default::default(),
+            stop,
+        };
+        let orchestrator = Orchestrator {
+            store: &store,
+            concurrency: 1,
+            chunk_retries: 0,
+            reporter: &NoReporter,
+            now: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
+            stop: Some(stopped),
+        };
+        let result = orchestrator.collect(&source, range(100)).await.unwrap();
+        assert_eq!(result.chunks.len(), 4);
+        assert!(result.chunks[0].error.is_none());
+        // January: the load, the temperature and its two as-issued forecasts
+        let month = result.chunks[0].rows / 4;
+        assert!(month >= 30 * 24, "{month} rows a series");
+        assert!(result.chunks[1..].iter().all(|c| c.error.as_deref() == Some(STOPPED)), "{:?}", result.chunks);
+        assert_eq!(result.failed_chunks, 3);
+        // the chunk fetched is in the store and the ledger, and only it
+        let ledger = store.ledger().unwrap();
+        assert_eq!(ledger.len(), 4);
+        assert!(ledger.iter().all(|e| e.range == result.chunks[0].range && e.rows == month));
+        assert_eq!(store.read(&source.series()[0], None).unwrap().len(), month);
     }
 
     #[tokio::test(flavor = "multi_thread")]

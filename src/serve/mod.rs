@@ -186,7 +186,7 @@ impl State {
     fn record(&self, region: &str, report: CycleReport, seconds: f64) {
         let collection_failed = !report.collection.ok;
         let forecast = report.forecast.and_then(|forecast| {
-            let _lock = self.store.lock().map_err(|e| format!("cannot archive the forecast: {e}"))?;
+            let _lock = self.store.write_lock().map_err(|e| format!("cannot archive the forecast: {e}"))?;
             archive::append(&self.store, &forecast).map_err(|e| format!("cannot archive the forecast: {e}"))?;
             Ok(forecast)
         });
@@ -248,8 +248,9 @@ pub struct ServeConfig {
 }
 
 /// Serve on `listener`: one cycle for every region first, then the HTTP server and the
-/// schedule until `shutdown` resolves (Ctrl-C, SIGTERM); a cycle under way finishes its writes
-/// before this returns.
+/// schedule until `shutdown` resolves (Ctrl-C, SIGTERM; heard during the first cycle too); a
+/// cycle under way finishes its writes before this returns (its collection is stopped by the
+/// `Cycle`'s own means, see `commands::serve`), and no region's cycle starts after it.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: Arc<State>,
@@ -259,32 +260,53 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(stop);
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.send_replace(true);
+        });
+    }
     let every = config.every;
     let start = tokio::time::Instant::now();
     let cycles = {
         let state = state.clone();
-        tokio::spawn(schedule::run(start, every, stopped, move |_| run_cycle(state.clone(), cycle.clone())))
+        let stopped = stopped.clone();
+        tokio::spawn(schedule::run(start, every, stopped.clone(), move |_| {
+            run_cycle(state.clone(), cycle.clone(), stopped.clone())
+        }))
     };
-    // the first cycle is done before requests are answered
-    let _ = state.first_cycle.subscribe().wait_for(|done| *done).await;
+    // the first cycle is done before requests are answered; a shutdown during it ends there
+    let mut first = state.first_cycle.subscribe();
+    let mut stopping = stopped.clone();
+    let shut_down_first = tokio::select! {
+        _ = first.wait_for(|done| *done) => false,
+        _ = stopping.wait_for(|stop| *stop) => true,
+    };
+    if shut_down_first {
+        let _ = cycles.await;
+        return Ok(());
+    }
     (config.on_ready)(addr);
     let app = api::router(state.clone());
-    let mut stop_server = stop.subscribe();
+    let mut stop_server = stopped.clone();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            tokio::select! {
-                () = shutdown => {}
-                _ = stop_server.changed() => {}
-            }
+            let _ = stop_server.wait_for(|stop| *stop).await;
         })
         .await;
-    let _ = stop.send(true);
+    stop.send_replace(true);
     let _ = cycles.await;
     served
 }
 
-async fn run_cycle(state: Arc<State>, cycle: Cycle) {
+async fn run_cycle(state: Arc<State>, cycle: Cycle, stopped: tokio::sync::watch::Receiver<bool>) {
     for region in state.regions() {
+        if *stopped.borrow() {
+            // shutting down: the regions left keep their last forecast
+            break;
+        }
         let started = std::time::Instant::now();
         let work = cycle.clone();
         let name = region.clone();

@@ -674,12 +674,12 @@ fn collection_throughput_against_a_slow_server() {
     let range = range("2024-01-01T00", "2024-02-29T04");
     let dir = tempfile::tempdir().unwrap();
     let store = Store::new(dir.path());
-    let _lock = store.lock().unwrap();
     let orchestrator = Orchestrator {
         store: &store,
         concurrency: energy::config::DEFAULT_CONCURRENCY,
         chunk_retries: 0,
         reporter: &energy::report::NoReporter,
+        stop: None,
         now: chrono::Utc::now(),
     };
     let started = std::time::Instant::now();

@@ -4,7 +4,7 @@
 //! one keeps its data, the list is cached in the store).
 use super::cli::energy;
 use super::realdata;
-use energy::ingest::eia::fake::{self, PageStyle};
+use energy::ingest::eia::fake::{self, LocalEiaServer, PageStyle, ServerConfig};
 use energy::ingest::{SeriesId, Store};
 use energy::time::parse_hour;
 use std::path::Path;
@@ -100,6 +100,35 @@ fn regions_that_do_not_fit_the_kind_are_refused_before_any_request() {
             .stderr(predicates::str::contains(message));
     }
     assert!(!dir.path().join("source=eia").exists());
+}
+
+/// The local fake API (the one `energy bench` runs) serves every route and the facet list:
+/// `--region all` collects each respondent it lists, and an interchange pair and a sub-region
+/// come through it, stored with the fake's values.
+#[test]
+fn region_all_interchange_and_sub_regions_come_through_the_local_fake_api() {
+    let server = LocalEiaServer::start(ServerConfig::unthrottled()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let all = collect(dir.path(), &server.url(), "all", "D");
+    let mut respondents: Vec<&str> = fake::RESPONDENTS.iter().map(|(code, _)| *code).collect();
+    respondents.sort();
+    let listed: Vec<String> = respondents.iter().map(|code| format!("eia:{code}:D")).collect();
+    assert_eq!(all["series"], serde_json::json!(listed));
+    assert_eq!(all["rows"], 24 * respondents.len());
+    let pair = collect(dir.path(), &server.url(), "CISO-BPAT", "ID");
+    let sub = collect(dir.path(), &server.url(), "CISO.PGAE", "D");
+    assert_eq!((pair["rows"].as_u64(), sub["rows"].as_u64()), (Some(24), Some(24)));
+    let store = Store::new(dir.path());
+    for (region, kind) in [("PJM", "D"), ("CISO-BPAT", "ID"), ("CISO.PGAE", "D")] {
+        let rows = store.read(&SeriesId::new("eia", region, kind), None).unwrap();
+        assert_eq!(rows.len(), 24, "{region}");
+        for (t, value) in rows.timestamps.iter().zip(&rows.values) {
+            assert_eq!(*value, Some(fake::value_at(*t, region, kind)), "{region} {kind}");
+        }
+    }
+    // one facet request, one data page per collection: nothing refused
+    let stats = server.stop();
+    assert_eq!((stats.requests, stats.rejected, stats.rows), (4, 0, 24 * (respondents.len() as u64 + 2)));
 }
 
 /// The fake API's data pages.
@@ -245,4 +274,74 @@ fn the_grid_view_shows_coverage_and_the_day_ahead_mape_per_region() {
     let text = energy(dir.path()).args(["status", "--grid"]).assert().success();
     let text = String::from_utf8_lossy(&text.get_output().stdout).into_owned();
     assert!(text.contains("CISO") && text.contains(&format!("{expected:.2} %")), "{text}");
+}
+
+/// `status --grid` lists gap ranges per region and kind: a gap across two month files is seen
+/// from their footers alone (ERCO reads no file), holes inside a file are found by reading
+/// that file only; the text shows the count, the longest and the first few, `--json` them all.
+#[test]
+fn the_grid_view_lists_gap_ranges_reading_only_files_with_holes() {
+    use energy::ingest::SeriesRows;
+    use energy::time::DateRange;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(dir.path());
+    let hour = |text: &str| parse_hour(text).unwrap();
+    let start = chrono::DateTime::from_timestamp(hour("2024-01-01T00") / 1_000_000, 0).unwrap();
+    let range = DateRange::new(start, start + chrono::TimeDelta::days(60)).unwrap();
+    let boundary = ("2024-01-31T22", "2024-02-01T02", 5);
+    let ciso_holes = [
+        ("2024-01-10T05", "2024-01-10T05", 1),
+        ("2024-01-20T10", "2024-01-20T12", 3),
+        boundary,
+        ("2024-02-14T00", "2024-02-15T05", 30),
+        ("2024-02-20T07", "2024-02-20T07", 1),
+    ];
+    let series = |region: &str, holes: &[(&str, &str, i64)]| {
+        let mut rows = SeriesRows::new(SeriesId::new("eia", region, "D"));
+        for t in range.hour_ends_us() {
+            if !holes.iter().any(|(first, last, _)| (hour(first)..=hour(last)).contains(&t)) {
+                rows.timestamps.push(t);
+                rows.values.push(Some(100.0));
+            }
+        }
+        rows
+    };
+    {
+        let _lock = store.lock().unwrap();
+        store.write_range(&[series("CISO", &ciso_holes), series("ERCO", &[boundary])], range).unwrap();
+    }
+    let out = energy(dir.path()).args(["status", "--grid", "--json"]).assert().success();
+    let doc: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let grid = doc["grid"].as_array().unwrap();
+    let time = |text: &str| format!("{text}:00:00Z");
+    let expect = |entry: &serde_json::Value, holes: &[(&str, &str, i64)], files_read: u64| {
+        let demand = &entry["kinds"][0];
+        let gaps: Vec<(String, String, i64)> = demand["gaps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (g["first"].as_str().unwrap().into(), g["last"].as_str().unwrap().into(), g["hours"].as_i64().unwrap())
+            })
+            .collect();
+        let want: Vec<(String, String, i64)> = holes.iter().map(|(a, b, n)| (time(a), time(b), *n)).collect();
+        assert_eq!(gaps, want);
+        assert_eq!(demand["missing_hours"].as_i64(), Some(holes.iter().map(|h| h.2).sum()));
+        assert_eq!(demand["files_read"].as_u64(), Some(files_read), "{demand}");
+        demand["longest_gap"].clone()
+    };
+    assert_eq!((grid[0]["region"].as_str(), grid[1]["region"].as_str()), (Some("CISO"), Some("ERCO")));
+    let longest = expect(&grid[0], &ciso_holes, 2);
+    assert_eq!((longest["first"].as_str(), longest["hours"].as_i64()), (Some("2024-02-14T00:00:00Z"), Some(30)));
+    expect(&grid[1], &[boundary], 0);
+
+    let out = energy(dir.path()).args(["status", "--grid"]).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    for line in [
+        "2 of ",
+        "D: 5 gaps, 40 h; longest 2024-02-14T00:00Z – 2024-02-15T05:00Z (30 h); first 2024-01-10T05:00Z (1 h), 2024-01-20T10:00Z – 2024-01-20T12:00Z (3 h), 2024-01-31T22:00Z – 2024-02-01T02:00Z (5 h), … 2 more",
+        "D: 1 gap, 5 h; longest 2024-01-31T22:00Z – 2024-02-01T02:00Z (5 h)",
+    ] {
+        assert!(text.contains(line), "`{line}` not in\n{text}");
+    }
 }

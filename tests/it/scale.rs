@@ -1,6 +1,6 @@
 //! The store at the size of the whole EIA-930 history: a generated store of 50,000 month files
 //! (400 series × 125 months, 2015-07 to 2025-11) and 10,000 ledger entries, on which the real
-//! binary's `status`, an incremental `collect` with nothing new, an incremental `collect` of one
+//! binary's `status`, `status --grid` (gap ranges), an incremental `collect` with nothing new, an incremental `collect` of one
 //! new month, and `features` for one series are timed. An ignored figure test (it writes
 //! 50,000 files): run it with
 //! `cargo test --test it scale -- --ignored --nocapture`.
@@ -38,6 +38,14 @@ fn history() -> DateRange {
     DateRange::new(start, end).unwrap()
 }
 
+/// Whether the generated store misses the hour ending at `t` of series `index`: every `TI`
+/// series misses 10:00 UTC on 10 March of each year (one month file in twelve with a hole).
+fn missing(index: usize, t: i64) -> bool {
+    use chrono::{Datelike, Timelike};
+    let time = energy::time::from_us(t);
+    KINDS[index % KINDS.len()] == "TI" && time.month() == 3 && time.day() == 10 && time.hour() == 10
+}
+
 /// Write `series` series of full history and a ledger entry per month for the first
 /// `ledger_series` of them.
 fn generate(store: &Store, series_count: usize, ledger_series: usize) {
@@ -47,6 +55,9 @@ fn generate(store: &Store, series_count: usize, ledger_series: usize) {
         let id = series(index);
         let mut rows = SeriesRows::new(id);
         for t in range.hour_ends_us() {
+            if missing(index, t) {
+                continue;
+            }
             rows.timestamps.push(t);
             // a daily cycle, a null now and then
             let hour = (t / HOUR_US) % 24;
@@ -116,6 +127,22 @@ fn figure_store_at_scale() {
     let listed = status["series"].as_array().unwrap();
     assert_eq!(listed.len(), series_count);
     assert_eq!(listed[0]["rows"], history().hours());
+
+    // the grid view with every gap range: only the files with a hole inside are read
+    let grid = timed("status --grid --json (gap ranges)", energy(dir.path()).args(["status", "--grid", "--json"]));
+    let kinds: Vec<&serde_json::Value> =
+        grid["grid"].as_array().unwrap().iter().flat_map(|r| r["kinds"].as_array().unwrap()).collect();
+    let read: u64 = kinds.iter().map(|k| k["files_read"].as_u64().unwrap()).sum();
+    let gaps: usize = kinds.iter().map(|k| k["gaps"].as_array().unwrap().len()).sum();
+    let expected: usize = (0..series_count).map(|i| history().hour_ends_us().filter(|t| missing(i, *t)).count()).sum();
+    assert_eq!(gaps, expected);
+    println!("figure: status --grid read {read} of {} files for holes; {gaps} gaps", kinds.len() * months);
+    // the same scan without the DF-vs-D MAPE (which reads D and DF whole): a source the store
+    // does not hold lists no region, but every series' footers and gaps are read the same
+    timed(
+        "status --grid --json of a source without series (footers and gap ranges alone)",
+        energy(dir.path()).args(["status", "--grid", "--grid-source", "caiso", "--json"]),
+    );
 
     let server = LocalEiaServer::start(ServerConfig::unthrottled()).unwrap();
     let respondents: Vec<String> = (0..ledger_series).step_by(KINDS.len()).map(respondent).collect();

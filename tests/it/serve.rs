@@ -26,7 +26,7 @@ static SYNTHETIC: LazyLock<Trained> = LazyLock::new(|| {
     Trained { _dir: dir, store, model }
 });
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(super) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap().flatten() {
         let target = to.join(entry.file_name());
@@ -46,7 +46,7 @@ fn synthetic_store(dir: &Path) -> PathBuf {
 }
 
 /// A running `energy serve`; killed (SIGKILL) if the test ends without stopping it.
-struct Server {
+pub(super) struct Server {
     child: Child,
     base: String,
 }
@@ -54,7 +54,7 @@ struct Server {
 impl Server {
     /// Start `energy serve` on an ephemeral port and wait for its ready line (printed once the
     /// first cycle is done).
-    fn start(store: &Path, args: &[&str]) -> Self {
+    pub(super) fn start(store: &Path, args: &[&str]) -> Self {
         Self::listening(store, "127.0.0.1:0", args)
     }
 
@@ -81,7 +81,7 @@ impl Server {
     }
 
     /// SIGTERM, then the exit status and stderr.
-    fn stop(self) -> (std::process::ExitStatus, String) {
+    pub(super) fn stop(self) -> (std::process::ExitStatus, String) {
         self.signal(libc::SIGTERM)
     }
 
@@ -104,19 +104,19 @@ impl Drop for Server {
 }
 
 /// One answer: status, content type, body.
-struct Answer {
-    status: u16,
+pub(super) struct Answer {
+    pub(super) status: u16,
     content_type: String,
-    body: String,
+    pub(super) body: String,
 }
 
 impl Answer {
-    fn json(&self) -> serde_json::Value {
+    pub(super) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
@@ -133,7 +133,7 @@ fn request(method: reqwest::Method, url: &str) -> Answer {
     })
 }
 
-fn get(server: &Server, path: &str) -> Answer {
+pub(super) fn get(server: &Server, path: &str) -> Answer {
     request(reqwest::Method::GET, &format!("{}{path}", server.base))
 }
 
@@ -150,7 +150,7 @@ fn assert_bad(server: &Server, path: &str, parameter: &str) {
 
 /// Every sample line of a Prometheus text exposition, checked: `name{labels} value`, each name
 /// declared by a `# TYPE` line before it, values numbers, `# EOF` last.
-fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+pub(super) fn parse_metrics(text: &str) -> Vec<(String, f64)> {
     let mut declared: Vec<String> = Vec::new();
     let mut samples = Vec::new();
     let lines: Vec<&str> = text.lines().collect();
@@ -181,11 +181,11 @@ fn parse_metrics(text: &str) -> Vec<(String, f64)> {
     samples
 }
 
-fn metric(samples: &[(String, f64)], series: &str) -> Option<f64> {
+pub(super) fn metric(samples: &[(String, f64)], series: &str) -> Option<f64> {
     samples.iter().find(|(s, _)| s == series).map(|(_, v)| *v)
 }
 
-fn archived(store: &Path, region: &str) -> Vec<IssuedForecast> {
+pub(super) fn archived(store: &Path, region: &str) -> Vec<IssuedForecast> {
     archive::read(&Store::new(store), region, None, None).unwrap()
 }
 

@@ -12,6 +12,12 @@
 //! | `2DA`, `7DA` two- and seven-day-ahead forecasts | `2DA`, `7DA` | | `SYS_FCST_2DA_MW`, `SYS_FCST_7DA_MW` | `2DA`, `7DA` |
 //! | `RTPD` (or `RTM:RTPD`) 15-minute real-time forecast | `RTM` | `RTPD` | `SYS_FCST_15MIN_MW` | `RTPD` |
 //! | `RTD` (or `RTM:RTD`) 5-minute real-time forecast | `RTM` | `RTD` | `SYS_FCST_5MIN_MW` | `RTD` |
+//! | `WIND_DAM`, `SOLAR_DAM` day-ahead forecast by trading hub (`SLD_REN_FCST`) | `DAM` | | `RENEW_FCST_DA_MW` | `WIND_DAM`, `SOLAR_DAM` |
+//! | `WIND_ACTUAL`, `SOLAR_ACTUAL` output by trading hub (`SLD_REN_FCST`) | `ACTUAL` | | `RENEW_FCST_ACT_MW` | `WIND_ACTUAL`, `SOLAR_ACTUAL` |
+//!
+//! The actuals' item name is the one other OASIS clients use; no captured reply holds it (the
+//! real `SLD_REN_FCST` captures, a 2025 zip and a 2013 XML report, are DAM only), so the tests
+//! read the real DAM zip rewritten as the ACTUAL run.
 //!
 //! Each `(area, kind)` is the series `(caiso, AREA, KIND)`, e.g. `caiso:CA ISO-TAC:ACTUAL`.
 //! Values are MW. `RTPD` and `RTD` are aggregated to hourly means: the mean of the intervals

@@ -203,6 +203,36 @@ fn wind_and_solar_by_trading_hub_from_the_real_zip() {
     assert!(caiso.read_reply(&reply(body), CaisoKind::WindActual, window).unwrap()[0].is_empty());
 }
 
+/// `WIND_ACTUAL`/`SOLAR_ACTUAL`: no real capture holds the ACTUAL run, so the real DAM zip is
+/// rewritten as that run (`RENEW_FCST_ACT_MW`, market `ACTUAL`): the actuals read the hours and
+/// values the DAM rows had, and the DAM kinds find nothing in it.
+#[test]
+fn wind_and_solar_actuals_read_from_the_real_zip_rewritten_as_the_actual_run() {
+    let Some(body) = realdata("20250204_20250211_SLD_REN_FCST_DAM_20250214_04_52_10_v1.zip") else { return };
+    let Member::Csv(text) = read_zip(&reply(body.clone())).unwrap() else { panic!("expected a CSV") };
+    let rewritten = text.replace(",RENEW_FCST_DA_MW,", ",RENEW_FCST_ACT_MW,").replace(",DAM,", ",ACTUAL,");
+    assert_ne!(rewritten, text);
+    let actual = zip_of("20250204_20250211_SLD_REN_FCST_ACTUAL_v1.csv", &rewritten);
+    let hubs = ["NP15", "SP15", "ZP26"];
+    let kinds = [CaisoKind::WindDam, CaisoKind::SolarDam, CaisoKind::WindActual, CaisoKind::SolarActual];
+    let caiso = source(&hubs, &kinds);
+    let window = range("2025-02-04T00:00:00Z", "2025-02-12T00:00:00Z");
+    let read = |body: &[u8], kind| caiso.read_reply(&reply(body.to_vec()), kind, window).unwrap();
+    for (dam, actual_kind) in
+        [(CaisoKind::WindDam, CaisoKind::WindActual), (CaisoKind::SolarDam, CaisoKind::SolarActual)]
+    {
+        let expected = read(&body, dam);
+        let got = read(&actual, actual_kind);
+        assert_eq!(got.len(), hubs.len());
+        for (got, expected) in got.iter().zip(&expected) {
+            assert_eq!((got.len(), &got.timestamps, &got.values), (168, &expected.timestamps, &expected.values));
+        }
+        assert!(read(&actual, dam).iter().all(SeriesRows::is_empty), "{dam:?} reads no ACTUAL row");
+    }
+    let url = caiso.request_url(CaisoKind::SolarActual, window).to_string();
+    assert!(url.contains("queryname=SLD_REN_FCST") && url.contains("market_run_id=ACTUAL"), "{url}");
+}
+
 /// Columns are found by name in any order (no real capture needed).
 #[test]
 fn a_shuffled_header_is_read_by_name() {

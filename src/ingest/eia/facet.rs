@@ -69,8 +69,8 @@ pub fn read_facet(reply: &Reply) -> Result<Vec<String>, IngestError> {
 }
 
 /// Every respondent of `route`: the store's cached list when it is younger than `max_age`,
-/// else asked of the API (and cached, the caller holding the store's lock). Returns the list
-/// and whether it was asked.
+/// else asked of the API and cached (under the store's lock, taken for that write only: the
+/// caller must not hold it). Returns the list and whether it was asked.
 pub async fn respondents(
     store: &Store,
     client: &HttpClient,
@@ -94,6 +94,7 @@ pub async fn respondents(
     let range = DateRange { start: hour, end: hour };
     let request = Request::get("eia", range, url).with_secret("api_key", key.clone());
     let values = client.fetch(&request, read_facet).await?.value;
+    let _lock = store.write_lock()?;
     let previous = store.facets()?.remove(&name).map(|r| r.values).unwrap_or_default();
     let added: Vec<&String> = values.iter().filter(|v| !previous.contains(v)).collect();
     let vanished: Vec<&String> = previous.iter().filter(|v| !values.contains(v)).collect();

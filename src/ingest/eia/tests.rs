@@ -427,3 +427,110 @@ fn facet_lists_are_read_sorted_and_errors_are_named() {
     assert_eq!(facet_url(&base, Route::RegionData).path(), "/eia/v2/electricity/rto/region-data/facet/respondent/");
     assert_eq!(facet_url(&base, Route::SubBa).path(), "/eia/v2/electricity/rto/region-sub-ba-data/facet/parent/");
 }
+
+/// The members of `body`'s first data row, in the order the text writes them.
+fn row_members(body: &str) -> Vec<String> {
+    let value: serde_json::Value = serde_json::from_str(body).unwrap();
+    let row = value["response"]["data"][0].as_object().unwrap();
+    let data = body.find("\"data\":").unwrap();
+    let mut members: Vec<(usize, String)> =
+        row.keys().map(|key| (body[data..].find(&format!("\"{key}\":")).unwrap(), key.clone())).collect();
+    members.sort();
+    members.into_iter().map(|(_, key)| key).collect()
+}
+
+/// The fake answers each route's request of a real body with a body of the same shape: the
+/// same members in the same order in the row, the response and the echoed request, the same
+/// facets echoed, and rows the source reads into the same series.
+#[test]
+fn the_fake_serves_every_route_in_the_shape_of_its_real_body() {
+    let Some(dir) = realdata() else { return };
+    let chunk = range((2019, 1, 1, 23), (2019, 1, 2, 0));
+    for (file, region, kind, route) in [
+        ("region-data_AEC_D_2019-01-02T00.body.json", "AEC", "D", Route::RegionData),
+        ("fuel-type-data_AEC_COL_2019-01-02T00.body.json", "AEC", "fuel:COL", Route::FuelTypeData),
+        ("interchange-data_AEC_MISO_2019-01-02T00.body.json", "AEC-MISO", "ID", Route::Interchange),
+        ("region-sub-ba-data_CISO_PGAE_2019-01-02T00.body.json", "CISO.PGAE", "D", Route::SubBa),
+    ] {
+        let real = std::fs::read_to_string(dir.join(file)).unwrap();
+        let s = source(&[region], &[kind]);
+        let url = s.page_url(route, chunk, 0);
+        let query = format!("{}&api_key=MOCK_API_KEY", url.query().unwrap());
+        let (body, rows) = fake::answer(url.path(), &query, PageStyle::default()).unwrap();
+        assert_eq!(rows, 1, "{file}");
+        assert_eq!(row_members(&body), row_members(&real), "{file}");
+        let (fake, real): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_str(&body).unwrap(), serde_json::from_str(&real).unwrap());
+        let keys = |value: &serde_json::Value| value.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&fake["response"]), keys(&real["response"]), "{file}");
+        assert_eq!(keys(&fake["request"]["params"]), keys(&real["request"]["params"]), "{file}");
+        assert_eq!(fake["request"]["params"]["facets"], real["request"]["params"]["facets"], "{file}");
+        assert_eq!(fake["request"]["command"], real["request"]["command"], "{file}");
+        assert_eq!(fake["response"]["description"], real["response"]["description"], "{file}");
+        let page = s.read_page(&json_reply(200, &body), route, chunk, 0).unwrap();
+        let t = hour(2019, 1, 2, 0);
+        let series = s.series()[0].clone();
+        let kind = series.kind.strip_prefix(FUEL_PREFIX).unwrap_or(&series.kind);
+        let expected = fake::value_at(t, &series.region, kind);
+        assert_eq!(page.rows, [(0, t, Some(expected))], "{file}");
+    }
+}
+
+/// The facet lists of every route, in the shape `--region all` reads; a facet the route does
+/// not have is 404, a request without a key 403.
+#[test]
+fn the_fake_serves_facet_lists() {
+    let facet = |route: Route, facet: &str, query: &str| {
+        let path = format!("/v2/electricity/rto/{}/facet/{facet}/", route.name());
+        fake::answer(&path, query, PageStyle::default())
+    };
+    let (body, rows) = facet(Route::RegionData, "respondent", "api_key=K").unwrap();
+    assert_eq!(rows, 0);
+    let codes = read_facet(&json_reply(200, &body)).unwrap();
+    let mut respondents: Vec<&str> = fake::RESPONDENTS.iter().map(|(code, _)| *code).collect();
+    respondents.sort();
+    assert_eq!(codes, respondents);
+    let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["response"]["totalFacets"], respondents.len().to_string());
+    assert_eq!(value["response"]["facets"][0]["name"], "Bonneville Power Administration");
+    assert_eq!(value["request"]["command"], "/v2/electricity/rto/region-data/facet/respondent/");
+    let (body, _) = facet(Route::SubBa, "parent", "api_key=K").unwrap();
+    assert_eq!(read_facet(&json_reply(200, &body)).unwrap(), ["CISO", "ERCO"]);
+    let (body, _) = facet(Route::SubBa, "subba", "api_key=K").unwrap();
+    assert!(read_facet(&json_reply(200, &body)).unwrap().contains(&"PGAE".to_string()));
+    let (body, _) = facet(Route::FuelTypeData, "fueltype", "api_key=K").unwrap();
+    assert_eq!(read_facet(&json_reply(200, &body)).unwrap().len(), fake::FUEL_NAMES.len());
+    assert_eq!(facet(Route::RegionData, "fueltype", "api_key=K").unwrap_err().0, 404);
+    assert_eq!(facet(Route::Interchange, "fromba", "").unwrap_err().0, 403);
+}
+
+/// A sub-region page holds the known sub-regions of the parents asked, an interchange page
+/// every pair of two different BAs.
+#[test]
+fn the_fake_serves_only_pairs_that_exist() {
+    let query = |route: Route, firsts: &[&str], seconds: &[&str]| PageQuery {
+        route,
+        api_key: "K".into(),
+        respondents: firsts.iter().map(|s| s.to_string()).collect(),
+        kinds: seconds.iter().map(|s| s.to_string()).collect(),
+        start: hour(2024, 1, 1, 1),
+        end: hour(2024, 1, 1, 3),
+        with_value: true,
+        offset: 0,
+        length: 5000,
+    };
+    let sub = query(Route::SubBa, &["CISO", "ERCO"], &["COAS", "PGAE", "SCE"]);
+    assert_eq!(sub.pairs(), [("CISO", "PGAE"), ("CISO", "SCE"), ("ERCO", "COAS")]);
+    assert_eq!(sub.total(), 9);
+    let interchange = query(Route::Interchange, &["CISO", "ERCO"], &["CISO", "ERCO", "MISO"]);
+    assert_eq!(interchange.pairs(), [("CISO", "ERCO"), ("CISO", "MISO"), ("ERCO", "CISO"), ("ERCO", "MISO")]);
+    let (body, rows) = fake::page(&interchange, PageStyle::default());
+    assert_eq!(rows, 12);
+    let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let row = &value["response"]["data"][5];
+    assert_eq!(
+        (row["period"].as_str(), row["fromba"].as_str(), row["toba"].as_str()),
+        (Some("2024-01-01T02"), Some("CISO"), Some("MISO"))
+    );
+    assert_eq!(row["toba-name"], "Midcontinent Independent System Operator, Inc.");
+}

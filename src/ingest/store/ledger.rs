@@ -135,11 +135,18 @@ impl Ledger {
 }
 
 /// Appends to the ledger; made by [`Store::ledger_writer`] (the caller holds the lock).
+///
+/// Between two appends the lock may have been released and another process may have
+/// appended to the log, or compacted it (a new file): each append first checks that the log
+/// is still the file it opened, at the length it left it, and otherwise reads the log again
+/// (so another writer's entries are neither cut off as a torn line nor dropped by a compaction).
 #[derive(Debug)]
 pub struct LedgerWriter {
     store: Store,
     ledger: Ledger,
     file: File,
+    /// The log's length after this writer's last write.
+    len: u64,
     /// [`COMPACT_MIN_LINES`], smaller in tests.
     compact_min_lines: usize,
 }
@@ -153,6 +160,11 @@ impl LedgerWriter {
             return Ok(());
         }
         let path = self.store.ledger_log_path();
+        if self.changed_since()? {
+            tracing::debug!(path = %path.display(), "the ledger changed since this writer's last write: reading it again");
+            let fresh = self.store.ledger_writer(self.store.read_ledger()?)?;
+            *self = LedgerWriter { compact_min_lines: self.compact_min_lines, ..fresh };
+        }
         let mut bytes = Vec::with_capacity(entries.len() * 256);
         for entry in entries {
             serde_json::to_writer(&mut bytes, entry)
@@ -160,6 +172,7 @@ impl LedgerWriter {
             bytes.push(b'\n');
         }
         self.file.write_all(&bytes).and_then(|()| self.file.sync_data()).map_err(Store::io(&path))?;
+        self.len += bytes.len() as u64;
         for entry in entries {
             self.ledger.insert(entry.clone());
         }
@@ -175,7 +188,20 @@ impl LedgerWriter {
         self.store.write_log(&self.ledger.entries())?;
         self.ledger.lines = self.ledger.len();
         self.file = self.store.open_log()?;
+        self.len = self.file.metadata().map_err(Store::io(&self.store.ledger_log_path()))?.len();
         Ok(())
+    }
+
+    /// Has another writer appended to the log, or replaced it, since this writer's last write?
+    fn changed_since(&self) -> Result<bool, IngestError> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.store.ledger_log_path();
+        let ours = self.file.metadata().map_err(Store::io(&path))?;
+        match fs::symlink_metadata(&path) {
+            Ok(now) => Ok(now.ino() != ours.ino() || now.dev() != ours.dev() || now.len() != self.len),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(Store::io(&path)(e)),
+        }
     }
 
     /// The ledger as this writer has made it.
@@ -252,7 +278,8 @@ impl Store {
         ledger.v1 = false;
         ledger.torn = 0;
         let file = self.open_log()?;
-        Ok(LedgerWriter { store: self.clone(), ledger, file, compact_min_lines: COMPACT_MIN_LINES })
+        let len = file.metadata().map_err(Self::io(&log))?.len();
+        Ok(LedgerWriter { store: self.clone(), ledger, file, len, compact_min_lines: COMPACT_MIN_LINES })
     }
 
     /// Record completed chunks (a writer for one append: a collection keeps one writer for all
@@ -436,6 +463,39 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, [LEDGER_LOG_FILE], "no temporary file left");
+    }
+
+    /// Two writers of one store (two collections, each taking the lock only for its writes):
+    /// neither loses the other's entries, whether the other appended, compacted the log, or
+    /// left a torn line in between.
+    #[test]
+    fn two_writers_taking_turns_keep_each_others_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let mut first = store.ledger_writer(store.read_ledger().unwrap()).unwrap();
+        let mut second = store.ledger_writer(store.read_ledger().unwrap()).unwrap();
+        first.compact_min_lines = 8;
+        first.append(&[entry("A", range(1..11), 1)]).unwrap();
+        second.append(&[entry("B", range(1..11), 1)]).unwrap();
+        first.append(&[entry("A", range(11..21), 1)]).unwrap();
+        assert_eq!(store.ledger().unwrap().len(), 3);
+        // the first compacts (a new file) while the second still holds the old one
+        for n in 0..8 {
+            first.append(&[entry("A", range(1..11), n)]).unwrap();
+        }
+        assert!(store.read_ledger().unwrap().lines() < 8, "compacted");
+        second.append(&[entry("B", range(11..21), 1)]).unwrap();
+        let regions = |store: &Store| -> Vec<String> {
+            store.ledger().unwrap().iter().map(|e| format!("{} {}", e.series.region, e.range)).collect()
+        };
+        assert_eq!(regions(&store).len(), 4, "{:?}", regions(&store));
+        // a torn line another writer left is cut off, and nothing else
+        let mut file = fs::OpenOptions::new().append(true).open(store.ledger_log_path()).unwrap();
+        file.write_all(b"{\"series\":").unwrap();
+        first.append(&[entry("C", range(1..11), 1)]).unwrap();
+        second.append(&[entry("D", range(1..11), 1)]).unwrap();
+        assert_eq!(regions(&store).len(), 6, "{:?}", regions(&store));
+        assert!(log_text(&store).ends_with('\n'));
     }
 
     #[test]

@@ -9,6 +9,14 @@
 //! all partitions are in place. A crash leaves the old file or the new one, never a mix, and
 //! a chunk missing from the ledger is simply collected again.
 //!
+//! # The lock
+//! `_catalog/lock` is an exclusive file lock. Collections take it only around each write
+//! ([`Store::write_lock`], which waits for another writer's write), never while fetching, so
+//! several collections run on one store at once; [`Store::lock`] fails at once when it is
+//! held, naming the holder's pid. Taking it with [`Store::lock`] or [`Store::tidy`] removes
+//! the temporary files of a killed writer (a writer's temporary files only exist while it
+//! holds the lock).
+//!
 //! # Isolation
 //! Nothing the store reads or writes lies outside its root. Source, region and kind names are
 //! checked ([`SeriesId::check`]) before they name a folder, and every path below the root is
@@ -19,6 +27,7 @@
 //! # Layout
 //! - this file: the [`Store`] API (lock, chunk writes, reads, listing, status);
 //! - `ledger`: the completed-chunk ledger, an append-only log `_catalog/ledger.jsonl`, and row checksums;
+//! - `gaps`: gap ranges of a series from its files' footers (reading only files with a hole inside);
 //! - `facets`: the facet lists `--region all` resolved, `_catalog/facets.json`;
 //! - `regions`: the time zones regions' files were imported with, `_catalog/regions.json`;
 //! - `parquet`: encoding and decoding one partition file;
@@ -26,6 +35,7 @@
 //! - `atomic`: the program's one atomic file write ([`write_atomic`], [`write_atomic_with`]).
 mod atomic;
 mod facets;
+mod gaps;
 mod layout;
 mod ledger;
 mod parquet;
@@ -33,6 +43,7 @@ mod regions;
 
 pub use atomic::{write_atomic, write_atomic_with};
 pub use facets::FacetRecord;
+pub use gaps::{Gap, SeriesGaps};
 pub use ledger::{Ledger, LedgerEntry, LedgerIndex, LedgerWriter, checksum};
 pub use parquet::frame_from_rows;
 pub(crate) use parquet::guard_reader;
@@ -55,6 +66,8 @@ use std::path::{Path, PathBuf};
 const CATALOG: &str = "_catalog";
 const LOCK_FILE: &str = "lock";
 const PART_FILE: &str = "part-0000.parquet";
+/// How long [`Store::write_lock`] waits for another writer before giving up.
+pub const WRITE_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A store root.
 #[derive(Debug, Clone)]
@@ -88,6 +101,9 @@ pub struct SeriesStatus {
     pub null_values: usize,
     pub ledger_chunks: usize,
     pub files: usize,
+    /// The runs of missing hours, where asked for ([`Store::status_with_gaps`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gaps: Option<SeriesGaps>,
 }
 
 impl Store {
@@ -107,6 +123,26 @@ impl Store {
     /// Take the store's exclusive lock, failing at once (naming the holder) if another process
     /// has it. Leftover temporary files of a killed writer are removed.
     pub fn lock(&self) -> Result<StoreLock, IngestError> {
+        let lock = self.take_lock(std::time::Duration::ZERO)?;
+        self.remove_temp_files(&self.root)?;
+        Ok(lock)
+    }
+
+    /// Take the store's exclusive lock for one write, waiting up to [`WRITE_LOCK_PATIENCE`]
+    /// for another writer's write to finish (then failing, naming the holder). Collections
+    /// take it around each chunk's write and ledger entry only, so that several run at once.
+    pub fn write_lock(&self) -> Result<StoreLock, IngestError> {
+        self.take_lock(WRITE_LOCK_PATIENCE)
+    }
+
+    /// Remove the temporary files a killed writer left, under the lock (waiting for it like
+    /// [`Self::write_lock`]): a writer's temporary files only exist while it holds the lock.
+    pub fn tidy(&self) -> Result<(), IngestError> {
+        let _lock = self.take_lock(WRITE_LOCK_PATIENCE)?;
+        self.remove_temp_files(&self.root)
+    }
+
+    fn take_lock(&self, patience: std::time::Duration) -> Result<StoreLock, IngestError> {
         let catalog = self.root.join(CATALOG);
         let path = catalog.join(LOCK_FILE);
         self.refuse_links(&path)?;
@@ -118,26 +154,35 @@ impl Store {
             .truncate(false)
             .open(&path)
             .map_err(Self::io(&path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                // the holder writes its pid right after taking the lock: give it a moment
-                let mut holder = String::new();
-                for _ in 0..20 {
-                    holder = fs::read_to_string(&path).unwrap_or_default().trim().to_string();
-                    if !holder.is_empty() {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(5));
+        let deadline = std::time::Instant::now() + patience;
+        let mut pause = std::time::Duration::from_millis(2);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    // another writer's write: they take milliseconds to seconds
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
                 }
-                let holder = if holder.is_empty() { "another process".to_string() } else { format!("pid {holder}") };
-                return Err(IngestError::StoreBusy { path: self.root.clone(), holder });
+                Err(fs::TryLockError::WouldBlock) => {
+                    // the holder writes its pid right after taking the lock: give it a moment
+                    let mut holder = String::new();
+                    for _ in 0..20 {
+                        holder = fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+                        if !holder.is_empty() {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    let holder =
+                        if holder.is_empty() { "another process".to_string() } else { format!("pid {holder}") };
+                    return Err(IngestError::StoreBusy { path: self.root.clone(), holder });
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(Self::io(&path)(e)),
             }
-            Err(fs::TryLockError::Error(e)) => return Err(Self::io(&path)(e)),
         }
         file.set_len(0).map_err(Self::io(&path))?;
         write!(file, "{}", std::process::id()).map_err(Self::io(&path))?;
-        self.remove_temp_files(&self.root)?;
         Ok(StoreLock { _file: file })
     }
 
@@ -429,6 +474,17 @@ impl Store {
     /// Coverage of every stored series, from the files' footers (no page is decoded, so a
     /// store of 50,000 files is summarised in seconds) and one read of the ledger.
     pub fn status(&self) -> Result<Vec<SeriesStatus>, IngestError> {
+        self.summarise(false)
+    }
+
+    /// [`Self::status`] with each series' gap ranges: the hours between files come from their
+    /// footers, and only a file whose footer shows a hole inside (fewer rows than hours from
+    /// its first to its last) is read ([`SeriesGaps::files_read`]).
+    pub fn status_with_gaps(&self) -> Result<Vec<SeriesStatus>, IngestError> {
+        self.summarise(true)
+    }
+
+    fn summarise(&self, with_gaps: bool) -> Result<Vec<SeriesStatus>, IngestError> {
         let mut chunks: std::collections::HashMap<SeriesId, usize> = std::collections::HashMap::new();
         for entry in self.read_ledger()?.entries() {
             *chunks.entry(entry.series).or_default() += 1;
@@ -440,8 +496,12 @@ impl Store {
                 self.refuse_links(&dir)?;
                 let mut files = Vec::new();
                 parquet_files(&dir, &mut files)?;
-                let summaries = files.iter().map(|path| read_summary(path, &id)).collect::<Result<Vec<_>, _>>()?;
-                let total = FileSummary::total(summaries);
+                let summaries = files
+                    .into_iter()
+                    .map(|path| read_summary(&path, &id).map(|summary| (path, summary)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let gaps = if with_gaps { Some(gaps::gaps_of(&id, &summaries)?) } else { None };
+                let total = FileSummary::total(summaries.iter().map(|(_, summary)| *summary));
                 let expected = match (total.first, total.last) {
                     (Some(a), Some(b)) => (b - a) / crate::time::HOUR_US + 1,
                     _ => 0,
@@ -453,7 +513,8 @@ impl Store {
                     missing_hours: expected - total.rows as i64,
                     null_values: total.nulls,
                     ledger_chunks: chunks.get(&id).copied().unwrap_or(0),
-                    files: files.len(),
+                    files: summaries.len(),
+                    gaps,
                     series: id,
                 })
             })
@@ -572,6 +633,32 @@ mod tests {
         fs::write(&february, b"not parquet").unwrap();
         let error = store.status().unwrap_err().to_string();
         assert!(error.contains("month=02"), "{error}");
+    }
+
+    /// Gap ranges: one across the January/February files (seen from their footers alone) and
+    /// two inside February (the one file read); their hours add up to the missing hours.
+    #[test]
+    fn gaps_between_files_come_from_footers_and_only_a_file_with_a_hole_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let _lock = store.lock().unwrap();
+        let id = SeriesId::new("synthetic", "SYN1", "D");
+        let all = rows(&id, 1..97, 0.0);
+        let base = all.timestamps[0] - HOUR_US;
+        let hole = |t: i64| matches!((t - base) / HOUR_US, 44..=52 | 70..=71 | 80);
+        let (timestamps, values) = all.timestamps.iter().zip(&all.values).filter(|(t, _)| !hole(**t)).unzip();
+        let written = SeriesRows { id: id.clone(), timestamps, values };
+        store.write_range(std::slice::from_ref(&written), range(1..97)).unwrap();
+        assert!(store.status().unwrap()[0].gaps.is_none(), "plain status reads no gaps");
+        let status = &store.status_with_gaps().unwrap()[0];
+        let gaps = status.gaps.as_ref().unwrap();
+        let hours = |gap: &Gap| {
+            ((gap.first.timestamp_micros() - base) / HOUR_US, (gap.last.timestamp_micros() - base) / HOUR_US, gap.hours)
+        };
+        assert_eq!(gaps.gaps.iter().map(hours).collect::<Vec<_>>(), vec![(44, 52, 9), (70, 71, 2), (80, 80, 1)]);
+        assert_eq!(gaps.files_read, 1, "January has no hole inside: its footer is enough");
+        assert_eq!(gaps.hours(), status.missing_hours);
+        assert_eq!(gaps.longest().map(hours), Some((44, 52, 9)));
     }
 
     fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -1,4 +1,5 @@
-//! The one EIA test double: a fake EIA API v2 that `energy bench`, the EIA unit tests, the
+//! The one EIA test double: a fake EIA API v2 (region-data, fuel-type-data, interchange-data,
+//! region-sub-ba-data and their facet lists) that `energy bench`, the EIA unit tests, the
 //! integration tests and the criterion benches all use.
 //!
 //! - [`answer`] is the API itself: a data request's path and query in, the status and JSON body
@@ -12,7 +13,7 @@
 //! from a responder.
 mod page;
 
-pub use page::{FUEL_NAMES, PageQuery, PageStyle, RESPONDENTS, TYPE_NAMES, answer, page, value_at};
+pub use page::{FUEL_NAMES, PageQuery, PageStyle, RESPONDENTS, SUB_REGIONS, TYPE_NAMES, answer, page, value_at};
 
 use super::{REQUESTS_PER_HOUR, REQUESTS_PER_SECOND};
 use governor::clock::{Clock, MonotonicClock};

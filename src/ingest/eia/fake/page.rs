@@ -1,6 +1,10 @@
 //! What the fake EIA API answers: a request's path and query in, the status and JSON body the
-//! real API would send out ([`answer`]). [`page`] is the one page generator of the program.
-use crate::ingest::eia::{PAGE_ROWS, Route};
+//! real API would send out ([`answer`]). [`page`] is the one page generator of the program; it
+//! serves the four routes the source asks (region-data, fuel-type-data, interchange-data,
+//! region-sub-ba-data) with their rows' real members, and [`answer`] also serves each route's
+//! facet lists (`…/{route}/facet/{facet}/`, what `--region all` asks).
+use crate::ingest::KIND_DEMAND;
+use crate::ingest::eia::{INTERCHANGE_SEPARATOR, KIND_INTERCHANGE, PAGE_ROWS, Route, SUB_REGION_SEPARATOR};
 use crate::rng::SplitMix64;
 use crate::time::{HOUR_US, format_hour, parse_hour};
 use serde::Serialize;
@@ -44,6 +48,26 @@ pub const RESPONDENTS: [(&str, &str); 10] = [
     ("TVA", "Tennessee Valley Authority"),
 ];
 
+/// Sub-regions served by region-sub-ba-data: parent, sub-region and its name (PGAE's as a real
+/// body gives it, the others after EIA-930's list of sub-regions).
+pub const SUB_REGIONS: [(&str, &str, &str); 12] = [
+    ("CISO", "PGAE", "Pacific Gas and Electric"),
+    ("CISO", "SCE", "Southern California Edison"),
+    ("CISO", "SDGE", "San Diego Gas and Electric"),
+    ("CISO", "VEA", "Valley Electric Association"),
+    ("ERCO", "COAS", "Coast"),
+    ("ERCO", "EAST", "East"),
+    ("ERCO", "FWES", "Far West"),
+    ("ERCO", "NCEN", "North Central"),
+    ("ERCO", "NRTH", "North"),
+    ("ERCO", "SCEN", "South Central"),
+    ("ERCO", "SOUT", "South"),
+    ("ERCO", "WEST", "West"),
+];
+
+/// Every route the fake serves.
+const ROUTES: [Route; 4] = [Route::RegionData, Route::FuelTypeData, Route::Interchange, Route::SubBa];
+
 const INCOMPLETE_RETURN: &str = "The API can only return 5000 rows in JSON format.  Please consider constraining \
      your request with facet, start, or end, or using offset to paginate results.";
 const OVER_RATE_LIMIT: &str = "You have exceeded your rate limit. Try again later or contact us at \
@@ -67,9 +91,11 @@ pub struct PageQuery {
     pub route: Route,
     /// Echoed back in `request.params`, as the real API does.
     pub api_key: String,
-    /// Sorted, without duplicates.
+    /// Values of the route's region facet (respondents, sending BAs, parents), sorted, without
+    /// duplicates.
     pub respondents: Vec<String>,
-    /// The route's facet values (types or fuel types), sorted, known ones only.
+    /// Values of the route's second facet (types, fuel types, receiving BAs, sub-regions),
+    /// sorted, known ones only.
     pub kinds: Vec<String>,
     /// The first and the last period, both included, epoch µs.
     pub start: i64,
@@ -82,10 +108,30 @@ pub struct PageQuery {
 }
 
 impl PageQuery {
-    /// Rows of the whole request: one per period, respondent and kind.
+    /// Rows of the whole request: one per period and pair of facet values ([`Self::pairs`]).
     pub fn total(&self) -> u64 {
         let hours = if self.end < self.start { 0 } else { ((self.end - self.start) / HOUR_US + 1) as u64 };
-        hours * (self.respondents.len() * self.kinds.len()) as u64
+        hours * self.pairs().len() as u64
+    }
+
+    /// The (region facet, second facet) pairs that have rows, in the API's sort order: every
+    /// respondent × kind; every pair of two different BAs for interchange; the known
+    /// sub-regions of the asked parents.
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        let mut out = Vec::with_capacity(self.respondents.len() * self.kinds.len());
+        for first in &self.respondents {
+            for second in &self.kinds {
+                let held = match self.route {
+                    Route::RegionData | Route::FuelTypeData => true,
+                    Route::Interchange => first != second,
+                    Route::SubBa => SUB_REGIONS.iter().any(|(parent, sub, _)| parent == first && sub == second),
+                };
+                if held {
+                    out.push((first.as_str(), second.as_str()));
+                }
+            }
+        }
+        out
     }
 
     /// Read a request's path and query, or say what the API would answer instead: 404 for
@@ -94,19 +140,13 @@ impl PageQuery {
     /// known respondent ([`RESPONDENTS`]) or kind.
     pub fn read(path: &str, query: &str) -> Result<Self, (u16, String)> {
         let bad = |message: String| (400, json!({ "error": message, "code": 400 }).to_string());
-        let route = [Route::RegionData, Route::FuelTypeData]
+        let route = ROUTES
             .into_iter()
             .find(|route| path.trim_end_matches('/') == route.data_path().trim_end_matches('/'))
-            .ok_or_else(|| (404, json!({ "error": "Not found.", "code": 404 }).to_string()))?;
-        let mut params: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (key, value) in url_pairs(query) {
-            params.entry(key).or_default().push(value);
-        }
+            .ok_or_else(not_found)?;
+        let params = params_of(query);
         let one = |name: &str| params.get(name).and_then(|v| v.first()).map(String::as_str);
-        let Some(api_key) = one("api_key").filter(|k| !k.is_empty()) else {
-            let body = json!({ "error": { "code": "API_KEY_MISSING", "message": API_KEY_MISSING } });
-            return Err((403, body.to_string()));
-        };
+        let api_key = api_key(&params)?;
         match one("frequency") {
             Some("hourly") => {}
             Some(other) => {
@@ -137,12 +177,14 @@ impl PageQuery {
             values.dedup();
             values
         };
-        let known: Vec<&str> = kind_names(route).iter().map(|(code, _)| *code).collect();
+        let codes = |values: Vec<(&'static str, String)>| values.into_iter().map(|(code, _)| code).collect::<Vec<_>>();
+        let known = codes(facet_values(route, route.facet()).unwrap_or_default());
         let kinds = sorted(&format!("facets[{}][]", route.facet()), &known)
             .into_iter()
-            .filter(|kind| known.contains(&kind.as_str()))
+            .filter(|kind| route == Route::Interchange || known.contains(&kind.as_str()))
             .collect();
-        let respondents = sorted("facets[respondent][]", &RESPONDENTS.map(|(code, _)| code));
+        let defaults = codes(facet_values(route, route.region_facet()).unwrap_or_default());
+        let respondents = sorted(&format!("facets[{}][]", route.region_facet()), &defaults);
         Ok(Self {
             route,
             api_key: api_key.to_string(),
@@ -160,7 +202,77 @@ impl PageQuery {
 /// The API's answer to a data request's `path` and `query`: `Ok((body, rows))` with the page
 /// [`page`] writes, or `Err((status, error body))` as [`PageQuery::read`] says.
 pub fn answer(path: &str, query: &str, style: PageStyle) -> Result<(String, u64), (u16, String)> {
+    if path.contains("/facet/") {
+        return facet_answer(path, query, style).map(|body| (body, 0));
+    }
     PageQuery::read(path, query).map(|query| page(&query, style))
+}
+
+/// The API's answer to `{base}/v2/electricity/rto/{route}/facet/{facet}/`: every value of the
+/// facet with its name, `{"response":{"totalFacets":"10","facets":[{"id":"CISO","name":"…"},
+/// …]},"request":{"command":…,"params":{"api_key":…}},"apiVersion":"2.1.13"}`; 404 for a route
+/// or facet the fake does not serve, 403 without a key.
+fn facet_answer(path: &str, query: &str, style: PageStyle) -> Result<String, (u16, String)> {
+    let (route, facet) = path
+        .trim_end_matches('/')
+        .strip_prefix("/v2/electricity/rto/")
+        .and_then(|rest| rest.split_once("/facet/"))
+        .ok_or_else(not_found)?;
+    let route = ROUTES.into_iter().find(|r| r.name() == route).ok_or_else(not_found)?;
+    let values = facet_values(route, facet).ok_or_else(not_found)?;
+    let params = params_of(query);
+    let api_key = api_key(&params)?;
+    let facets: Vec<Value> = values.iter().map(|(id, name)| json!({ "id": id, "name": name })).collect();
+    let total = if style.numeric { json!(facets.len()) } else { json!(facets.len().to_string()) };
+    let body = json!({
+        "response": { "totalFacets": total, "facets": facets },
+        "request": { "command": path, "params": { "api_key": api_key } },
+        "apiVersion": "2.1.13",
+        "ExcelAddInVersion": "2.1.0",
+    });
+    Ok(body.to_string())
+}
+
+/// The values of `facet` of `route` with their names (`None`: the route has no such facet).
+fn facet_values(route: Route, facet: &str) -> Option<Vec<(&'static str, String)>> {
+    let named = |list: &[(&'static str, &'static str)]| list.iter().map(|(c, n)| (*c, n.to_string())).collect();
+    let mut values: Vec<(&'static str, String)> = match (route, facet) {
+        (Route::RegionData | Route::FuelTypeData, "respondent") | (Route::Interchange, "fromba" | "toba") => {
+            named(&RESPONDENTS)
+        }
+        (Route::RegionData, "type") => named(&TYPE_NAMES),
+        (Route::FuelTypeData, "fueltype") => named(&FUEL_NAMES),
+        (Route::SubBa, "parent") => {
+            let mut parents: Vec<&'static str> = SUB_REGIONS.iter().map(|(parent, _, _)| *parent).collect();
+            parents.dedup();
+            parents.into_iter().map(|code| (code, respondent_name(code))).collect()
+        }
+        (Route::SubBa, "subba") => SUB_REGIONS.iter().map(|(_, sub, name)| (*sub, name.to_string())).collect(),
+        _ => return None,
+    };
+    values.sort();
+    Some(values)
+}
+
+fn not_found() -> (u16, String) {
+    (404, json!({ "error": "Not found.", "code": 404 }).to_string())
+}
+
+/// A query's parameters, each name with its values in order.
+fn params_of(query: &str) -> BTreeMap<String, Vec<String>> {
+    let mut params: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, value) in url_pairs(query) {
+        params.entry(key).or_default().push(value);
+    }
+    params
+}
+
+/// The request's key, or the API's 403 `API_KEY_MISSING`.
+fn api_key(params: &BTreeMap<String, Vec<String>>) -> Result<&str, (u16, String)> {
+    params.get("api_key").and_then(|v| v.first()).map(String::as_str).filter(|k| !k.is_empty()).ok_or_else(|| {
+        let body = json!({ "error": { "code": "API_KEY_MISSING", "message": API_KEY_MISSING } });
+        (403, body.to_string())
+    })
 }
 
 /// The 429 body of a request beyond the rate limits.
@@ -168,23 +280,63 @@ pub fn over_rate_limit() -> String {
     json!({ "error": { "code": "OVER_RATE_LIMIT", "message": OVER_RATE_LIMIT } }).to_string()
 }
 
-/// One row of `response.data` (2.1.13 member order).
+/// One row of `response.data`, with the members of its route in 2.1.13 order.
 #[derive(Serialize)]
-struct Row<'a> {
-    period: &'a str,
-    respondent: &'a str,
-    #[serde(rename = "respondent-name")]
-    respondent_name: &'a str,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    kind: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    fueltype: Option<&'a str>,
-    #[serde(rename = "type-name")]
-    type_name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<Figure>,
-    #[serde(rename = "value-units")]
-    value_units: &'static str,
+#[serde(untagged)]
+enum Row<'a> {
+    /// region-data (`type`) and fuel-type-data (`fueltype`).
+    Respondent {
+        period: &'a str,
+        respondent: &'a str,
+        #[serde(rename = "respondent-name")]
+        respondent_name: &'a str,
+        #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+        kind: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fueltype: Option<&'a str>,
+        #[serde(rename = "type-name")]
+        type_name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<Figure>,
+        #[serde(rename = "value-units")]
+        value_units: &'static str,
+    },
+    Interchange {
+        period: &'a str,
+        fromba: &'a str,
+        #[serde(rename = "fromba-name")]
+        fromba_name: &'a str,
+        toba: &'a str,
+        #[serde(rename = "toba-name")]
+        toba_name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<Figure>,
+        #[serde(rename = "value-units")]
+        value_units: &'static str,
+    },
+    SubBa {
+        period: &'a str,
+        subba: &'a str,
+        #[serde(rename = "subba-name")]
+        subba_name: &'a str,
+        parent: &'a str,
+        #[serde(rename = "parent-name")]
+        parent_name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<Figure>,
+        #[serde(rename = "value-units")]
+        value_units: &'static str,
+    },
+}
+
+/// One pair of facet values of a page, named, with the series [`value_at`] gives its values.
+struct Pair<'a> {
+    first: &'a str,
+    first_name: String,
+    second: &'a str,
+    second_name: String,
+    /// [`value_at`]'s respondent and kind: (`CISO`, `D`), (`AEC-MISO`, `ID`), (`CISO.PGAE`, `D`).
+    series: (String, &'a str),
 }
 
 /// A row's value as the page's [`PageStyle`] writes it.
@@ -236,15 +388,8 @@ struct Body<'a> {
 pub fn page(query: &PageQuery, style: PageStyle) -> (String, u64) {
     let total = query.total();
     let (first, last) = (query.offset.min(total), query.offset.saturating_add(query.length).min(total));
-    let per_hour = (query.respondents.len() * query.kinds.len()).max(1) as u64;
-    let known = kind_names(query.route);
-    let respondents: Vec<(&str, String)> =
-        query.respondents.iter().map(|code| (code.as_str(), respondent_name(code))).collect();
-    let kinds: Vec<(&str, &str)> = query
-        .kinds
-        .iter()
-        .map(|code| (code.as_str(), known.iter().find(|(c, _)| c == code).map_or(code.as_str(), |(_, name)| name)))
-        .collect();
+    let pairs: Vec<Pair> = query.pairs().into_iter().map(|(a, b)| Pair::new(query.route, a, b)).collect();
+    let per_hour = pairs.len().max(1) as u64;
     let hours = if first < last { first / per_hour..(last - 1) / per_hour + 1 } else { 0..0 };
     let periods: Vec<(i64, String)> = hours
         .clone()
@@ -256,11 +401,9 @@ pub fn page(query: &PageQuery, style: PageStyle) -> (String, u64) {
     let mut data = Vec::with_capacity((last - first) as usize);
     for i in first..last {
         let (t, period) = &periods[(i / per_hour - hours.start) as usize];
-        let (respondent, respondent_name) =
-            &respondents[((i / kinds.len() as u64) % respondents.len() as u64) as usize];
-        let (kind, type_name) = kinds[(i % kinds.len() as u64) as usize];
+        let pair = &pairs[(i % per_hour) as usize];
         let value = query.with_value.then(|| {
-            let figure = value_at(*t, respondent, kind) as i64;
+            let figure = value_at(*t, &pair.series.0, pair.series.1) as i64;
             if style.null_every > 0 && (t / HOUR_US) % style.null_every == 0 {
                 Figure::Null
             } else if style.numeric {
@@ -269,16 +412,39 @@ pub fn page(query: &PageQuery, style: PageStyle) -> (String, u64) {
                 Figure::Text(figure)
             }
         });
-        let region = query.route == Route::RegionData;
-        data.push(Row {
-            period,
-            respondent,
-            respondent_name,
-            kind: region.then_some(kind),
-            fueltype: (!region).then_some(kind),
-            type_name,
-            value,
-            value_units: "megawatthours",
+        let value_units = "megawatthours";
+        data.push(match query.route {
+            Route::RegionData | Route::FuelTypeData => {
+                let region = query.route == Route::RegionData;
+                Row::Respondent {
+                    period,
+                    respondent: pair.first,
+                    respondent_name: &pair.first_name,
+                    kind: region.then_some(pair.second),
+                    fueltype: (!region).then_some(pair.second),
+                    type_name: &pair.second_name,
+                    value,
+                    value_units,
+                }
+            }
+            Route::Interchange => Row::Interchange {
+                period,
+                fromba: pair.first,
+                fromba_name: &pair.first_name,
+                toba: pair.second,
+                toba_name: &pair.second_name,
+                value,
+                value_units,
+            },
+            Route::SubBa => Row::SubBa {
+                period,
+                subba: pair.second,
+                subba_name: &pair.second_name,
+                parent: pair.first,
+                parent_name: &pair.first_name,
+                value,
+                value_units,
+            },
         });
     }
     let warnings = if total > PAGE_ROWS {
@@ -293,11 +459,16 @@ pub fn page(query: &PageQuery, style: PageStyle) -> (String, u64) {
         Route::FuelTypeData => {
             "Hourly net generation by balancing authority and energy source.  \n    Source: Form EIA-930\n    Product: Hourly Electric Grid Monitor"
         }
-        // the fake serves region-data and fuel-type-data only ([`PageQuery::read`])
-        Route::Interchange | Route::SubBa => "",
+        // as the real body says it
+        Route::Interchange => {
+            "Daily interchange between neighboring balancing authorities.  \n    Source: Form EIA-930\n    Product: Hourly Electric Grid Monitor"
+        }
+        Route::SubBa => {
+            "Hourly demand by balancing authority subregion.  \n    Source: Form EIA-930\n    Product: Hourly Electric Grid Monitor"
+        }
     };
     let mut facets = serde_json::Map::new();
-    facets.insert("respondent".into(), json!(query.respondents));
+    facets.insert(query.route.region_facet().into(), json!(query.respondents));
     facets.insert(query.route.facet().into(), json!(query.kinds));
     let params = json!({
         "api_key": query.api_key,
@@ -327,11 +498,23 @@ pub fn page(query: &PageQuery, style: PageStyle) -> (String, u64) {
     (serde_json::to_string(&body).expect("a page serializes"), last - first)
 }
 
-fn kind_names(route: Route) -> &'static [(&'static str, &'static str)] {
-    match route {
-        Route::RegionData => &TYPE_NAMES,
-        Route::FuelTypeData => &FUEL_NAMES,
-        Route::Interchange | Route::SubBa => &[],
+impl<'a> Pair<'a> {
+    fn new(route: Route, first: &'a str, second: &'a str) -> Self {
+        let named = |list: &[(&str, &str)], code: &str| {
+            list.iter().find(|(c, _)| *c == code).map_or_else(|| code.to_string(), |(_, name)| name.to_string())
+        };
+        let (second_name, series) = match route {
+            Route::RegionData => (named(&TYPE_NAMES, second), (first.to_string(), second)),
+            Route::FuelTypeData => (named(&FUEL_NAMES, second), (first.to_string(), second)),
+            Route::Interchange => {
+                (respondent_name(second), (format!("{first}{INTERCHANGE_SEPARATOR}{second}"), KIND_INTERCHANGE))
+            }
+            Route::SubBa => {
+                let name = SUB_REGIONS.iter().find(|(_, sub, _)| *sub == second).map_or(second, |(_, _, name)| name);
+                (name.to_string(), (format!("{first}{SUB_REGION_SEPARATOR}{second}"), KIND_DEMAND))
+            }
+        };
+        Self { first, first_name: respondent_name(first), second, second_name, series }
     }
 }
 
@@ -356,7 +539,8 @@ fn fnv(text: &str) -> u64 {
 
 /// The fake API's value (MWh, a whole number) of a respondent's `kind` for the hour ending at
 /// `t_us`: a level of the respondent's own with daily, weekly and yearly cycles and noise; the
-/// forecast, generation and interchange follow the demand, a fuel type is a share of it.
+/// forecast, generation and interchange follow the demand, a fuel type is a share of it. An
+/// interchange (`AEC-MISO`, `ID`) and a sub-region (`CISO.PGAE`, `D`) are series of their own.
 pub fn value_at(t_us: i64, respondent: &str, kind: &str) -> f64 {
     use std::f64::consts::TAU;
     let hour = t_us.div_euclid(HOUR_US);
@@ -374,6 +558,8 @@ pub fn value_at(t_us: i64, respondent: &str, kind: &str) -> f64 {
         "DF" => demand * (1.0 + 0.06 * noise(2)),
         "NG" => demand * (1.02 + 0.1 * noise(3)),
         "TI" => demand * (0.02 + 0.1 * noise(3)),
+        // an interchange flows either way
+        "ID" => demand * 0.2 * noise(5),
         fuel => demand * (0.05 + 0.3 * (fnv(fuel) % 1000) as f64 / 1000.0) * (1.0 + 0.1 * noise(4)),
     };
     // + 0.0: no negative zero
