@@ -1,5 +1,6 @@
 //! Command-line types (clap). Their doc comments are the `--help` text.
 use crate::features::Protocol;
+use crate::features::multi::RegionInput;
 use crate::ingest::SourceKind;
 use crate::ingest::file::{Resample, Stamps};
 use crate::model::distributed::Backend;
@@ -265,6 +266,11 @@ pub struct TrainArgs {
     pub pause_after_epoch: Option<usize>,
     #[command(flatten)]
     pub distributed: DistributedArgs,
+    /// With several --region (or `--region all-eia`: every EIA respondent whose load the
+    /// store holds), how the one model knows a window's region: `one-hot` (a learned region
+    /// embedding; other regions are forecast zero-shot) or `none` (the model ignores it)
+    #[arg(long, value_enum, default_value_t = RegionInput::OneHot)]
+    pub region_input: RegionInput,
 }
 
 /// Data-parallel training over several processes (MLX's distributed layer).

@@ -1,7 +1,7 @@
 //! `energy evaluate`: a rolling-origin backtest of a trained model, one forecast per day,
 //! beside the seasonal-naive baselines and the operator's own forecast where stored.
 use super::modeling::{self, ModelMeta};
-use super::{BadInput, Context};
+use super::{BadInput, Context, train_multi};
 use crate::cli::EvaluateArgs;
 use crate::eval::{self, BacktestSetup, BoostedTrees, Scores};
 use crate::features::{self, WindowSpec};
@@ -29,11 +29,14 @@ struct EvaluateReport<'a> {
     /// same as `train` used), or for older models the evaluated range's.
     mase_scale: f64,
     mase_scale_from: &'static str,
+    /// For a region a multi-region model was not trained on: what that means.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zero_shot: Option<String>,
     scores: &'a [Scores],
 }
 
 pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
-    let (mut model, meta): (_, ModelMeta) = modeling::load_model(&args.model_dir)?;
+    let (mut model, mut meta): (_, ModelMeta) = train_multi::load_model(context, &args.model_dir, &args.select)?;
     if let Some(protocol) = args.protocol
         && protocol != meta.spec.protocol
     {
@@ -60,6 +63,7 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
         let end = from_us(last);
         DateRange::new(end - TimeDelta::days(DEFAULT_EVALUATE_DAYS), end).map_err(BadInput)?
     };
+    train_multi::fit_zero_shot(context, &mut meta, range.start_us())?;
     let spec = WindowSpec { stride: 24, ..meta.spec };
     // history before the range: the windows' context, plus a week for lags
     let lead = (spec.context + spec.gap() + 168) as i64;
@@ -67,6 +71,9 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
     let table = modeling::build_features(context, &meta.load, &meta.exogenous, table_range, &meta.feature_config)?;
     let first_row = table.timestamps.iter().position(|t| *t > range.start_us()).unwrap_or(table.len());
     let mut windows = features::make_windows(&table, &meta.scaler, &spec, first_row..table.len())?;
+    if let Some(block) = &meta.region_block {
+        block.append(&mut windows);
+    }
     modeling::check_features(&meta, &windows)?;
     // a model with as-issued weather is scored on forecasts a user could have made
     let perfect_weather_dropped = windows.drop_perfect_weather();
@@ -116,6 +123,7 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
         overlaps_training: first_target <= train_end && meta.data_range.holds_us(first_target),
         mase_scale,
         mase_scale_from,
+        zero_shot: train_multi::zero_shot_note(&meta),
         scores: &scores,
     };
     if context.json {
@@ -126,6 +134,9 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
         "backtest of {} ({:?}): {} daily forecasts, targets {} .. {}",
         report.series, report.protocol, report.forecasts, report.first_target, report.last_target
     );
+    if let Some(note) = &report.zero_shot {
+        println!("{note}");
+    }
     if report.overlaps_training {
         println!("note: the range overlaps the model's training or validation data; scores there are in-sample");
     }

@@ -1,7 +1,7 @@
 //! `energy forecast`: load a checkpoint, bring the store up to date when asked, forecast from
 //! the latest data, print a table, optionally write CSV/JSON and a PNG plot.
 use super::modeling::{self, ModelMeta};
-use super::{BadInput, Context, collect};
+use super::{BadInput, Context, collect, train_multi};
 use crate::cli::{ForecastArgs, SelectArgs, SourceArgs};
 use crate::config::SyntheticConfig;
 use crate::eval;
@@ -33,6 +33,9 @@ struct ForecastReport<'a> {
     series: String,
     protocol: Protocol,
     issued_with_data_up_to: String,
+    /// For a region a multi-region model was not trained on: what that means.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zero_shot: Option<String>,
     rows: &'a [ForecastRow],
 }
 
@@ -49,7 +52,7 @@ pub(crate) struct Issued {
 }
 
 pub(crate) fn run(context: &Context, args: &ForecastArgs, sources: &SourceArgs) -> Result<()> {
-    let (mut model, meta): (_, ModelMeta) = modeling::load_model(&args.model_dir)?;
+    let (mut model, mut meta): (_, ModelMeta) = train_multi::load_model(context, &args.model_dir, &args.select)?;
     modeling::check_source(&args.select, &meta, &args.model_dir)?;
     modeling::check_region(&args.select, &meta, &args.model_dir)?;
     if args.collect {
@@ -64,6 +67,7 @@ pub(crate) fn run(context: &Context, args: &ForecastArgs, sources: &SourceArgs) 
             );
         }
     }
+    train_multi::fit_zero_shot(context, &mut meta, i64::MAX)?;
     let issued = issue(context, &meta, &mut model)?;
     let rows = &issued.rows;
     if let Some(path) = &args.out {
@@ -77,6 +81,7 @@ pub(crate) fn run(context: &Context, args: &ForecastArgs, sources: &SourceArgs) 
         series: meta.load.to_string(),
         protocol: issued.protocol,
         issued_with_data_up_to: modeling::format_time(issued.origin),
+        zero_shot: train_multi::zero_shot_note(&meta),
         rows,
     };
     if context.json {
@@ -89,6 +94,9 @@ pub(crate) fn run(context: &Context, args: &ForecastArgs, sources: &SourceArgs) 
         report.series,
         report.issued_with_data_up_to
     );
+    if let Some(note) = &report.zero_shot {
+        println!("{note}");
+    }
     println!("{:<18} {:<24} {:>10} {:>10} {:>10}", "timestamp (UTC)", "local time", "p10 MW", "p50 MW", "p90 MW");
     for r in rows {
         println!("{:<18} {:<24} {:>10.0} {:>10.0} {:>10.0}", r.timestamp_utc, r.local_time, r.p10, r.p50, r.p90);
@@ -222,7 +230,10 @@ pub(crate) fn issue(context: &Context, meta: &ModelMeta, model: &mut Forecaster)
     if origin + 1 < spec.context + 168 {
         return Err(BadInput(format!("the store holds too little history of {}: collect more days", meta.load)).into());
     }
-    let windows = features::window_at(&table, &meta.scaler, &spec, origin)?;
+    let mut windows = features::window_at(&table, &meta.scaler, &spec, origin)?;
+    if let Some(block) = &meta.region_block {
+        block.append(&mut windows);
+    }
     modeling::check_features(meta, &windows)?;
     let mut forecasts = eval::predict(model, &windows, &meta.scaler, 1)?;
     eval::apply_calibration(&mut forecasts, meta.interval_calibration.as_ref());

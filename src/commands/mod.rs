@@ -10,6 +10,7 @@ mod reporters;
 mod serve;
 mod status;
 mod train;
+mod train_multi;
 
 use crate::cli::{Cli, Command, SelectArgs, SourceArgs};
 use crate::config::{Config, ConfigError};

@@ -4,6 +4,7 @@
 use super::{BadInput, Context};
 use crate::cli::{InputArgs, OperatorArgs, SelectArgs, SourceArgs};
 use crate::eval::{IntervalCalibration, Scores};
+use crate::features::multi::RegionBlock;
 use crate::features::{self, FeatureConfig, FeatureTable, Scaler, WindowSpec};
 use crate::ingest::{self, KIND_TEMP, SeriesId, SourceKind, file};
 use crate::model::checkpoint;
@@ -43,6 +44,10 @@ pub(crate) struct ModelMeta {
     /// The kind of the operator's forecast scored beside the model at training time.
     #[serde(default)]
     pub operator_kind: Option<String>,
+    /// The region columns of a multi-region model ([`super::train_multi`]) and this region's
+    /// place among them; absent for a model of one region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_block: Option<RegionBlock>,
 }
 
 /// The load series (the source's load kind) and the exogenous series (those the store holds)
@@ -283,8 +288,21 @@ pub(crate) fn check_features(meta: &ModelMeta, windows: &features::Windows) -> R
     )))
 }
 
-/// Load a checkpoint and its metadata.
+/// Load a checkpoint of one region and its metadata.
 pub(crate) fn load_model(dir: &Path) -> Result<(Forecaster, ModelMeta)> {
+    let (model, extra) = load_checkpoint(dir)?;
+    if super::train_multi::is_multi(&extra) {
+        return Err(BadInput(format!(
+            "the model in `{}` was trained for several regions: `energy forecast` and `energy evaluate` take it with --region",
+            dir.display()
+        ))
+        .into());
+    }
+    Ok((model, meta_of(extra, dir)?))
+}
+
+/// Load a checkpoint: the model and the metadata `train` saved with it.
+pub(crate) fn load_checkpoint(dir: &Path) -> Result<(Forecaster, serde_json::Value)> {
     if !dir.is_dir() {
         return Err(BadInput(format!(
             "no model in `{}`: the folder does not exist (train one with `energy train --model-dir {}`)",
@@ -295,10 +313,14 @@ pub(crate) fn load_model(dir: &Path) -> Result<(Forecaster, ModelMeta)> {
     }
     let (model, _config, extra) =
         checkpoint::load(dir).with_context(|| format!("cannot load the model in `{}`", dir.display()))?;
-    let meta: ModelMeta = serde_json::from_value(extra).with_context(|| {
+    Ok((model, extra))
+}
+
+/// The metadata of a model of one region.
+pub(crate) fn meta_of(extra: serde_json::Value, dir: &Path) -> Result<ModelMeta> {
+    serde_json::from_value(extra).with_context(|| {
         format!("the model in `{}` lacks its metadata (was it saved by `energy train`?)", dir.display())
-    })?;
-    Ok((model, meta))
+    })
 }
 
 /// A table of scores for the terminal.

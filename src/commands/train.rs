@@ -2,7 +2,7 @@
 //! split against the baselines, save the checkpoint, summarise.
 use super::modeling::{self, ModelMeta};
 use super::reporters::BarReporter;
-use super::{BadInput, Context, collect};
+use super::{BadInput, Context, collect, train_multi};
 use crate::cli::TrainArgs;
 use crate::config::SplitConfig;
 use crate::eval::{self, BacktestSetup, BoostedTrees, IntervalCalibration, Scores};
@@ -104,16 +104,19 @@ struct WeatherWindows {
 }
 
 #[derive(Serialize)]
-struct WindowCounts {
-    train: usize,
-    validation: usize,
-    test: usize,
-    skipped_imputed: usize,
+pub(super) struct WindowCounts {
+    pub train: usize,
+    pub validation: usize,
+    pub test: usize,
+    pub skipped_imputed: usize,
 }
 
 pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
     args.select.source().require_load_kind()?;
+    if train_multi::wanted(&args.select)? {
+        return train_multi::run(context, args);
+    }
     let region = modeling::one_region(&args.select, Some(&args.sources))?;
     let source = args.select.source();
     let resume_dir = args.model_dir.join(RESUME_DIR);
@@ -126,26 +129,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         }
         (false, _) => args.select.range(context.now)?,
     };
-    let mut model_config = context.config.model.clone();
-    if let Some(epochs) = args.epochs {
-        if epochs == 0 {
-            return Err(BadInput("--epochs must be at least 1".into()).into());
-        }
-        model_config.epochs = epochs;
-    }
-    for (flag, value, slot) in
-        [("--context", args.context, &mut model_config.context), ("--horizon", args.horizon, &mut model_config.horizon)]
-    {
-        if let Some(value) = value {
-            if value == 0 || value > 24 * 60 {
-                return Err(BadInput(format!("{flag} must be between 1 and 1440 hours (got {value})")).into());
-            }
-            *slot = value;
-        }
-    }
-    if args.protocol == Protocol::DayAhead && model_config.horizon != 24 {
-        return Err(BadInput("the day-ahead protocol forecasts 24 hours: leave --horizon at 24".into()).into());
-    }
+    let model_config = model_config(context, args)?;
 
     let parallel = join_group(args)?;
     // Only rank 0 writes (checkpoint, resumable state, reports).
@@ -153,21 +137,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
 
     let mut floors: Vec<NoiseFloor> = Vec::new();
     if args.collect {
-        let (result, collected_floors) = collect::collect(context, &args.select, &args.sources)?;
-        if !result.succeeded() {
-            anyhow::bail!(
-                "{} of {} chunks failed to collect; run again to finish them",
-                result.failed_chunks,
-                result.chunks.len()
-            );
-        }
-        if !context.json {
-            eprintln!(
-                "collected {} rows ({} chunks fetched, {} already stored) in {:.1} s",
-                result.rows, result.fetched_chunks, result.skipped_chunks, result.duration_s
-            );
-        }
-        floors = collected_floors;
+        floors = collect_first(context, args)?;
     } else if source == SourceKind::Synthetic {
         floors = collect::synthetic_source(context, &args.select, &args.sources)?.noise_floors();
     }
@@ -211,14 +181,8 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         return Err(BadInput("no training window could be made: collect more days or shorten --context".into()).into());
     }
 
-    let forecaster_config = ForecasterConfig {
-        positions: spec.positions(),
-        ..ForecasterConfig::from_model_config(&model_config, train_windows.n_features)
-    };
-    let seed = args.sources.seed.unwrap_or(context.config.synthetic.seed);
-    let mut model =
-        Forecaster::with_seed(&forecaster_config, seed).map_err(|e| anyhow::anyhow!("cannot build the model: {e}"))?;
-    let train_config = TrainConfig::from_model_config(&model_config, seed);
+    let (mut model, forecaster_config, train_config, seed) =
+        build_model(context, args, &model_config, &spec, train_windows.n_features)?;
     let provenance = Provenance {
         source,
         region: &region,
@@ -345,6 +309,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         interval_calibration: calibration.clone(),
         mase_scale: mase_scale.is_finite().then_some(mase_scale),
         operator_kind: operator_id.as_ref().map(|id| id.kind.clone()),
+        region_block: None,
     };
     checkpoint::save(&args.model_dir, &model, &forecaster_config, &serde_json::to_value(&meta)?)
         .with_context(|| format!("cannot save the model to `{}`", args.model_dir.display()))?;
@@ -394,6 +359,70 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     }
     print_summary(&summary);
     Ok(())
+}
+
+/// The `[model]` settings with the flags of `args` applied (`--epochs`, `--context`, `--horizon`).
+pub(super) fn model_config(context: &Context, args: &TrainArgs) -> Result<crate::config::ModelConfig> {
+    let mut model_config = context.config.model.clone();
+    if let Some(epochs) = args.epochs {
+        if epochs == 0 {
+            return Err(BadInput("--epochs must be at least 1".into()).into());
+        }
+        model_config.epochs = epochs;
+    }
+    for (flag, value, slot) in
+        [("--context", args.context, &mut model_config.context), ("--horizon", args.horizon, &mut model_config.horizon)]
+    {
+        if let Some(value) = value {
+            if value == 0 || value > 24 * 60 {
+                return Err(BadInput(format!("{flag} must be between 1 and 1440 hours (got {value})")).into());
+            }
+            *slot = value;
+        }
+    }
+    if args.protocol == Protocol::DayAhead && model_config.horizon != 24 {
+        return Err(BadInput("the day-ahead protocol forecasts 24 hours: leave --horizon at 24".into()).into());
+    }
+    Ok(model_config)
+}
+
+/// The seeded model of `n_features` inputs for windows of `spec`, its config, the training
+/// settings and the seed (`--seed`, else the config's).
+pub(super) fn build_model(
+    context: &Context,
+    args: &TrainArgs,
+    model_config: &crate::config::ModelConfig,
+    spec: &WindowSpec,
+    n_features: usize,
+) -> Result<(Forecaster, ForecasterConfig, TrainConfig, u64)> {
+    let forecaster_config = ForecasterConfig {
+        positions: spec.positions(),
+        ..ForecasterConfig::from_model_config(model_config, n_features)
+    };
+    let seed = args.sources.seed.unwrap_or(context.config.synthetic.seed);
+    let model =
+        Forecaster::with_seed(&forecaster_config, seed).map_err(|e| anyhow::anyhow!("cannot build the model: {e}"))?;
+    Ok((model, forecaster_config, TrainConfig::from_model_config(model_config, seed), seed))
+}
+
+/// `--collect`: bring the store up to date for the selected range (a failed chunk fails the
+/// run); the synthetic source's noise floors.
+pub(super) fn collect_first(context: &Context, args: &TrainArgs) -> Result<Vec<NoiseFloor>> {
+    let (result, floors) = collect::collect(context, &args.select, &args.sources)?;
+    if !result.succeeded() {
+        anyhow::bail!(
+            "{} of {} chunks failed to collect; run again to finish them",
+            result.failed_chunks,
+            result.chunks.len()
+        );
+    }
+    if !context.json {
+        eprintln!(
+            "collected {} rows ({} chunks fetched, {} already stored) in {:.1} s",
+            result.rows, result.fetched_chunks, result.skipped_chunks, result.duration_s
+        );
+    }
+    Ok(floors)
 }
 
 /// This process's part in a data-parallel run (`--distributed`, or started with `MLX_RANK` and
@@ -450,8 +479,40 @@ fn refit_config(trained: &TrainConfig, epochs: usize, windows: usize) -> TrainCo
 
 /// Training data of `windows`: the inputs and the corrections the model learns
 /// (`residuals`, from [`features::Windows::residual_targets`]).
-fn data<'a>(windows: &'a features::Windows, residuals: &'a [f32]) -> TrainData<'a> {
+pub(super) fn data<'a>(windows: &'a features::Windows, residuals: &'a [f32]) -> TrainData<'a> {
     TrainData { inputs: &windows.inputs, targets: residuals, count: windows.count }
+}
+
+/// The epochs and the outcome of a training run, for the terminal.
+pub(super) fn print_training(report: &TrainReport, parameters: usize, featurize_seconds: f64, total_seconds: f64) {
+    for e in &report.epochs {
+        println!(
+            "  epoch {:>2}: loss {:.4}, validation {:.4}, {:.0} windows/s, {:.1} s",
+            e.epoch, e.train_loss, e.validation_loss, e.sequences_per_s, e.seconds
+        );
+    }
+    if let Some(epoch) = report.resumed_from_epoch {
+        println!("  (resumed after epoch {epoch})");
+    }
+    if let Some(c) = &report.communication {
+        println!(
+            "  data parallel over {} ranks: {} gradient all_sums of {} bytes, {:.1} ms each",
+            c.ranks,
+            c.steps,
+            c.bytes_per_step,
+            1e3 * c.all_sum_seconds_per_step
+        );
+    }
+    println!(
+        "best epoch {} (validation loss {:.4}){}; {} parameters; training {:.1} s, features {:.1} s, total {:.1} s",
+        report.best_epoch,
+        report.best_validation_loss,
+        if report.stopped_early { ", stopped early" } else { "" },
+        parameters,
+        report.seconds,
+        featurize_seconds,
+        total_seconds
+    );
 }
 
 fn print_summary(s: &TrainSummary) {
@@ -472,34 +533,7 @@ fn print_summary(s: &TrainSummary) {
         s.context,
         s.horizon
     );
-    for e in &s.training.epochs {
-        println!(
-            "  epoch {:>2}: loss {:.4}, validation {:.4}, {:.0} windows/s, {:.1} s",
-            e.epoch, e.train_loss, e.validation_loss, e.sequences_per_s, e.seconds
-        );
-    }
-    if let Some(epoch) = s.training.resumed_from_epoch {
-        println!("  (resumed after epoch {epoch})");
-    }
-    if let Some(c) = &s.training.communication {
-        println!(
-            "  data parallel over {} ranks: {} gradient all_sums of {} bytes, {:.1} ms each",
-            c.ranks,
-            c.steps,
-            c.bytes_per_step,
-            1e3 * c.all_sum_seconds_per_step
-        );
-    }
-    println!(
-        "best epoch {} (validation loss {:.4}){}; {} parameters; training {:.1} s, features {:.1} s, total {:.1} s",
-        s.training.best_epoch,
-        s.training.best_validation_loss,
-        if s.training.stopped_early { ", stopped early" } else { "" },
-        s.parameters,
-        s.training.seconds,
-        s.featurize_seconds,
-        s.total_seconds
-    );
+    print_training(s.training, s.parameters, s.featurize_seconds, s.total_seconds);
     if let Some(refit) = &s.refit {
         println!(
             "refit on training and validation: {} windows, {} epoch(s), {:.1} s",

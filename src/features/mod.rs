@@ -8,6 +8,7 @@
 //! - [`scaler`]: per-column standardisation fit on training rows only.
 //! - [`split`]: chronological train / validation / test row ranges.
 //! - [`windows`]: model inputs and targets (next-24h and day-ahead protocols), built with rayon.
+//! - [`multi`]: windows of several series for one model (region block, concatenation).
 //!
 //! # The table
 //! One row per hour of the complete UTC grid (interval-end timestamps); no row is ever dropped.
@@ -16,6 +17,7 @@
 pub mod calendar;
 pub mod clean;
 pub mod lags;
+pub mod multi;
 pub mod scaler;
 pub mod split;
 pub mod windows;

@@ -519,7 +519,11 @@ fn bad_models_features_and_training_are_refused_clearly() {
         "leave --horizon at 24",
     ));
     cases.push(train("a series not stored", &["--days", "30", "--region", "SYN9"], "holds no series synthetic:SYN9:D"));
-    cases.push(train("two regions", &["--days", "30", "--region", "SYN1", "--region", "SYN2"], "one region at a time"));
+    cases.push(train(
+        "two regions, one not stored",
+        &["--days", "30", "--region", "SYN1", "--region", "SYN9"],
+        "region SYN9: the store",
+    ));
     cases.push(train(
         "a range without data",
         &["--start", "2020-01-01", "--end", "2020-03-31", "--epochs", "1"],

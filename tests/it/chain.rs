@@ -114,7 +114,7 @@ fn the_main_job_beats_the_naives_and_boosted_trees() {
     let store = dir.path().join("store");
     let model = dir.path().join("model");
     let out = energy(&store)
-        .args(["train", "--collect", "--start", "2025-10-03", "--end", "2026-03-31", "--json", "-q", "--model-dir"])
+        .args(["train", "--collect", "--start", "2026-03-05", "--end", "2026-08-31", "--json", "-q", "--model-dir"])
         .arg(&model)
         .output()
         .unwrap();
@@ -139,7 +139,7 @@ fn the_main_job_beats_the_naives_and_boosted_trees() {
     assert!(train["exogenous"].as_array().unwrap().iter().any(|e| e == "synthetic:SYN1:TEMP_D1"));
     // the same model without weather does worse: the as-issued temperature earns its place
     let plain = energy(&store)
-        .args(["train", "--start", "2025-10-03", "--end", "2026-03-31", "--weather", "none", "--json", "-q"])
+        .args(["train", "--start", "2026-03-05", "--end", "2026-08-31", "--weather", "none", "--json", "-q"])
         .arg("--model-dir")
         .arg(dir.path().join("plain"))
         .output()
@@ -155,7 +155,7 @@ fn the_main_job_beats_the_naives_and_boosted_trees() {
     assert!(by_lead.iter().all(|c| (0.0..=1.0).contains(&c.as_f64().unwrap())));
     // `evaluate` scores the baseline saved with the model
     let evaluate = energy(&store)
-        .args(["evaluate", "--start", "2026-03-10", "--end", "2026-03-31", "--json", "-q", "--model-dir"])
+        .args(["evaluate", "--start", "2026-08-10", "--end", "2026-08-31", "--json", "-q", "--model-dir"])
         .arg(&model)
         .output()
         .unwrap();

@@ -14,6 +14,7 @@ mod grid;
 mod inputs;
 mod isolation;
 mod live;
+mod multi;
 mod openmeteo;
 mod realdata;
 mod reliability;

@@ -1,0 +1,690 @@
+//! `energy train --region A --region B …` (and `--region all-eia`): one forecaster for several
+//! series (issue #19, "one model for many regions"), and loading it again for one region.
+//!
+//! Every series gets its own feature table, split and scaler (fit on its own training rows);
+//! its windows get the region block of [`crate::features::multi`] (a one-hot of the trained
+//! regions, which the input projection turns into a learned region embedding; `--region-input
+//! none` leaves it out), and the windows of every series are concatenated in the order the
+//! regions were given and shuffled by the trainer. Each region is scored on its own test split
+//! with its own baselines, then all regions together (hour-weighted means).
+//!
+//! The checkpoint's metadata is a [`MultiMeta`]: every region's series, scaler, calibration and
+//! test scores, and the region columns in order. `forecast` and `evaluate` take any trained
+//! region with `--region`; a region the model was not trained on is forecast **zero-shot**: the
+//! all-zero region block, with a scaler fit on that region's own stored history before the
+//! forecasts ([`fit_zero_shot`]), and the output says so.
+use super::modeling::{self, ModelMeta};
+use super::reporters::BarReporter;
+use super::train::{TEST_STRIDE, VALIDATION_STRIDE, WindowCounts};
+use super::{BadInput, Context, train};
+use crate::cli::{SelectArgs, TrainArgs};
+use crate::config::SplitConfig;
+use crate::eval::{self, BacktestSetup, IntervalCalibration, Scores};
+use crate::features::multi::{self, RegionBlock, RegionInput};
+use crate::features::{self, FeatureConfig, FeatureTable, Scaler, WindowSpec, Windows};
+use crate::ingest::{SeriesId, SourceKind};
+use crate::model::distributed;
+use crate::model::train::TrainReport;
+use crate::model::transformer::Forecaster;
+use crate::model::{checkpoint, train as trainer};
+use crate::time::{DateRange, HOUR_US, from_us};
+use anyhow::{Context as _, Result};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Instant;
+
+/// `--region` value standing for every EIA respondent whose load (kind `D`) the store holds.
+pub const ALL_EIA: &str = "all-eia";
+/// Key of the multi-region metadata in a checkpoint's `config.json`.
+const META_KEY: &str = "multi_region";
+/// Hours of history a zero-shot region needs for its scaler (and the windows' lags).
+const ZERO_SHOT_MIN_HOURS: usize = 14 * 24;
+
+/// Everything `forecast` and `evaluate` need of a multi-region model besides the weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct MultiMeta {
+    pub source: SourceKind,
+    pub regions: Vec<RegionModel>,
+    /// The region block's columns, in order (empty: trained with `--region-input none`).
+    pub region_columns: Vec<String>,
+    /// The `--weather` flag the model was trained with (a zero-shot region uses the same).
+    pub weather: Option<String>,
+    pub spec: WindowSpec,
+    /// Every input feature, the region block last.
+    pub feature_names: Vec<String>,
+    pub feature_config: FeatureConfig,
+    pub data_range: DateRange,
+    pub split: SplitConfig,
+    pub trained_at: DateTime<Utc>,
+    pub seed: u64,
+    /// Test-split scores of all regions together (hour-weighted means).
+    pub overall_scores: Vec<Scores>,
+}
+
+/// One trained region of a [`MultiMeta`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RegionModel {
+    pub region: String,
+    pub load: SeriesId,
+    pub exogenous: Vec<SeriesId>,
+    pub scaler: Scaler,
+    pub interval_calibration: Option<IntervalCalibration>,
+    pub mase_scale: Option<f64>,
+    pub operator_kind: Option<String>,
+    pub test_scores: Vec<Scores>,
+}
+
+/// Does this `--region` list ask for a multi-region model (several regions, or `all-eia`)?
+pub(crate) fn wanted(select: &SelectArgs) -> Result<bool, BadInput> {
+    if select.regions.iter().any(|r| r == ALL_EIA) {
+        return Ok(true);
+    }
+    Ok(select.regions.len() > 1 && select.regions_or(None)?.len() > 1)
+}
+
+/// Is a checkpoint's metadata a multi-region model's?
+pub(crate) fn is_multi(extra: &serde_json::Value) -> bool {
+    extra.get(META_KEY).is_some()
+}
+
+/// One series of the run: its table, scaler and windows.
+struct RegionData {
+    region: String,
+    load: SeriesId,
+    exogenous: Vec<SeriesId>,
+    table: FeatureTable,
+    train_rows: std::ops::Range<usize>,
+    scaler: Scaler,
+    train: Windows,
+    validation: Windows,
+    test: Windows,
+    operator: Option<SeriesId>,
+}
+
+#[derive(Serialize)]
+struct RegionSummary<'a> {
+    region: &'a str,
+    series: String,
+    rows: usize,
+    windows: WindowCounts,
+    test_scores: &'a [Scores],
+}
+
+#[derive(Serialize)]
+struct MultiSummary<'a> {
+    model_dir: String,
+    source: SourceKind,
+    region_input: RegionInput,
+    protocol: features::Protocol,
+    context: usize,
+    horizon: usize,
+    data_range: DateRange,
+    parameters: usize,
+    training: &'a TrainReport,
+    featurize_seconds: f64,
+    total_seconds: f64,
+    regions: Vec<RegionSummary<'a>>,
+    overall_scores: &'a [Scores],
+}
+
+pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
+    let started = Instant::now();
+    let source = args.select.source();
+    if args.resume {
+        return Err(BadInput("--resume is not supported when training several regions".into()).into());
+    }
+    if args.distributed.distributed || distributed::launched_as_rank() {
+        return Err(BadInput("distributed training is not supported for several regions yet".into()).into());
+    }
+    let model_config = train::model_config(context, args)?;
+    let range = args.select.range(context.now)?;
+    if args.collect {
+        if args.select.regions.iter().any(|r| r == ALL_EIA) {
+            return Err(BadInput(format!(
+                "--collect cannot collect --region {ALL_EIA}: name the regions, or collect them first"
+            ))
+            .into());
+        }
+        train::collect_first(context, args)?;
+    }
+    let regions = regions(context, &args.select)?;
+    let spec = WindowSpec {
+        context: model_config.context,
+        horizon: model_config.horizon,
+        stride: model_config.train_stride,
+        protocol: args.protocol,
+    };
+    let featurize = Instant::now();
+    let feature_config = FeatureConfig::default();
+    // every region's series first, so that a region the store lacks is named before any work
+    let mut stored = Vec::with_capacity(regions.len());
+    for region in &regions {
+        let in_region = |e: anyhow::Error| e.context(format!("region {region}"));
+        stored.push(modeling::series_for(context, source, region, args.weather.as_deref()).map_err(in_region)?);
+    }
+    let mut series = Vec::with_capacity(regions.len());
+    for (region, (load, exogenous)) in regions.iter().zip(stored) {
+        series.push(region_data(context, args, region, (load, exogenous), range, &spec, &feature_config)?);
+    }
+    for s in &series[1..] {
+        if s.train.feature_names != series[0].train.feature_names {
+            return Err(BadInput(format!(
+                "regions {} and {} have different features ({} and {}): give them the same weather (e.g. --weather none)",
+                series[0].region,
+                s.region,
+                series[0].train.feature_names.join(", "),
+                s.train.feature_names.join(", ")
+            ))
+            .into());
+        }
+    }
+    let columns = match args.region_input {
+        RegionInput::OneHot => regions.clone(),
+        RegionInput::None => Vec::new(),
+    };
+    for s in &mut series {
+        let block = RegionBlock::of(&columns, &s.region, &regions);
+        for windows in [&mut s.train, &mut s.validation, &mut s.test] {
+            block.append(windows);
+        }
+    }
+    let train_windows = multi::concat(&series.iter().map(|s| s.train.clone()).collect::<Vec<_>>());
+    let validation_windows = multi::concat(&series.iter().map(|s| s.validation.clone()).collect::<Vec<_>>());
+    let featurize_seconds = featurize.elapsed().as_secs_f64();
+
+    let (mut model, forecaster_config, train_config, seed) =
+        train::build_model(context, args, &model_config, &spec, train_windows.n_features)?;
+    let (train_residuals, validation_residuals) =
+        (train_windows.residual_targets(), validation_windows.residual_targets());
+    let reporter = BarReporter::new(context.quiet || context.json, "windows");
+    let report = trainer::train_on_ranks(
+        &mut model,
+        &train_config,
+        &train::data(&train_windows, &train_residuals),
+        &train::data(&validation_windows, &validation_residuals),
+        &forecaster_config.quantiles,
+        &reporter,
+        None,
+        None,
+    )
+    .context("training failed")?;
+
+    let mut trained = Vec::with_capacity(series.len());
+    for s in &series {
+        trained.push(score_region(context, &mut model, s, &spec, model_config.batch_size)?);
+    }
+    let overall = overall_scores(&trained.iter().map(|r| r.test_scores.as_slice()).collect::<Vec<_>>());
+    let meta = MultiMeta {
+        source,
+        regions: trained,
+        region_columns: columns,
+        weather: args.weather.clone(),
+        spec,
+        feature_names: train_windows.feature_names.clone(),
+        feature_config,
+        data_range: range,
+        split: context.config.split.clone(),
+        trained_at: context.now,
+        seed,
+        overall_scores: overall,
+    };
+    let extra = serde_json::json!({ META_KEY: &meta });
+    checkpoint::save(&args.model_dir, &model, &forecaster_config, &extra)
+        .with_context(|| format!("cannot save the model to `{}`", args.model_dir.display()))?;
+    // no boosted-trees baseline is fitted for several regions: an earlier model's must not be
+    // scored as this one's
+    let stale = args.model_dir.join(eval::boosted::BOOSTED_FILE);
+    if stale.exists() {
+        std::fs::remove_file(&stale).with_context(|| format!("cannot remove `{}`", stale.display()))?;
+    }
+
+    let summary = MultiSummary {
+        model_dir: args.model_dir.display().to_string(),
+        source,
+        region_input: args.region_input,
+        protocol: spec.protocol,
+        context: spec.context,
+        horizon: spec.horizon,
+        data_range: range,
+        parameters: modeling::parameter_count(&model),
+        training: &report,
+        featurize_seconds,
+        total_seconds: started.elapsed().as_secs_f64(),
+        regions: series
+            .iter()
+            .zip(&meta.regions)
+            .map(|(s, r)| RegionSummary {
+                region: &r.region,
+                series: s.load.to_string(),
+                rows: s.table.len(),
+                windows: WindowCounts {
+                    train: s.train.count,
+                    validation: s.validation.count,
+                    test: s.test.count,
+                    skipped_imputed: s.train.skipped_imputed + s.validation.skipped_imputed + s.test.skipped_imputed,
+                },
+                test_scores: &r.test_scores,
+            })
+            .collect(),
+        overall_scores: &meta.overall_scores,
+    };
+    if context.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    print_summary(&summary);
+    Ok(())
+}
+
+/// The regions of a multi-region run, in the order given (`all-eia` expanded in place to the
+/// stored EIA respondents with a load series, sorted; sub-regions `PARENT.SUB` left out).
+fn regions(context: &Context, select: &SelectArgs) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for region in &select.regions {
+        if region != ALL_EIA {
+            crate::ingest::check_name("region", region).map_err(|e| BadInput(e.to_string()))?;
+            if !out.contains(region) {
+                out.push(region.clone());
+            }
+            continue;
+        }
+        if select.source() != SourceKind::Eia {
+            return Err(BadInput(format!("--region {ALL_EIA} needs --source eia")).into());
+        }
+        let load_kind = SourceKind::Eia.require_load_kind()?;
+        let mut respondents: Vec<String> = context
+            .store
+            .list_series()
+            .context("cannot read the store")?
+            .into_iter()
+            .filter(|id| id.source == SourceKind::Eia.as_str() && id.kind == load_kind && !id.region.contains('.'))
+            .map(|id| id.region)
+            .collect();
+        respondents.sort();
+        if respondents.is_empty() {
+            return Err(BadInput(format!(
+                "--region {ALL_EIA}: the store `{}` holds no EIA load; run `energy collect --source eia --region CODE` first",
+                context.store.root().display()
+            ))
+            .into());
+        }
+        for region in respondents {
+            if !out.contains(&region) {
+                out.push(region);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The table, split, scaler and windows of one region's `load` and `exogenous` series (the
+/// region block not yet appended).
+fn region_data(
+    context: &Context,
+    args: &TrainArgs,
+    region: &str,
+    (load, exogenous): (SeriesId, Vec<SeriesId>),
+    range: DateRange,
+    spec: &WindowSpec,
+    feature_config: &FeatureConfig,
+) -> Result<RegionData> {
+    let source = args.select.source();
+    let in_region = |e: anyhow::Error| e.context(format!("region {region}"));
+    let operator = modeling::operator_series(context, &load, source, &args.operator, None)?;
+    let table = modeling::build_features(context, &load, &exogenous, range, feature_config).map_err(in_region)?;
+    let splits = features::split(table.len(), &context.config.split, spec.positions())
+        .map_err(|e| BadInput(format!("region {region}: {e} (collect more days or shorten --context)")))?;
+    let scaler = Scaler::fit_table(&table, splits.train.clone())
+        .map_err(|e| anyhow::Error::new(e).context(format!("region {region}")))?;
+    let train = features::make_windows(&table, &scaler, spec, splits.train.clone())?;
+    let validation = features::make_windows(
+        &table,
+        &scaler,
+        &WindowSpec { stride: VALIDATION_STRIDE, ..*spec },
+        splits.validation.clone(),
+    )?;
+    let mut test =
+        features::make_windows(&table, &scaler, &WindowSpec { stride: TEST_STRIDE, ..*spec }, splits.test.clone())?;
+    test.drop_perfect_weather();
+    if train.count == 0 {
+        return Err(BadInput(format!(
+            "region {region}: no training window could be made: collect more days or shorten --context"
+        ))
+        .into());
+    }
+    Ok(RegionData {
+        region: region.to_string(),
+        load,
+        exogenous,
+        train_rows: splits.train,
+        table,
+        scaler,
+        train,
+        validation,
+        test,
+        operator,
+    })
+}
+
+/// Calibrate the intervals on the region's validation split and score its test split.
+fn score_region(
+    context: &Context,
+    model: &mut Forecaster,
+    s: &RegionData,
+    spec: &WindowSpec,
+    batch_size: usize,
+) -> Result<RegionModel> {
+    let validation_forecasts = eval::predict(model, &s.validation, &s.scaler, batch_size)?;
+    let calibration = eval::calibrate_intervals(&s.table, spec, &s.validation, &validation_forecasts);
+    let mase_scale = eval::mase_scale(&s.table, s.train_rows.clone());
+    let operator = modeling::operator_aligned(context, &s.table, s.operator.as_ref())?;
+    let test_scores = if s.test.count == 0 {
+        Vec::new()
+    } else {
+        let setup = BacktestSetup {
+            table: &s.table,
+            spec,
+            scaler: &s.scaler,
+            calibration: calibration.as_ref(),
+            operator: operator.as_deref(),
+            boosted: None,
+            mase_scale,
+            batch_size,
+        };
+        eval::backtest(model, &s.test, &setup).with_context(|| format!("cannot score region {}", s.region))?
+    };
+    Ok(RegionModel {
+        region: s.region.clone(),
+        load: s.load.clone(),
+        exogenous: s.exogenous.clone(),
+        scaler: s.scaler.clone(),
+        interval_calibration: calibration,
+        mase_scale: mase_scale.is_finite().then_some(mase_scale),
+        operator_kind: s.operator.as_ref().map(|id| id.kind.clone()),
+        test_scores,
+    })
+}
+
+/// The scores of every forecaster scored in every region, pooled over the regions: each
+/// figure is the mean over regions weighted by their scored hours (for MAPE, MAE and pinball
+/// loss exactly the figure of all hours together; MASE keeps each region's own scale).
+fn overall_scores(regions: &[&[Scores]]) -> Vec<Scores> {
+    let Some(first) = regions.iter().find(|r| !r.is_empty()) else { return Vec::new() };
+    let mut out = Vec::new();
+    for name in first.iter().map(|s| &s.name) {
+        let found: Option<Vec<&Scores>> =
+            regions.iter().filter(|r| !r.is_empty()).map(|r| r.iter().find(|s| &s.name == name)).collect();
+        let Some(found) = found else { continue };
+        let hours: usize = found.iter().map(|s| s.hours).sum();
+        if hours == 0 {
+            continue;
+        }
+        let mean =
+            |get: &dyn Fn(&Scores) -> f64| found.iter().map(|s| get(s) * s.hours as f64).sum::<f64>() / hours as f64;
+        let coverage = found
+            .iter()
+            .map(|s| s.coverage_p10_p90.map(|c| c * s.hours as f64))
+            .sum::<Option<f64>>()
+            .map(|c| c / hours as f64);
+        let leads = found[0].coverage_by_lead.len();
+        let coverage_by_lead = if found.iter().all(|s| s.coverage_by_lead.len() == leads) {
+            (0..leads).map(|l| mean(&|s: &Scores| s.coverage_by_lead[l])).collect()
+        } else {
+            Vec::new()
+        };
+        out.push(Scores {
+            name: name.clone(),
+            hours,
+            mape_percent: mean(&|s| s.mape_percent),
+            mae: mean(&|s| s.mae),
+            mase: mean(&|s| s.mase),
+            pinball: mean(&|s| s.pinball),
+            coverage_p10_p90: coverage,
+            coverage_by_lead,
+        });
+    }
+    out
+}
+
+fn print_summary(s: &MultiSummary) {
+    println!(
+        "trained one model for {} regions of {} on {} ({:?}, context {} h, horizon {} h, region input {:?})",
+        s.regions.len(),
+        s.source,
+        s.data_range,
+        s.protocol,
+        s.context,
+        s.horizon,
+        s.region_input
+    );
+    train::print_training(s.training, s.parameters, s.featurize_seconds, s.total_seconds);
+    println!("test split, one forecast per day, MAPE % by region:");
+    let names: Vec<&str> = s.overall_scores.iter().map(|x| x.name.as_str()).collect();
+    let mut header = format!("{:<14} {:>6} {:>6} {:>6} {:>6}", "region", "train", "test", "hours", "cover");
+    for name in &names {
+        header.push_str(&format!(" {:>24}", name));
+    }
+    println!("{header}");
+    let row = |label: &str, train: String, test: String, scores: &[Scores]| {
+        let model = scores.iter().find(|x| x.name == eval::backtest::MODEL);
+        let hours = model.map_or(0, |m| m.hours);
+        let coverage = model.and_then(|m| m.coverage_p10_p90).map_or("-".to_string(), |c| format!("{:.0}%", 100.0 * c));
+        let mut line = format!("{label:<14} {train:>6} {test:>6} {hours:>6} {coverage:>6}");
+        for name in &names {
+            match scores.iter().find(|x| x.name == *name) {
+                Some(x) => line.push_str(&format!(" {:>24.2}", x.mape_percent)),
+                None => line.push_str(&format!(" {:>24}", "-")),
+            }
+        }
+        println!("{line}");
+    };
+    for r in &s.regions {
+        row(r.region, r.windows.train.to_string(), r.windows.test.to_string(), r.test_scores);
+    }
+    let (train, test): (usize, usize) =
+        s.regions.iter().map(|r| (r.windows.train, r.windows.test)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    row("overall", train.to_string(), test.to_string(), s.overall_scores);
+    println!("saved to {}", s.model_dir);
+}
+
+/// Load a checkpoint for the one region `select` names: a model of one region as
+/// [`modeling::load_model`]; for a multi-region model, the metadata of that region (its
+/// region block; for a region the model was not trained on, the zero-shot block and a scaler
+/// still to fit with [`fit_zero_shot`]).
+pub(crate) fn load_model(context: &Context, dir: &Path, select: &SelectArgs) -> Result<(Forecaster, ModelMeta)> {
+    let (model, mut extra) = modeling::load_checkpoint(dir)?;
+    if !is_multi(&extra) {
+        return Ok((model, modeling::meta_of(extra, dir)?));
+    }
+    let meta: MultiMeta = serde_json::from_value(extra[META_KEY].take())
+        .with_context(|| format!("the multi-region metadata of the model in `{}` is unreadable", dir.display()))?;
+    let trained: Vec<&str> = meta.regions.iter().map(|r| r.region.as_str()).collect();
+    let region = match select.regions.as_slice() {
+        [region] => region.clone(),
+        _ => {
+            return Err(BadInput(format!(
+                "the model in `{}` was trained for the regions {}: give one of them (or another region, zero-shot) with --region",
+                dir.display(),
+                trained.join(", ")
+            ))
+            .into());
+        }
+    };
+    crate::ingest::check_name("region", &region).map_err(|e| BadInput(e.to_string()))?;
+    let trained_regions: Vec<String> = meta.regions.iter().map(|r| r.region.clone()).collect();
+    let block = RegionBlock::of(&meta.region_columns, &region, &trained_regions);
+    let one = match meta.regions.iter().find(|r| r.region == region) {
+        Some(one) => one.clone(),
+        None => {
+            // zero-shot: the series of the same kinds in the new region; the scaler is fit later
+            // the weather the trained regions had: none when they had none
+            let weather = if meta.regions[0].exogenous.is_empty() { Some("none") } else { meta.weather.as_deref() };
+            let (load, exogenous) = modeling::series_for(context, meta.source, &region, weather)?;
+            RegionModel {
+                region: region.clone(),
+                load,
+                exogenous,
+                scaler: meta.regions[0].scaler.clone(),
+                interval_calibration: None,
+                mase_scale: None,
+                operator_kind: None,
+                test_scores: Vec::new(),
+            }
+        }
+    };
+    Ok((
+        model,
+        ModelMeta {
+            source: meta.source,
+            region,
+            load: one.load,
+            exogenous: one.exogenous,
+            spec: meta.spec,
+            scaler: one.scaler,
+            feature_names: meta.feature_names,
+            feature_config: meta.feature_config,
+            data_range: meta.data_range,
+            split: meta.split,
+            trained_at: meta.trained_at,
+            seed: meta.seed,
+            test_scores: one.test_scores,
+            interval_calibration: one.interval_calibration,
+            mase_scale: one.mase_scale,
+            operator_kind: one.operator_kind,
+            region_block: Some(block),
+        },
+    ))
+}
+
+/// Fit the scaler (and MASE scale) of a zero-shot region on its own stored history up to
+/// `until_us` (interval end, µs); nothing for a trained region or a model of one region.
+pub(crate) fn fit_zero_shot(context: &Context, meta: &mut ModelMeta, until_us: i64) -> Result<()> {
+    if !is_zero_shot(meta) {
+        return Ok(());
+    }
+    let stored = context.store.read(&meta.load, None).context("cannot read the store")?;
+    let first = stored.timestamps.first().copied().filter(|t| *t <= until_us);
+    let last = stored.timestamps.iter().copied().filter(|t| *t <= until_us).max().unwrap_or(until_us);
+    let too_little = || {
+        BadInput(format!(
+            "zero-shot region {} needs at least {} hours of stored history of {} before {} to fit its scaler: collect earlier data",
+            meta.region,
+            ZERO_SHOT_MIN_HOURS,
+            meta.load,
+            modeling::format_time(until_us)
+        ))
+    };
+    let first = first.ok_or_else(too_little)?;
+    let history = DateRange::new(from_us(first - HOUR_US), from_us(last)).map_err(BadInput)?;
+    let table = modeling::build_features(context, &meta.load, &meta.exogenous, history, &meta.feature_config)?;
+    if table.len() < ZERO_SHOT_MIN_HOURS {
+        return Err(too_little().into());
+    }
+    let scaler = Scaler::fit_table(&table, 0..table.len())?;
+    if scaler.columns != meta.scaler.columns {
+        return Err(BadInput(format!(
+            "zero-shot region {} has other features than the model's regions ({} instead of {})",
+            meta.region,
+            scaler.columns.join(", "),
+            meta.scaler.columns.join(", ")
+        ))
+        .into());
+    }
+    meta.scaler = scaler;
+    let scale = eval::mase_scale(&table, 0..table.len());
+    meta.mase_scale = scale.is_finite().then_some(scale);
+    meta.data_range = history;
+    Ok(())
+}
+
+/// Is this the metadata of a region a multi-region model was not trained on?
+pub(crate) fn is_zero_shot(meta: &ModelMeta) -> bool {
+    meta.region_block.as_ref().is_some_and(|b| b.zero_shot)
+}
+
+/// What `forecast` and `evaluate` print for a zero-shot region.
+pub(crate) fn zero_shot_note(meta: &ModelMeta) -> Option<String> {
+    is_zero_shot(meta).then(|| {
+        format!(
+            "zero-shot: the model was not trained on region {}; its scaler was fit on the region's own history {}",
+            meta.region, meta.data_range
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scores(name: &str, hours: usize, mape: f64, coverage: Option<f64>) -> Scores {
+        Scores {
+            name: name.into(),
+            hours,
+            mape_percent: mape,
+            mae: 10.0 * mape,
+            mase: mape / 10.0,
+            pinball: mape,
+            coverage_p10_p90: coverage,
+            coverage_by_lead: coverage.map_or(Vec::new(), |c| vec![c, c]),
+        }
+    }
+
+    #[test]
+    fn overall_scores_weigh_each_region_by_its_hours() {
+        let a = [scores("model", 100, 2.0, Some(0.8)), scores("operator", 100, 5.0, None)];
+        let b = [scores("model", 300, 4.0, Some(0.6))];
+        let overall = overall_scores(&[&a, &b]);
+        // the operator is scored in one region only: not in the overall table
+        assert_eq!(overall.len(), 1);
+        let model = &overall[0];
+        assert_eq!((model.name.as_str(), model.hours), ("model", 400));
+        assert!((model.mape_percent - 3.5).abs() < 1e-12);
+        assert!((model.mae - 35.0).abs() < 1e-12);
+        assert!((model.coverage_p10_p90.unwrap() - 0.65).abs() < 1e-12);
+        assert_eq!(model.coverage_by_lead.len(), 2);
+        assert!(overall_scores(&[&[], &[]]).is_empty());
+    }
+
+    #[test]
+    fn all_eia_expands_to_the_stored_respondents_with_a_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::ingest::Store::new(dir.path());
+        let range = DateRange::from_days(
+            chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+            chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(),
+        )
+        .unwrap();
+        let series = |region: &str, kind: &str| crate::ingest::SeriesRows {
+            id: SeriesId::new("eia", region, kind),
+            timestamps: range.hour_ends_us().collect(),
+            values: vec![Some(1.0); 24],
+        };
+        // a sub-region and a respondent with only a forecast are not respondents' loads
+        let batch = [series("PJM", "D"), series("CISO", "D"), series("ERCO", "D"), series("CISO.PGAE", "D")];
+        store.write_range(&batch, range).unwrap();
+        store.write_range(&[series("MISO", "DF")], range).unwrap();
+        let context = Context {
+            config: crate::config::Config::default(),
+            store,
+            json: true,
+            quiet: true,
+            now: range.end,
+            stop: None,
+        };
+        let select = |regions: &[&str], source| SelectArgs {
+            source: Some(source),
+            regions: regions.iter().map(|r| r.to_string()).collect(),
+            kinds: Vec::new(),
+            days: None,
+            start: None,
+            end: None,
+        };
+        let expanded = regions(&context, &select(&["ERCO", ALL_EIA], SourceKind::Eia)).unwrap();
+        assert_eq!(expanded, ["ERCO", "CISO", "PJM"]);
+        assert!(wanted(&select(&[ALL_EIA], SourceKind::Eia)).unwrap());
+        assert!(!wanted(&select(&["ERCO", "ERCO"], SourceKind::Eia)).unwrap());
+        let error = regions(&context, &select(&[ALL_EIA], SourceKind::Synthetic)).unwrap_err();
+        assert!(error.to_string().contains("needs --source eia"), "{error}");
+    }
+}
