@@ -357,6 +357,12 @@ pub struct InputArgs {
     /// known at the horizon; any other series (an actual) is seen only up to the forecast origin
     #[arg(long = "input", value_name = "SOURCE:REGION:KIND")]
     pub inputs: Vec<String>,
+    /// A stored series known ahead for every hour whatever its kind, e.g. a workday flag or
+    /// holiday calendar imported from a file (`file:VIC:WORKDAY`), or your own forecast of an
+    /// input: seen at horizon positions, and read from the store for the horizon by `forecast`
+    /// (so store it ahead); repeatable
+    #[arg(long = "known-input", value_name = "SOURCE:REGION:KIND")]
+    pub known_inputs: Vec<String>,
 }
 
 /// `energy bench`: collection through a local EIA server, featurization, training, inference

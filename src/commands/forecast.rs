@@ -258,15 +258,11 @@ pub(crate) fn issue(context: &Context, meta: &ModelMeta, model: &mut Forecaster)
     Ok(Issued { origin: table.timestamps[origin], protocol: spec.protocol, rows, targets, history })
 }
 
-/// Is `id` an extra input (`--input`) whose source publishes it ahead of its hours (EIA `DF`,
-/// CAISO `DAM`, `NET_DAM`, …), so that the horizon reads its own stored values? Weather (the
-/// live forecast stands in for it) and observed inputs are not.
+/// Is `id` an extra input known ahead (`--input` of a kind its source publishes ahead, such as
+/// EIA `DF` or CAISO `NET_DAM`, or any `--known-input`), so that the horizon reads its own
+/// stored values? Weather (the live forecast stands in for it) and observed inputs are not.
 fn published_ahead(meta: &ModelMeta, id: &crate::ingest::SeriesId) -> bool {
-    let kind = id.kind.as_str();
-    let weather_forecast = crate::ingest::parse_issued_kind(kind).is_some() || kind.ends_with("_FCST");
-    !meta.feature_config.observed_inputs.contains(&kind.to_lowercase())
-        && crate::ingest::is_known_ahead(kind)
-        && !weather_forecast
+    meta.feature_config.known_inputs.contains(&id.kind.to_lowercase())
 }
 
 fn protocol_name(protocol: Protocol) -> &'static str {

@@ -113,8 +113,9 @@ pub(crate) fn series_for(
     Ok((load, exogenous))
 }
 
-/// The extra input series `--input` names (`SOURCE:REGION:KIND`), and the feature settings
-/// that mark the actuals among them as observed ([`ingest::is_known_ahead`]). Each must be
+/// The extra input series `--input` and `--known-input` name (`SOURCE:REGION:KIND`), and the
+/// feature settings that mark the actuals among the first as observed
+/// ([`ingest::is_known_ahead`]) and the rest as known ahead. Each must be
 /// stored, not be the load itself, and not share its kind with another exogenous series (the
 /// column is named after the kind).
 pub(crate) fn input_series(
@@ -125,7 +126,9 @@ pub(crate) fn input_series(
 ) -> Result<(Vec<SeriesId>, FeatureConfig), BadInput> {
     let mut ids: Vec<SeriesId> = Vec::new();
     let mut config = FeatureConfig::default();
-    for spec in &inputs.inputs {
+    let declared =
+        inputs.inputs.iter().map(|spec| (spec, false)).chain(inputs.known_inputs.iter().map(|spec| (spec, true)));
+    for (spec, declared_known) in declared {
         let id =
             super::status::parse_series(spec).map_err(|BadInput(message)| BadInput(format!("--input: {message}")))?;
         if &id == load {
@@ -146,7 +149,9 @@ pub(crate) fn input_series(
                 id.kind
             )));
         }
-        if !ingest::is_known_ahead(&id.kind) {
+        if declared_known || ingest::is_known_ahead(&id.kind) {
+            config.known_inputs.push(id.kind.to_lowercase());
+        } else {
             config.observed_inputs.push(id.kind.to_lowercase());
         }
         ids.push(id);

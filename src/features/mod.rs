@@ -136,6 +136,12 @@ pub struct FeatureConfig {
     /// never seen at horizon positions. Every other exogenous column is known ahead.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub observed_inputs: Vec<String>,
+    /// Extra input columns known ahead for every hour (a forecast the operator publishes, or a
+    /// series given with `--known-input`, such as a workday flag): `forecast` reads their
+    /// stored values for the horizon. Bookkeeping only: the table treats them as any known
+    /// column.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub known_inputs: Vec<String>,
 }
 
 impl Default for FeatureConfig {
@@ -146,6 +152,7 @@ impl Default for FeatureConfig {
             outlier_threshold: 6.0,
             upper_bound_mw: 1.0e6,
             observed_inputs: Vec::new(),
+            known_inputs: Vec::new(),
         }
     }
 }

@@ -27,6 +27,11 @@ fn store_with_inputs(store: &Path) -> SeriesRows {
     load
 }
 
+/// The column names a `features --json` summary lists under `key`.
+fn column_names(summary: &serde_json::Value, key: &str) -> Vec<String> {
+    summary[key].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+}
+
 fn json(output: &assert_cmd::assert::Assert) -> serde_json::Value {
     serde_json::from_slice(&output.get_output().stdout).unwrap()
 }
@@ -43,9 +48,7 @@ fn features_take_stored_series_as_known_or_observed_input_columns() {
             .assert()
             .success(),
     );
-    let names = |key: &str| -> Vec<String> {
-        summary[key].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
-    };
+    let names = |key: &str| column_names(&summary, key);
     assert!(names("observed_columns").contains(&"net_actual".into()), "{summary}");
     assert!(!names("known_columns").contains(&"net_actual".into()), "{summary}");
     assert!(names("known_columns").contains(&"net_dam".into()), "{summary}");
@@ -152,4 +155,53 @@ fn forecast_reads_published_ahead_inputs_from_the_store_and_needs_no_future_obse
     let out = json(&forecast().assert().success());
     let hours = out["rows"].as_array().expect("forecast rows");
     assert_eq!(hours.len(), 24, "{out}");
+}
+
+/// `--known-input` makes any stored series known ahead whatever its kind (a workday flag, the
+/// user's own forecast): a known column of the table, recorded in the model, and read from the
+/// store for the horizon by `forecast`.
+#[test]
+fn a_known_input_is_seen_at_the_horizon_and_read_ahead_by_forecast() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = store_with_inputs(dir.path());
+    let summary = json(
+        &energy(dir.path())
+            .args(["features", "--region", "SYN1", "--known-input", ACTUAL, "--json"])
+            .assert()
+            .success(),
+    );
+    let names = |key: &str| column_names(&summary, key);
+    assert!(names("known_columns").contains(&"net_actual".into()), "{summary}");
+    assert!(!names("observed_columns").contains(&"net_actual".into()), "{summary}");
+
+    let model = dir.path().join("model");
+    energy(dir.path())
+        .args(["train", "--days", "30", "--epochs", "1", "--context", "48", "--known-input", ACTUAL, "-q"])
+        .arg("--model-dir")
+        .arg(&model)
+        .assert()
+        .success();
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["extra"]["feature_config"]["known_inputs"], serde_json::json!(["net_actual"]));
+    let forecast = || {
+        let mut run = energy(dir.path());
+        run.args(["forecast", "--json", "-q", "--model-dir"]).arg(&model);
+        run
+    };
+    let refused = forecast().assert().code(1);
+    assert!(String::from_utf8_lossy(&refused.get_output().stderr).contains("known ahead"));
+    let last = *load.timestamps.last().unwrap();
+    let ahead: Vec<i64> = (1..=48).map(|h| last + h * HOUR_US).collect();
+    let store = Store::new(dir.path());
+    let rows = SeriesRows {
+        id: SeriesId::new("caiso", "CA ISO-TAC", "NET_ACTUAL"),
+        timestamps: ahead.clone(),
+        values: ahead.iter().map(|_| Some(18_000.0)).collect(),
+    };
+    {
+        let _lock = store.lock().unwrap();
+        store.write_range(&[rows], DateRange::new(from_us(last), from_us(*ahead.last().unwrap())).unwrap()).unwrap();
+    }
+    let out = json(&forecast().assert().success());
+    assert_eq!(out["rows"].as_array().unwrap().len(), 24, "{out}");
 }
