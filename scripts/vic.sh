@@ -4,6 +4,8 @@
 # (the observed value stands in for a perfect forecast: no as-issued forecast exists for it).
 # Prints the test MAPE of the model, both issue-time seasonal naives and the boosted trees, and
 # the cut the temperature gives the model.
+# The calendar marks Victoria's public holidays (`[regions.VIC] holidays = "au-vic"`); set
+# VIC_CONFIG to more TOML lines for the config file (e.g. "[model]\nlinear_path = false").
 # Usage: scripts/vic.sh [path/to/energy] (default: $CARGO_TARGET_DIR/debug/energy, or
 # target/debug/energy). Reads ../shared/realdata in place (or $ENERGY_REALDATA).
 set -euo pipefail
@@ -11,7 +13,8 @@ energy="${1:-${CARGO_TARGET_DIR:-target}/debug/energy}"
 realdata="${ENERGY_REALDATA:-../shared/realdata}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"$energy" --store "$work/store" -q collect --source file \
+printf '[regions.VIC]\nholidays = "au-vic"\n%b\n' "${VIC_CONFIG:-}" > "$work/energy.toml"
+"$energy" --config "$work/energy.toml" --store "$work/store" -q collect --source file \
   --path "$realdata/series/VIC_2014_halfhourly_demand_GW_temperature_C.csv" --region VIC \
   --timezone Etc/GMT-10 --stamps start --column-kind temperature_c=TEMP > /dev/null
 printf '%-8s %8s %9s %10s %8s %9s %8s\n' weather model naive24 naive168 boosted coverage seconds
@@ -19,10 +22,10 @@ for weather in temperature none; do
   flag=()
   [ "$weather" = none ] && flag=(--weather none)
   start=$(date +%s)
-  "$energy" --store "$work/store" -q --json train --source file --region VIC --start 2014-01-08 \
+  "$energy" --config "$work/energy.toml" --store "$work/store" -q --json train --source file --region VIC --start 2014-01-08 \
     --end 2014-09-30 --protocol day-ahead --operator-kind none "${flag[@]}" \
     --model-dir "$work/model-$weather" > "$work/train-$weather.json"
-  "$energy" --store "$work/store" -q --json evaluate --model-dir "$work/model-$weather" --source file \
+  "$energy" --config "$work/energy.toml" --store "$work/store" -q --json evaluate --model-dir "$work/model-$weather" --source file \
     --region VIC --start 2014-10-01 --end 2014-12-31 > "$work/$weather.json"
   seconds=$(( $(date +%s) - start ))
   python3 - "$work/$weather.json" "$weather" "$seconds" <<'PY'

@@ -195,8 +195,8 @@ pub struct RegionConfig {
     /// IANA zone (`Australia/Melbourne`, `Etc/GMT-10`) or a fixed offset (`UTC+10`): the
     /// region's local time, and the zone of its files' timestamps that carry no offset.
     pub timezone: Option<String>,
-    /// Holidays its calendar marks: `us` or `none` [default: `us` for the built-in US regions,
-    /// `none` for any other].
+    /// Holidays its calendar marks: `us`, `au-vic` (Victoria, Australia) or `none` [default:
+    /// `us` for the built-in US regions, `none` for any other].
     pub holidays: Option<crate::region::Holidays>,
 }
 
@@ -267,6 +267,30 @@ pub struct ModelConfig {
     /// validation windows together, so that it has seen the latest weeks before the test (or
     /// before forecasting); 0 skips it.
     pub refit_epochs: usize,
+    /// Day-of-year inputs: `auto` (only when the training split covers a whole year,
+    /// [`crate::features::day_of_year_learnable`]), `on` or `off`.
+    pub day_of_year: DayOfYear,
+}
+
+/// `[model] day_of_year`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DayOfYear {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl DayOfYear {
+    /// Are the day-of-year columns inputs when the training split holds `train_hours` hours?
+    pub fn wanted(self, train_hours: usize) -> bool {
+        match self {
+            Self::Auto => crate::features::day_of_year_learnable(train_hours),
+            Self::On => true,
+            Self::Off => false,
+        }
+    }
 }
 
 impl Default for ModelConfig {
@@ -284,6 +308,7 @@ impl Default for ModelConfig {
             activation: crate::model::transformer::Activation::Gelu,
             train_stride: DEFAULT_TRAIN_STRIDE,
             refit_epochs: DEFAULT_REFIT_EPOCHS,
+            day_of_year: DayOfYear::Auto,
         }
     }
 }
@@ -455,6 +480,8 @@ mod tests {
         assert_eq!(settings.holidays, Some(crate::region::Holidays::None));
         let e = Config::parse("[regions.VIC]\ntimezone = \"Mars/Base\"\n").unwrap_err();
         assert!(e.contains("regions.VIC.timezone") && e.contains("Mars/Base"), "{e}");
+        let vic = Config::parse("[regions.VIC]\nholidays = \"au-vic\"\n").unwrap();
+        assert_eq!(vic.regions["VIC"].holidays, Some(crate::region::Holidays::AuVic));
         let e = Config::parse("[regions.VIC]\nholidays = \"au\"\n").unwrap_err();
         assert!(e.contains("holidays"), "{e}");
         let e = Config::parse("[regions.VIC]\nzone = \"UTC\"\n").unwrap_err();

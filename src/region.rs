@@ -10,7 +10,7 @@
 //! 4. none: UTC, with one warning per region naming the setting to add. (Before, any unknown
 //!    code silently got America/New_York.)
 //!
-//! Holidays: `[regions.<R>] holidays` (`us` or `none`), else US federal holidays for the
+//! Holidays: `[regions.<R>] holidays` (`us`, `au-vic` or `none`), else US federal holidays for the
 //! regions of the built-in table and none for any other.
 //!
 //! Commands register the config and the store's records once at start ([`configure`]); the
@@ -28,6 +28,10 @@ use std::sync::{Mutex, RwLock};
 pub enum Holidays {
     /// US federal holidays (observed dates, [`crate::time::is_us_holiday`]).
     Us,
+    /// Victoria, Australia (metropolitan Melbourne), by rule ([`crate::time::victoria_holidays`]).
+    #[serde(rename = "au-vic")]
+    #[value(name = "au-vic")]
+    AuVic,
     /// No holidays: the `holiday` feature is 0 everywhere.
     None,
 }
@@ -37,6 +41,7 @@ impl Holidays {
     pub fn contains(self, date: NaiveDate) -> bool {
         match self {
             Holidays::Us => crate::time::is_us_holiday(date),
+            Holidays::AuVic => crate::time::is_victoria_holiday(date),
             Holidays::None => false,
         }
     }

@@ -345,6 +345,68 @@ pub fn is_us_holiday(date: NaiveDate) -> bool {
         || (date.month() == 12 && us_federal_holidays(date.year() + 1).contains(&date))
 }
 
+/// Easter Sunday of `year` (Gregorian calendar; the anonymous algorithm of Meeus).
+pub fn easter_sunday(year: i32) -> NaiveDate {
+    let (a, b, c) = (year % 19, year / 100, year % 100);
+    let (d, e) = (b / 4, b % 4);
+    let f = (b + 8) / 25;
+    let g = (b - f + 1) / 3;
+    let h = (19 * a + b - d - g + 15) % 30;
+    let (i, k) = (c / 4, c % 4);
+    let l = (32 + 2 * e + 2 * i - h - k) % 7;
+    let m = (a + 11 * h + 22 * l) / 451;
+    let month = (h + l - 7 * m + 114) / 31;
+    let day = (h + l - 7 * m + 114) % 31 + 1;
+    NaiveDate::from_ymd_opt(year, month as u32, day as u32).expect("Easter is a real date")
+}
+
+/// The public holidays of Victoria, Australia, in `year` that follow a rule (Public Holidays
+/// Act 1993 (Vic), as amended; metropolitan Melbourne): New Year's Day, Australia Day, Labour
+/// Day (second Monday of March), Good Friday, Easter Saturday, Sunday (from 2016) and Monday,
+/// ANZAC Day, the King's (Queen's) Birthday (second Monday of June), Melbourne Cup Day (first
+/// Tuesday of November), Christmas and Boxing Day. New Year's Day, Australia Day, Christmas and
+/// Boxing Day on a weekend add the next weekday that is not already a holiday (a Saturday
+/// Christmas gives Monday 27th, a Sunday Boxing Day after it Tuesday 28th). The Friday before the
+/// AFL Grand Final (since 2015) is set by the league each year, not by a rule, so it is not
+/// marked.
+pub fn victoria_holidays(year: i32) -> Vec<NaiveDate> {
+    let date = |month, day| NaiveDate::from_ymd_opt(year, month, day).expect("valid fixed holiday");
+    let nth =
+        |month, weekday, n| NaiveDate::from_weekday_of_month_opt(year, month, weekday, n).expect("valid nth weekday");
+    let easter = easter_sunday(year);
+    let substituted = [date(1, 1), date(1, 26), date(12, 25), date(12, 26)];
+    let mut days = vec![
+        nth(3, Weekday::Mon, 2),    // Labour Day
+        easter - Duration::days(2), // Good Friday
+        easter - Duration::days(1), // Easter Saturday
+        easter + Duration::days(1), // Easter Monday
+        date(4, 25),                // ANZAC Day
+        nth(6, Weekday::Mon, 2),    // King's / Queen's Birthday
+        nth(11, Weekday::Tue, 1),   // Melbourne Cup Day
+    ];
+    if year >= 2016 {
+        days.push(easter);
+    }
+    days.extend(substituted);
+    for day in substituted {
+        if matches!(day.weekday(), Weekday::Sat | Weekday::Sun) {
+            let mut next = day + Duration::days(1);
+            while matches!(next.weekday(), Weekday::Sat | Weekday::Sun) || days.contains(&next) {
+                next += Duration::days(1);
+            }
+            days.push(next);
+        }
+    }
+    days.sort();
+    days.dedup();
+    days
+}
+
+/// Is `date` (a local calendar day) a Victorian public holiday ([`victoria_holidays`])?
+pub fn is_victoria_holiday(date: NaiveDate) -> bool {
+    victoria_holidays(date.year()).contains(&date)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +445,30 @@ mod tests {
         assert_eq!(hours[0].to_rfc3339(), "2024-01-01T01:00:00+00:00");
         assert_eq!(hours[47].to_rfc3339(), "2024-01-03T00:00:00+00:00");
         assert!(DateRange::from_days(d(2024, 1, 2), d(2024, 1, 1)).is_err());
+    }
+
+    /// Against the published lists (Business Victoria): 2014, 2021 (a Saturday Christmas and a
+    /// Sunday Boxing Day), 2022 (a Sunday Christmas), 2017 (a Sunday New Year's Day) and Easter.
+    #[test]
+    fn victorian_holidays_match_the_published_lists() {
+        let days =
+            |list: &[(u32, u32)], year| -> Vec<NaiveDate> { list.iter().map(|(m, day)| d(year, *m, *day)).collect() };
+        let y2014 = [(1, 1), (1, 27), (3, 10), (4, 18), (4, 19), (4, 21), (4, 25), (6, 9), (11, 4), (12, 25), (12, 26)];
+        let mut expected = days(&y2014, 2014);
+        expected.insert(1, d(2014, 1, 26)); // Sunday Australia Day itself, and Monday 27th
+        assert_eq!(victoria_holidays(2014), expected);
+        let y2021 = victoria_holidays(2021);
+        for day in [(12, 25), (12, 26), (12, 27), (12, 28), (4, 2), (4, 3), (4, 4), (4, 5), (1, 26), (11, 2)] {
+            assert!(y2021.contains(&d(2021, day.0, day.1)), "{day:?}");
+        }
+        let y2022 = victoria_holidays(2022);
+        assert!(y2022.contains(&d(2022, 12, 26)) && y2022.contains(&d(2022, 12, 27)));
+        assert!(!y2022.contains(&d(2022, 12, 28)));
+        let y2017 = victoria_holidays(2017);
+        assert!(y2017.contains(&d(2017, 1, 1)) && y2017.contains(&d(2017, 1, 2)));
+        for (year, month, day) in [(2014, 4, 20), (2019, 4, 21), (2024, 3, 31), (2025, 4, 20), (2038, 4, 25)] {
+            assert_eq!(easter_sunday(year), d(year, month, day));
+        }
     }
 
     #[test]

@@ -49,6 +49,10 @@ struct TrainSummary<'a> {
     rows: usize,
     imputed_rows: usize,
     windows: WindowCounts,
+    /// Whether the day of the year is an input (`[model] day_of_year`).
+    day_of_year: bool,
+    /// Days of the training split.
+    train_days: usize,
     protocol: Protocol,
     context: usize,
     horizon: usize,
@@ -144,11 +148,11 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
 
     let (load, mut exogenous) = modeling::series_for(context, source, &region, args.weather.as_deref())?;
     let weather = exogenous.len();
-    let (inputs, feature_config) = modeling::input_series(context, &load, &exogenous, &args.inputs)?;
+    let (inputs, mut feature_config) = modeling::input_series(context, &load, &exogenous, &args.inputs)?;
     exogenous.extend(inputs);
     let operator_id = modeling::operator_series(context, &load, source, &args.operator, None)?;
     let featurize = Instant::now();
-    let table = modeling::build_features(context, &load, &exogenous, range, &feature_config)?;
+    let mut table = modeling::build_features(context, &load, &exogenous, range, &feature_config)?;
     let spec = WindowSpec {
         context: model_config.context,
         horizon: model_config.horizon,
@@ -157,6 +161,11 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     };
     let splits = features::split(table.len(), &context.config.split, spec.positions())
         .map_err(|e| BadInput(format!("{e} (collect more days or shorten --context)")))?;
+    let train_days = splits.train.len() / 24;
+    if !model_config.day_of_year.wanted(splits.train.len()) {
+        feature_config.day_of_year = false;
+        table.drop_day_of_year();
+    }
     let scaler = Scaler::fit_table(&table, splits.train.clone())?;
     let train_windows = features::make_windows(&table, &scaler, &spec, splits.train.clone())?;
     let validation_windows = features::make_windows(
@@ -336,6 +345,8 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
                 + validation_windows.skipped_imputed
                 + test_windows.skipped_imputed,
         },
+        day_of_year: table.known_columns.iter().any(|c| c == features::COL_DOY_SIN),
+        train_days,
         protocol: spec.protocol,
         context: spec.context,
         horizon: spec.horizon,
@@ -522,6 +533,13 @@ fn print_summary(s: &TrainSummary) {
     );
     if !s.inputs.is_empty() {
         println!("inputs: {}", s.inputs.join(", "));
+    }
+    if !s.day_of_year {
+        println!(
+            "day of the year: not an input (the training split covers {} days, less than a year; `[model] \
+             day_of_year = \"on\"` uses it anyway)",
+            s.train_days
+        );
     }
     println!(
         "windows: {} train, {} validation, {} test ({} skipped for imputed targets); protocol {:?}, context {} h, horizon {} h",

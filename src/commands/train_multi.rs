@@ -156,7 +156,10 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         protocol: args.protocol,
     };
     let featurize = Instant::now();
-    let feature_config = FeatureConfig::default();
+    // every region has the same range: the day of the year is an input for all or for none
+    let train_hours = (range.hours().max(0) as f64 * context.config.split.train) as usize;
+    let feature_config =
+        FeatureConfig { day_of_year: model_config.day_of_year.wanted(train_hours), ..FeatureConfig::default() };
     // every region's series first, so that a region the store lacks is named before any work
     let mut stored = Vec::with_capacity(regions.len());
     for region in &regions {
