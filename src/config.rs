@@ -21,6 +21,9 @@ pub const DEFAULT_CAISO_URL: &str = "https://oasis.caiso.com";
 pub const DEFAULT_SEED: u64 = 42;
 /// Hours between next-24h training windows' origins (`[model] train_stride`).
 pub const DEFAULT_TRAIN_STRIDE: usize = 3;
+/// Fewest optimizer steps of a training run: the 8 epochs of 28 batches that the main job's
+/// 180 days give (README, "Forecast quality").
+pub const DEFAULT_MIN_STEPS: usize = 224;
 /// Epochs of the refit on training and validation windows after training (`[model] refit_epochs`).
 pub const DEFAULT_REFIT_EPOCHS: usize = 1;
 /// Days of the live weather forecast `collect --kind TEMP_FCST` fetches (1 to 15).
@@ -270,6 +273,19 @@ pub struct ModelConfig {
     /// Day-of-year inputs: `auto` (only when the training split covers a whole year,
     /// [`crate::features::day_of_year_learnable`]), `on` or `off`.
     pub day_of_year: DayOfYear,
+    /// Fewest optimizer steps: with few training windows (a year of day-ahead windows is 365),
+    /// `epochs` rises until the run takes this many steps, so that a small data set is trained
+    /// as long as a large one; early stopping still applies. 0 keeps `epochs` as it is.
+    pub min_steps: usize,
+}
+
+impl ModelConfig {
+    /// The epochs to train `windows` training windows for: `epochs`, or more where that is
+    /// fewer than `min_steps` optimizer steps.
+    pub fn epochs_for(&self, windows: usize) -> usize {
+        let steps_per_epoch = windows.div_ceil(self.batch_size.max(1)).max(1);
+        self.epochs.max(self.min_steps.div_ceil(steps_per_epoch))
+    }
 }
 
 /// `[model] day_of_year`.
@@ -309,6 +325,7 @@ impl Default for ModelConfig {
             train_stride: DEFAULT_TRAIN_STRIDE,
             refit_epochs: DEFAULT_REFIT_EPOCHS,
             day_of_year: DayOfYear::Auto,
+            min_steps: DEFAULT_MIN_STEPS,
         }
     }
 }
@@ -470,6 +487,22 @@ mod tests {
         assert!(e.contains("weight"), "{e}");
         let e = Config::parse("[openmeteo]\nforecast_days = 16\n").unwrap_err();
         assert!(e.contains("openmeteo.forecast_days"), "{e}");
+    }
+
+    /// Small training sets train for more epochs, up to `min_steps` optimizer steps; the main
+    /// job's 180 days (889 windows, 28 batches) keep their 8 epochs; 0 turns the rule off.
+    #[test]
+    fn small_training_sets_get_at_least_min_steps() {
+        let model = ModelConfig::default();
+        assert_eq!(model.epochs_for(889), 8);
+        assert_eq!(model.epochs_for(952), 8);
+        assert_eq!(model.epochs_for(171), 38); // 6 batches an epoch
+        assert_eq!(model.epochs_for(1), 224);
+        assert_eq!(model.epochs_for(0), 224);
+        assert_eq!(ModelConfig { min_steps: 0, ..model.clone() }.epochs_for(171), 8);
+        assert_eq!(ModelConfig { epochs: 50, ..model.clone() }.epochs_for(171), 50);
+        let parsed = Config::parse("[model]\nmin_steps = 0\n").unwrap();
+        assert_eq!(parsed.model.min_steps, 0);
     }
 
     #[test]

@@ -190,8 +190,9 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         return Err(BadInput("no training window could be made: collect more days or shorten --context".into()).into());
     }
 
-    let (mut model, forecaster_config, train_config, seed) =
+    let (mut model, forecaster_config, mut train_config, seed) =
         build_model(context, args, &model_config, &spec, train_windows.n_features)?;
+    train_config.epochs = model_config.epochs_for(train_windows.count);
     let provenance = Provenance {
         source,
         region: &region,
@@ -380,6 +381,8 @@ pub(super) fn model_config(context: &Context, args: &TrainArgs) -> Result<crate:
             return Err(BadInput("--epochs must be at least 1".into()).into());
         }
         model_config.epochs = epochs;
+        // the epochs asked for on the command line are the epochs run (no step minimum)
+        model_config.min_steps = 0;
     }
     for (flag, value, slot) in
         [("--context", args.context, &mut model_config.context), ("--horizon", args.horizon, &mut model_config.horizon)]

@@ -196,8 +196,9 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     let validation_windows = multi::concat(&series.iter().map(|s| s.validation.clone()).collect::<Vec<_>>());
     let featurize_seconds = featurize.elapsed().as_secs_f64();
 
-    let (mut model, forecaster_config, train_config, seed) =
+    let (mut model, forecaster_config, mut train_config, seed) =
         train::build_model(context, args, &model_config, &spec, train_windows.n_features)?;
+    train_config.epochs = model_config.epochs_for(train_windows.count);
     let (train_residuals, validation_residuals) =
         (train_windows.residual_targets(), validation_windows.residual_targets());
     let reporter = BarReporter::new(context.quiet || context.json, "windows");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 /// A fixed range, so every run sees the same data.
 const RANGE: [&str; 4] = ["--start", "2024-01-01", "--end", "2024-02-09"];
 /// A small model with small batches: several steps per epoch, seconds per run.
-const CONFIG: &str = "[model]\nd_model = 16\nn_heads = 2\nn_layers = 1\nbatch_size = 16\nepochs = 2\n";
+const CONFIG: &str = "[model]\nd_model = 16\nn_heads = 2\nn_layers = 1\nbatch_size = 16\nepochs = 2\nmin_steps = 0\n";
 /// `d_model` of [`CONFIG`].
 const D_MODEL: usize = 16;
 /// Largest |Δ| between a distributed run and one process, losses and weights.
