@@ -28,6 +28,21 @@ fn store_with_inputs(store: &Path) -> SeriesRows {
 }
 
 /// The column names a `features --json` summary lists under `key`.
+/// Store `value` for the 48 hours after `last` as the CAISO series of `kind` (values published
+/// ahead, as an operator's day-ahead forecast is).
+fn store_ahead(store: &Path, kind: &str, last: i64, value: f64) {
+    let ahead: Vec<i64> = (1..=48).map(|h| last + h * HOUR_US).collect();
+    let rows = SeriesRows {
+        id: SeriesId::new("caiso", "CA ISO-TAC", kind),
+        timestamps: ahead.clone(),
+        values: ahead.iter().map(|_| Some(value)).collect(),
+    };
+    let range = DateRange::new(from_us(last), from_us(*ahead.last().unwrap())).unwrap();
+    let store = Store::new(store);
+    let _lock = store.lock().unwrap();
+    store.write_range(&[rows], range).unwrap();
+}
+
 fn column_names(summary: &serde_json::Value, key: &str) -> Vec<String> {
     summary[key].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
 }
@@ -139,19 +154,7 @@ fn forecast_reads_published_ahead_inputs_from_the_store_and_needs_no_future_obse
     assert!(message.contains("NET_DAM") && message.contains("known ahead"), "{message}");
 
     // the operator's day-ahead net load for the next two days is published: the model runs
-    let last = *load.timestamps.last().unwrap();
-    let ahead: Vec<i64> = (1..=48).map(|h| last + h * HOUR_US).collect();
-    let store = Store::new(dir.path());
-    let rows = SeriesRows {
-        id: SeriesId::new("caiso", "CA ISO-TAC", "NET_DAM"),
-        timestamps: ahead.clone(),
-        values: ahead.iter().map(|_| Some(20_000.0)).collect(),
-    };
-    let range = DateRange::new(from_us(last), from_us(*ahead.last().unwrap())).unwrap();
-    {
-        let _lock = store.lock().unwrap();
-        store.write_range(&[rows], range).unwrap();
-    }
+    store_ahead(dir.path(), "NET_DAM", *load.timestamps.last().unwrap(), 20_000.0);
     let out = json(&forecast().assert().success());
     let hours = out["rows"].as_array().expect("forecast rows");
     assert_eq!(hours.len(), 24, "{out}");
@@ -190,18 +193,7 @@ fn a_known_input_is_seen_at_the_horizon_and_read_ahead_by_forecast() {
     };
     let refused = forecast().assert().code(1);
     assert!(String::from_utf8_lossy(&refused.get_output().stderr).contains("known ahead"));
-    let last = *load.timestamps.last().unwrap();
-    let ahead: Vec<i64> = (1..=48).map(|h| last + h * HOUR_US).collect();
-    let store = Store::new(dir.path());
-    let rows = SeriesRows {
-        id: SeriesId::new("caiso", "CA ISO-TAC", "NET_ACTUAL"),
-        timestamps: ahead.clone(),
-        values: ahead.iter().map(|_| Some(18_000.0)).collect(),
-    };
-    {
-        let _lock = store.lock().unwrap();
-        store.write_range(&[rows], DateRange::new(from_us(last), from_us(*ahead.last().unwrap())).unwrap()).unwrap();
-    }
+    store_ahead(dir.path(), "NET_ACTUAL", *load.timestamps.last().unwrap(), 18_000.0);
     let out = json(&forecast().assert().success());
     assert_eq!(out["rows"].as_array().unwrap().len(), 24, "{out}");
 }
