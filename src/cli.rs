@@ -276,9 +276,9 @@ pub struct TrainArgs {
 /// Data-parallel training over several processes (MLX's distributed layer).
 #[derive(Debug, Clone, Args)]
 pub struct DistributedArgs {
-    /// Train as one rank of several (data parallel): every rank builds the same model, takes
-    /// its shard of every batch, and the ranks average gradients each step; only rank 0
-    /// writes the model. Implied when MLX_RANK and MLX_HOSTFILE are set (as `energy launch`
+    /// Train as one rank of several: every rank builds the same model, takes its share of
+    /// the work (`--parallel`), and the ranks sum gradients each step; only rank 0 writes the
+    /// model. Implied when MLX_RANK and MLX_HOSTFILE are set (as `energy launch`
     /// and `mlx.launch` do). A rank that gets no answer from the others within
     /// ENERGY_DIST_TIMEOUT seconds (default 60) fails
     #[arg(long)]
@@ -286,6 +286,21 @@ pub struct DistributedArgs {
     /// MLX backend connecting the ranks
     #[arg(long, value_enum, default_value_t = Backend::Ring)]
     pub backend: Backend,
+    /// What the ranks of a distributed run split: `data` (each rank takes its share of every
+    /// batch's windows) or `sequence` (each rank takes every window but only its share of the
+    /// positions, and attention runs across the ranks as Ring Attention: the context that
+    /// trains grows with the ranks). Both train the same weights as one process
+    #[arg(long, value_enum, default_value_t = Parallelism::Data)]
+    pub parallel: Parallelism,
+}
+
+/// What the ranks of a distributed run split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Parallelism {
+    /// The windows of every batch.
+    Data,
+    /// The positions of every window.
+    Sequence,
 }
 
 /// `energy launch`: start local ranks of a distributed command.

@@ -3,7 +3,7 @@
 use super::modeling::{self, ModelMeta};
 use super::reporters::BarReporter;
 use super::{BadInput, Context, collect, train_multi};
-use crate::cli::TrainArgs;
+use crate::cli::{Parallelism, TrainArgs};
 use crate::config::SplitConfig;
 use crate::eval::{self, BacktestSetup, BoostedTrees, IntervalCalibration, Scores};
 use crate::features::{self, FeatureConfig, Protocol, Scaler, WindowSpec};
@@ -443,6 +443,14 @@ pub(super) fn collect_first(context: &Context, args: &TrainArgs) -> Result<Vec<N
 /// `MLX_HOSTFILE` set), or `None` for a run of its own.
 fn join_group(args: &TrainArgs) -> Result<Option<DataParallel>> {
     if !(args.distributed.distributed || distributed::launched_as_rank()) {
+        if args.distributed.parallel == Parallelism::Sequence {
+            return Err(BadInput(
+                "--parallel sequence splits each window over the ranks of a distributed run: start it with \
+                 `energy launch -n N -- train … --parallel sequence`"
+                    .into(),
+            )
+            .into());
+        }
         return Ok(None);
     }
     if args.resume {
@@ -457,7 +465,10 @@ fn join_group(args: &TrainArgs) -> Result<Option<DataParallel>> {
     let watchdog = Watchdog::from_env()?;
     let group = Group::init(args.distributed.backend, true, watchdog).context("cannot join the distributed run")?;
     tracing::info!(rank = group.rank(), size = group.size(), "joined the distributed run");
-    Ok(Some(DataParallel::new(group, watchdog)))
+    Ok(Some(match args.distributed.parallel {
+        Parallelism::Data => DataParallel::new(group, watchdog),
+        Parallelism::Sequence => DataParallel::splitting_sequence(group, watchdog),
+    }))
 }
 
 /// The data range of the resumable state in `dir`; exit code 1 when there is none.

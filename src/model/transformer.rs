@@ -10,6 +10,7 @@
 //! the p10/p50/p90 forecasts never cross.
 use crate::config::ModelConfig;
 use crate::model::attention::ring_attention;
+use crate::model::distributed::attention_across_ranks;
 use mlx_rs::builder::Builder;
 use mlx_rs::error::Exception;
 use mlx_rs::macros::ModuleParameters;
@@ -203,6 +204,26 @@ impl Module<&Array> for SelfAttention {
     /// # Shapes
     /// `x`: [batch, positions, d_model] → [batch, positions, d_model]
     fn forward(&mut self, x: &Array) -> Result<Array, Exception> {
+        self.attend(x, Attention::Local)
+    }
+
+    fn training_mode(&mut self, _: bool) {}
+}
+
+/// Where a layer's attention runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attention {
+    /// Over the positions given, in this process ([`ring_attention`]).
+    Local,
+    /// The positions given are this rank's shard of the sequence; keys and values of the
+    /// others come around the active ring ([`attention_across_ranks`]).
+    AcrossRanks,
+}
+
+impl SelfAttention {
+    /// # Shapes
+    /// `x`: [batch, positions, d_model] → [batch, positions, d_model]
+    fn attend(&mut self, x: &Array, attention: Attention) -> Result<Array, Exception> {
         let (batch, positions, d_model) = match *x.shape() {
             [batch, positions, d_model] => (batch, positions, d_model),
             ref shape => {
@@ -217,12 +238,16 @@ impl Module<&Array> for SelfAttention {
             |part: &Array| part.reshape(&[batch, positions, self.n_heads, head_dim])?.transpose_axes(&[0, 2, 1, 3]);
         let parts = self.qkv.forward(x)?.split_equal(3, -1)?;
         let [query, key, value] = [heads(&parts[0])?, heads(&parts[1])?, heads(&parts[2])?];
-        let attended = ring_attention(&query, &key, &value, self.ring_shards, self.block_size, self.causal)?;
+        let attended = match attention {
+            Attention::Local => ring_attention(&query, &key, &value, self.ring_shards, self.block_size, self.causal)?,
+            Attention::AcrossRanks if self.causal => {
+                return Err(Exception::custom("the forecaster's attention across ranks is not causal"));
+            }
+            Attention::AcrossRanks => attention_across_ranks(&query, &key, &value)?,
+        };
         let merged = attended.swap_axes(1, 2)?.reshape(&[batch, positions, d_model])?;
         self.output.forward(&merged)
     }
-
-    fn training_mode(&mut self, _: bool) {}
 }
 
 /// Pre-norm encoder block: `x + attention(norm(x))`, then `x + mlp(norm(x))` with the config's
@@ -265,13 +290,19 @@ impl Module<&Array> for EncoderBlock {
     /// # Shapes
     /// `x`: [batch, positions, d_model] → [batch, positions, d_model]
     fn forward(&mut self, x: &Array) -> Result<Array, Exception> {
-        let attended = self.attention.forward(&self.attention_norm.forward(x)?)?;
+        self.apply(x, Attention::Local)
+    }
+
+    fn training_mode(&mut self, _: bool) {}
+}
+
+impl EncoderBlock {
+    fn apply(&mut self, x: &Array, attention: Attention) -> Result<Array, Exception> {
+        let attended = self.attention.attend(&self.attention_norm.forward(x)?, attention)?;
         let x = x.add(&attended)?;
         let hidden = self.activation.apply(self.mlp_in.forward(&self.mlp_norm.forward(&x)?)?)?;
         x.add(self.mlp_out.forward(&hidden)?)
     }
-
-    fn training_mode(&mut self, _: bool) {}
 }
 
 fn layer_norm(d_model: i32) -> Result<LayerNorm, Exception> {
@@ -382,6 +413,43 @@ impl Forecaster {
 
     pub fn config(&self) -> &ForecasterConfig {
         &self.config
+    }
+
+    /// One rank's part of the forward pass when the ranks split the sequence (sequence-parallel
+    /// training): `inputs` are positions `rows` of every window, and each layer's attention
+    /// runs across the ranks on the active ring ([`crate::model::distributed::ActiveRing`]),
+    /// which every rank must call together. Everything else in the model works per position,
+    /// so the rows of all ranks together give [`Module::forward`]'s result.
+    ///
+    /// Returns the quantile forecasts of the horizon positions among `rows` (`None` when the
+    /// shard lies in the context) and the shard's final hidden state, which a rank without a
+    /// horizon position adds to its loss with weight zero so that its backward pass (a
+    /// collective) still runs.
+    ///
+    /// # Shapes
+    /// `inputs`: [batch, rows, n_features] → ([batch, horizon rows among `rows`, n_quantiles],
+    /// [batch, rows, d_model])
+    pub fn forward_shard(&mut self, inputs: &Array, rows: (i32, i32)) -> Result<(Option<Array>, Array), Exception> {
+        let (start, end) = rows;
+        let (positions, features) = (dim(self.config.positions)?, dim(self.config.n_features)?);
+        let shape = inputs.shape();
+        if !(0 <= start && start < end && end <= positions) || shape.len() != 3 || shape[1..] != [end - start, features]
+        {
+            return Err(Exception::custom(format!(
+                "a shard of positions {start}..{end} of {positions} needs inputs [batch, {}, {features}], got {shape:?}",
+                end - start
+            )));
+        }
+        let position = self.position.try_index((start..end, ..))?;
+        let mut hidden = self.input.forward(inputs)?.add(&position)?;
+        for block in &mut self.blocks {
+            hidden = block.apply(&hidden, Attention::AcrossRanks)?;
+        }
+        let hidden = self.final_norm.forward(&hidden)?;
+        let first = (positions - dim(self.config.horizon)?).max(start);
+        let forecasts =
+            if first < end { Some(self.head.forward(&hidden.try_index((.., first - start.., ..))?)?) } else { None };
+        Ok((forecasts, hidden))
     }
 }
 

@@ -1,5 +1,5 @@
-//! Data-parallel training over local ranks, as the real binary: `energy launch -n N -- train`
-//! gives the losses and weights of one process; a killed rank makes the others fail within
+//! Data- and sequence-parallel training over local ranks, as the real binary: `energy launch
+//! -n N -- train [--parallel sequence]` gives the losses and weights of one process; a killed rank makes the others fail within
 //! seconds; a bad or unreachable hostfile is a clear error with exit code 1 or 2.
 use super::cli::energy;
 use predicates::prelude::*;
@@ -62,17 +62,20 @@ fn two_and_four_ranks_train_like_one_process() {
     let single = json(&energy(&s.store).arg("--config").arg(&s.config).args(train_args(&single_dir)).output().unwrap());
     eprintln!("one process: {:.1} s", started.elapsed().as_secs_f64());
     let single_weights = weights(&single_dir);
-    for ranks in [2, 4] {
-        let model = s.root.join(format!("ranks{ranks}"));
+    // `data` splits every batch's windows; `sequence` every window's 72 positions (shards of
+    // 36, 18: the 24-hour horizon lies on the last rank, or across the last two).
+    for (ranks, parallel) in [(2, "data"), (4, "data"), (2, "sequence"), (4, "sequence")] {
+        let model = s.root.join(format!("ranks{ranks}-{parallel}"));
         let started = Instant::now();
         let output = energy(&s.store)
             .arg("--config")
             .arg(&s.config)
             .args(["launch", "-n", &ranks.to_string(), "--"])
             .args(train_args(&model))
+            .args(["--parallel", parallel])
             .output()
             .unwrap();
-        eprintln!("{ranks} ranks: {:.1} s", started.elapsed().as_secs_f64());
+        eprintln!("{ranks} ranks, {parallel} parallel: {:.1} s", started.elapsed().as_secs_f64());
         let run = json(&output);
         let communication = &run["training"]["communication"];
         assert_eq!(communication["ranks"], ranks, "{communication}");
@@ -103,7 +106,9 @@ fn two_and_four_ranks_train_like_one_process() {
                 worst_weight = worst_weight.max(f64::from((a - b).abs()));
             }
         }
-        eprintln!("{ranks} ranks vs one process: max |Δ loss| {worst_loss:e}, max |Δ weight| {worst_weight:e}");
+        eprintln!(
+            "{ranks} ranks, {parallel} parallel, vs one process: max |Δ loss| {worst_loss:e}, max |Δ weight| {worst_weight:e}"
+        );
         assert!(worst_loss < TOLERANCE && worst_weight < TOLERANCE, "{worst_loss:e} {worst_weight:e}");
         // Only rank 0 wrote: one model, no leftover state.
         assert!(!model.join("resume").exists());
@@ -271,4 +276,15 @@ fn launch_stops_the_other_ranks_when_one_fails() {
     let waited = started.elapsed();
     eprintln!("launch stopped after {:.1} s", waited.as_secs_f64());
     assert!(waited < Duration::from_secs(30), "{waited:?}");
+}
+
+#[test]
+fn sequence_parallelism_outside_a_distributed_run_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    energy(&dir.path().join("store"))
+        .args(["train", "--parallel", "sequence"])
+        .args(RANGE)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("energy launch -n N -- train"));
 }

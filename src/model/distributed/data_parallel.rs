@@ -25,6 +25,9 @@ const CHECK_PERIOD: usize = 1000;
 pub struct DataParallel {
     group: Group,
     watchdog: Watchdog,
+    /// The ranks split every window's positions instead of the batch's windows (sequence
+    /// parallelism: each rank takes the whole batch, and attention runs across the ranks).
+    sequence: bool,
     steps: Cell<usize>,
     bytes: Cell<usize>,
     seconds: Cell<f64>,
@@ -43,7 +46,18 @@ pub struct CommunicationStats {
 
 impl DataParallel {
     pub fn new(group: Group, watchdog: Watchdog) -> Self {
-        Self { group, watchdog, steps: Cell::new(0), bytes: Cell::new(0), seconds: Cell::new(0.0) }
+        Self { group, watchdog, sequence: false, steps: Cell::new(0), bytes: Cell::new(0), seconds: Cell::new(0.0) }
+    }
+
+    /// The ranks of `group` split every window's positions (see `model::train`'s sequence
+    /// parallelism) rather than the batch; the gradients are summed the same way.
+    pub fn splitting_sequence(group: Group, watchdog: Watchdog) -> Self {
+        Self { sequence: true, ..Self::new(group, watchdog) }
+    }
+
+    /// True when the ranks split the sequence rather than the batch.
+    pub fn splits_sequence(&self) -> bool {
+        self.sequence
     }
 
     pub fn group(&self) -> &Group {
@@ -62,7 +76,12 @@ impl DataParallel {
     /// This rank's rows of `batch` (rows `len·r/n .. len·(r+1)/n`) and the weight of its
     /// gradient (`rows / len`). A rank left without a row gets the batch's first row with
     /// weight 0, so that every rank runs the same collective.
+    /// When the ranks split the sequence instead, every rank takes the whole batch (weight 1:
+    /// each rank's loss is already its part of the batch's).
     pub fn shard<'a>(&self, batch: &'a [usize]) -> (&'a [usize], f32) {
+        if self.sequence {
+            return (batch, 1.0);
+        }
         let (rank, size, len) = (self.group.rank(), self.group.size(), batch.len());
         let (start, end) = (len * rank / size, len * (rank + 1) / size);
         if start == end {

@@ -293,7 +293,7 @@ pub(super) fn install_error_handler() {
 
 /// Run one mlx-c call `f` (returning its status and value) with this thread's errors captured:
 /// a non-zero status becomes [`DistributedError::Mlx`] with MLX's message.
-fn capture<T>(operation: &'static str, f: impl FnOnce() -> (c_int, T)) -> Result<T, DistributedError> {
+pub(super) fn capture<T>(operation: &'static str, f: impl FnOnce() -> (c_int, T)) -> Result<T, DistributedError> {
     install_error_handler();
     let previous = CAPTURED.with_borrow_mut(|captured| captured.replace(None));
     let (status, value) = f();

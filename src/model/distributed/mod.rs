@@ -16,16 +16,18 @@
 //!   all_sum of the gradients per step.
 //! - `ring`: [`RingAttention`], Ring Attention across ranks (sequence parallelism): forward
 //!   and explicit backward, key/value blocks passed to the ring neighbour with send/recv.
+mod custom_vjp;
 mod data_parallel;
 mod group;
 mod hostfile;
 mod ring;
 mod watchdog;
 
+pub use custom_vjp::{custom_vjp, take_failure};
 pub use data_parallel::{CommunicationStats, DataParallel};
 pub use group::{Backend, Group};
 pub use hostfile::Hostfile;
-pub use ring::{RingAttention, RingForward, shard_bounds};
+pub use ring::{ActiveRing, RingAttention, RingForward, attention_across_ranks, shard_bounds};
 pub use watchdog::{Watchdog, timeout_from_env};
 
 use std::time::Duration;

@@ -18,12 +18,14 @@
 //! # Shapes
 //! On every rank `q`, `k`, `v`: [batch, heads, rows of its shard, head_dim], f32; shard `i`
 //! holds rows [`shard_bounds`]`(length, size)[i]` of the whole sequence.
-use super::{DistributedError, Group, Watchdog};
+use super::{DistributedError, Group, Watchdog, custom_vjp};
 use crate::model::attention::{MASKED_SCORE, block_bounds, causal_visibility, slice_rows as rows};
 use mlx_rs::error::Exception;
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::ops::{self, matmul};
 use mlx_rs::{Array, Device, Dtype, Stream, transforms};
+use std::cell::Cell;
+use std::marker::PhantomData;
 
 /// The rows `[start, end)` of the sequence each of `ranks` ranks holds: `ceil(length / ranks)`
 /// each, the last shorter (the split of the single-process
@@ -282,6 +284,69 @@ impl<'a> RingAttention<'a> {
         };
         Ok(Some((scores, visible)))
     }
+}
+
+thread_local! {
+    /// The ring [`attention_across_ranks`] uses on this thread while an [`ActiveRing`] lives.
+    static ACTIVE: Cell<*const ()> = const { Cell::new(std::ptr::null()) };
+}
+
+/// While alive, [`attention_across_ranks`] on this thread runs on `ring` (the forecaster's
+/// layers reach the ring through it: MLX owns the functions whose gradient it defines, so they
+/// cannot borrow it). Dropping it restores what was active before.
+pub struct ActiveRing<'r> {
+    previous: *const (),
+    ring: PhantomData<&'r RingAttention<'r>>,
+}
+
+impl<'r> ActiveRing<'r> {
+    pub fn enter(ring: &'r RingAttention<'r>) -> Self {
+        let previous = ACTIVE.replace(std::ptr::from_ref(ring).cast());
+        Self { previous, ring: PhantomData }
+    }
+}
+
+impl Drop for ActiveRing<'_> {
+    fn drop(&mut self) {
+        ACTIVE.set(self.previous);
+    }
+}
+
+/// `f` on the ring an [`ActiveRing`] made active on this thread, or an error when none is.
+fn with_active<T>(f: impl FnOnce(&RingAttention) -> Result<T, DistributedError>) -> Result<T, Exception> {
+    let active = ACTIVE.get();
+    if active.is_null() {
+        return Err(Exception::custom("attention across ranks needs an active ring (ActiveRing::enter)"));
+    }
+    // SAFETY: `active` was set by `ActiveRing::enter` from a ring that outlives the
+    // `ActiveRing`, whose drop clears it again; the lifetime is the borrow `enter` holds.
+    let ring = unsafe { &*active.cast::<RingAttention>() };
+    f(ring).map_err(|error| Exception::custom(error.to_string()))
+}
+
+/// Exact attention of this rank's query rows over every rank's key/value rows, on the active
+/// ring ([`ActiveRing`]), as a differentiable MLX operation: the forward pass is
+/// [`RingAttention::forward`] and the gradient [`RingAttention::backward`] (a collective too,
+/// so every rank must take it, in the same order). Shapes as [`RingAttention::forward`].
+pub fn attention_across_ranks(q: &Array, k: &Array, v: &Array) -> Result<Array, Exception> {
+    let forward = |inputs: &[Array]| -> Result<Vec<Array>, Exception> {
+        with_active(|ring| {
+            let RingForward { output, logsumexp } = ring.forward(&inputs[0], &inputs[1], &inputs[2])?;
+            Ok(vec![output, logsumexp])
+        })
+    };
+    let backward = |primals: &[Array], cotangents: &[Array], outputs: &[Array]| -> Result<Vec<Array>, Exception> {
+        // The log-sum-exp is an output only for this: nothing downstream uses it, so its
+        // cotangent is zero and ignored.
+        let forward = RingForward { output: outputs[0].clone(), logsumexp: outputs[1].clone() };
+        with_active(|ring| {
+            let (dq, dk, dv) = ring.backward(&primals[0], &primals[1], &primals[2], &forward, &cotangents[0])?;
+            Ok(vec![dq, dk, dv])
+        })
+    };
+    let outputs = custom_vjp(&[q.clone(), k.clone(), v.clone()], forward, backward)
+        .map_err(|error| Exception::custom(error.to_string()))?;
+    outputs.into_iter().next().ok_or_else(|| Exception::custom("ring attention returned no output"))
 }
 
 /// Keys and values as one f32 [2, batch, heads, rows, head_dim] array: one send per hop.

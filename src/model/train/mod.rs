@@ -13,13 +13,14 @@
 //! - `types`: the plain data the loop takes and gives, and the [`Progress`] that [`resume`]
 //!   saves; re-exported here. `resume` depends on these types, not on the loop.
 //! - `tests`: training, determinism, resume and schedule tests.
+mod sequence;
 #[cfg(test)]
 mod tests;
 pub(crate) mod types;
 
 pub use types::{BestEpoch, Checkpointing, EpochRecord, EpochReport, Progress, TrainConfig, TrainData, TrainReport};
 
-use crate::model::distributed::{DataParallel, DistributedError};
+use crate::model::distributed::{ActiveRing, DataParallel, DistributedError, RingAttention};
 use crate::model::resume::{self, Fingerprint, ResumeError};
 use crate::model::streams;
 use crate::model::transformer::{Forecaster, pinball_loss};
@@ -30,6 +31,7 @@ use mlx_rs::error::Exception;
 use mlx_rs::module::{FlattenedModuleParam, Module, ModuleParameters};
 use mlx_rs::optimizers::{AdamW, AdamWBuilder, Optimizer};
 use mlx_rs::{Array, nn, ops, random, transforms};
+use sequence::SequenceShard;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Instant;
@@ -148,7 +150,21 @@ fn run(
         .into());
     }
     random::seed(config.seed)?;
-    let mut stepper = Stepper::new(config, quantiles);
+    // Sequence parallelism: this rank's positions, attention across the ranks on `ring`.
+    let ring = match parallel {
+        Some(parallel) if parallel.splits_sequence() => Some(RingAttention::new(
+            parallel.group(),
+            parallel.watchdog(),
+            shape.positions,
+            to_i32(model.config().block_size)?,
+            false,
+        )?),
+        _ => None,
+    };
+    let _active = ring.as_ref().map(ActiveRing::enter);
+    let sequence =
+        ring.as_ref().map(|ring| SequenceShard::new(ring.bounds(), shape.positions as i32, shape.horizon as i32));
+    let mut stepper = Stepper::new(config, quantiles, sequence);
     let steps_per_epoch = train.count.div_ceil(config.batch_size);
     let schedule = Schedule { config, total_steps: steps_per_epoch * config.epochs };
     let mut progress = Progress::new(config.seed, train.count, schedule.total_steps);
@@ -234,7 +250,7 @@ fn run(
         train_seconds += epoch_train_seconds;
         let train_loss = (loss_sum / train.count as f64) as f32;
         let validation_loss = if validation.count > 0 {
-            evaluate_loss(model, &shape, validation, quantiles, config.batch_size)?
+            evaluate_loss(model, &shape, validation, quantiles, config.batch_size, sequence.zip(parallel))?
         } else {
             f32::NAN
         };
@@ -316,14 +332,18 @@ struct Stepper {
 }
 
 impl Stepper {
-    fn new(config: &TrainConfig, quantiles: &[f32]) -> Self {
+    /// `sequence`: this rank's shard when the ranks split the sequence.
+    fn new(config: &TrainConfig, quantiles: &[f32], sequence: Option<SequenceShard>) -> Self {
         let optimizer = AdamWBuilder::new(config.learning_rate as f32)
             .weight_decay(config.weight_decay as f32)
             .build()
             .unwrap_or_else(|never: std::convert::Infallible| match never {});
         let quantiles = quantiles.to_vec();
         let loss = move |model: &mut Forecaster, (inputs, targets): (Array, Array)| -> Result<Array, Exception> {
-            pinball_loss(&model.forward(&inputs)?, &targets, &quantiles)
+            match &sequence {
+                Some(shard) => shard.loss(model, &inputs, &targets, &quantiles),
+                None => pinball_loss(&model.forward(&inputs)?, &targets, &quantiles),
+            }
         };
         Self { optimizer, value_and_grad: Box::new(nn::value_and_grad(loss)), clip_norm: config.clip_norm }
     }
@@ -432,19 +452,24 @@ fn forward_in_parts(
     ops::concatenate(&outputs, 0)?.contiguous()
 }
 
-/// Mean pinball loss over all windows of `data`, in batches, without gradients.
+/// Mean pinball loss over all windows of `data`, in batches, without gradients (with
+/// `sequence`, this rank's shard of the positions, summed over the ranks).
 fn evaluate_loss(
     model: &mut Forecaster,
     shape: &DataShape,
     data: &TrainData,
     quantiles: &[f32],
     batch_size: usize,
-) -> Result<f32, Exception> {
+    sequence: Option<(SequenceShard, &DataParallel)>,
+) -> Result<f32, TrainError> {
     let mut sum = 0.0f64;
     let indices: Vec<usize> = (0..data.count).collect();
     for batch in indices.chunks(batch_size) {
         let (inputs, targets) = shape.gather(data, batch)?;
-        let loss = pinball_loss(&model.forward(&inputs)?, &targets, quantiles)?.item_exact::<f32>();
+        let loss = match sequence {
+            Some((shard, parallel)) => shard.evaluate(model, parallel, &inputs, &targets, quantiles)?,
+            None => pinball_loss(&model.forward(&inputs)?, &targets, quantiles)?.item_exact::<f32>(),
+        };
         sum += f64::from(loss) * batch.len() as f64;
     }
     Ok((sum / data.count.max(1) as f64) as f32)

@@ -117,7 +117,8 @@ fn learns_a_synthetic_problem() -> Result<(), Exception> {
 
     // The best epoch's weights are the ones left in the model.
     let shape = DataShape::of(&model)?;
-    let after = evaluate_loss(&mut model, &shape, &validation, &config.quantiles, 32)?;
+    let after = evaluate_loss(&mut model, &shape, &validation, &config.quantiles, 32, None)
+        .map_err(|e| Exception::custom(e.to_string()))?;
     assert!((after - best).abs() < 1e-5, "{after} vs {best}");
 
     // Quantiles are ordered and cover the noise roughly as they should.
@@ -488,7 +489,7 @@ fn train_step_figures() -> Result<(), Exception> {
             activation: Activation::Gelu,
         };
         let mut model = Forecaster::with_seed(&config, 1)?;
-        let mut stepper = Stepper::new(&train_config(1, 1), &config.quantiles);
+        let mut stepper = Stepper::new(&train_config(1, 1), &config.quantiles, None);
         let inputs = random::normal::<f32>(&[batch as i32, positions as i32, 22], None, None, None)?;
         let targets = random::normal::<f32>(&[batch as i32, 24], None, None, None)?;
         transforms::eval([&inputs, &targets])?;
