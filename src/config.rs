@@ -277,6 +277,10 @@ pub struct ModelConfig {
     /// `epochs` rises until the run takes this many steps, so that a small data set is trained
     /// as long as a large one; early stopping still applies. 0 keeps `epochs` as it is.
     pub min_steps: usize,
+    /// Networks trained side by side, each from its own initial weights; the forecast is the
+    /// mean of their quantiles. More members cost proportionally more time and give forecasts
+    /// that depend less on the seed.
+    pub members: usize,
 }
 
 impl ModelConfig {
@@ -326,6 +330,7 @@ impl Default for ModelConfig {
             refit_epochs: DEFAULT_REFIT_EPOCHS,
             day_of_year: DayOfYear::Auto,
             min_steps: DEFAULT_MIN_STEPS,
+            members: 1,
         }
     }
 }
@@ -408,6 +413,7 @@ impl Config {
             ("model.epochs", self.model.epochs),
             ("model.batch_size", self.model.batch_size),
             ("model.train_stride", self.model.train_stride),
+            ("model.members", self.model.members),
         ] {
             check(value >= 1, key, "must be at least 1")?;
         }

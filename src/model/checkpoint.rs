@@ -222,6 +222,21 @@ mod tests {
     }
 
     #[test]
+    fn an_ensemble_round_trips_with_every_member() -> Result<(), ModelError> {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ForecasterConfig { members: 3, ..tiny_config() };
+        let mut model = Forecaster::with_seed(&config, 4)?;
+        save(dir.path(), &model, &config, &serde_json::Value::Null)?;
+        let (mut loaded, loaded_config, _) = load(dir.path())?;
+        assert_eq!(loaded_config.members, 3);
+        let keys = loaded.parameters().flatten();
+        assert!(keys.contains_key("head.linear.weight") && keys.contains_key("others.1.head.linear.weight"));
+        let inputs = random::normal::<f32>(&[3, 20, 5], None, None, None)?.as_slice::<f32>().to_vec();
+        assert_eq!(predictions(&mut loaded, &inputs), predictions(&mut model, &inputs));
+        Ok(())
+    }
+
+    #[test]
     fn missing_folder_and_files_are_named() -> Result<(), ModelError> {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nowhere");

@@ -14,11 +14,12 @@ use crate::model::distributed::attention_across_ranks;
 use mlx_rs::builder::Builder;
 use mlx_rs::error::Exception;
 use mlx_rs::macros::ModuleParameters;
-use mlx_rs::module::{Module, Param};
+use mlx_rs::module::{Module, ModuleParamMut, ModuleParamRef, ModuleParameters, Param, Parameter};
 use mlx_rs::nn::{self, LayerNorm, LayerNormBuilder, Linear};
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::{Array, ops, random};
 use serde::{Deserialize, Serialize};
+use std::rc::Rc;
 
 /// The quantiles forecast when nothing else is asked for.
 pub const DEFAULT_QUANTILES: [f32; 3] = [0.1, 0.5, 0.9];
@@ -91,6 +92,14 @@ pub struct ForecasterConfig {
     /// The MLP's activation (GELU where a saved config predates the field).
     #[serde(default = "Activation::saved_before_the_choice")]
     pub activation: Activation,
+    /// Networks trained side by side from their own initial weights, whose mean forecast is
+    /// the forecast (1 where a saved config predates the field).
+    #[serde(default = "one_member")]
+    pub members: usize,
+}
+
+fn one_member() -> usize {
+    1
 }
 
 impl ForecasterConfig {
@@ -109,6 +118,7 @@ impl ForecasterConfig {
             ring_shards: 1,
             quantiles: DEFAULT_QUANTILES.to_vec(),
             activation: model.activation,
+            members: model.members,
         }
     }
 
@@ -125,6 +135,7 @@ impl ForecasterConfig {
             ("mlp_ratio", self.mlp_ratio),
             ("block_size", self.block_size),
             ("ring_shards", self.ring_shards),
+            ("members", self.members),
         ];
         for (name, value) in sizes {
             if value == 0 || i32::try_from(value).is_err() {
@@ -369,9 +380,11 @@ impl Module<&Array> for QuantileHead {
     fn training_mode(&mut self, _: bool) {}
 }
 
-/// The encoder forecaster (see the module documentation).
+/// One network of the forecaster: input and positional embeddings, encoder blocks, final norm
+/// and quantile head. A forecaster is one member, or an ensemble of several trained side by
+/// side ([`ForecasterConfig::members`]).
 #[derive(Debug, ModuleParameters)]
-pub struct Forecaster {
+pub struct Member {
     /// Per-position input embedding, n_features → d_model.
     #[param]
     input: Linear,
@@ -384,14 +397,11 @@ pub struct Forecaster {
     final_norm: LayerNorm,
     #[param]
     head: QuantileHead,
-    config: ForecasterConfig,
 }
 
-impl Forecaster {
-    /// A freshly initialised model, drawing from the thread's MLX random state (see
-    /// [`Forecaster::with_seed`] for a reproducible one).
-    pub fn new(config: &ForecasterConfig) -> Result<Self, Exception> {
-        config.validate()?;
+impl Member {
+    /// Draws from the thread's MLX random state, the positional embedding first.
+    fn new(config: &ForecasterConfig) -> Result<Self, Exception> {
         let d_model = dim(config.d_model)?;
         let position = random::normal::<f32>(&[dim(config.positions)?, d_model], None, POSITION_INIT_STD, None)?;
         Ok(Self {
@@ -400,6 +410,121 @@ impl Forecaster {
             blocks: (0..config.n_layers).map(|_| EncoderBlock::new(config, false)).collect::<Result<_, _>>()?,
             final_norm: layer_norm(d_model)?,
             head: QuantileHead::new(config)?,
+        })
+    }
+
+    /// Positions `rows` of every window (all of them, or a rank's shard with attention across
+    /// the ranks): the quantile forecasts of those of them from `horizon_start` on (`None`
+    /// when there are none) and the final hidden state.
+    ///
+    /// # Shapes
+    /// `inputs`: [batch, rows, n_features] → ([batch, horizon rows, n_quantiles], [batch, rows,
+    /// d_model])
+    fn run(
+        &mut self,
+        inputs: &Array,
+        rows: (i32, i32),
+        horizon_start: i32,
+        attention: Attention,
+    ) -> Result<(Option<Array>, Array), Exception> {
+        let (start, end) = rows;
+        let embedded = self.input.forward(inputs)?;
+        let mut hidden = if (start, end) == (0, self.position.shape()[0]) {
+            embedded.add(&*self.position)?
+        } else {
+            embedded.add(self.position.try_index((start..end, ..))?)?
+        };
+        for block in &mut self.blocks {
+            hidden = block.apply(&hidden, attention)?;
+        }
+        let hidden = self.final_norm.forward(&hidden)?;
+        let first = horizon_start.max(start);
+        let forecasts =
+            if first < end { Some(self.head.forward(&hidden.try_index((.., first - start.., ..))?)?) } else { None };
+        Ok((forecasts, hidden))
+    }
+}
+
+/// The encoder forecaster (see the module documentation): one [`Member`], or an ensemble whose
+/// forecast is the mean of its members' quantiles (each member non-decreasing across the
+/// quantiles, so their mean is too).
+///
+/// Its parameters are the first member's, at the top level (the keys of every checkpoint
+/// since format 1), then `others.0.…`, `others.1.…` for the other members.
+#[derive(Debug)]
+pub struct Forecaster {
+    first: Member,
+    others: Vec<Member>,
+    config: ForecasterConfig,
+}
+
+impl ModuleParameters for Forecaster {
+    fn num_parameters(&self) -> usize {
+        self.first.num_parameters() + self.others.iter().map(Member::num_parameters).sum::<usize>()
+    }
+
+    fn parameters(&self) -> ModuleParamRef<'_> {
+        let mut parameters = self.first.parameters();
+        if !self.others.is_empty() {
+            parameters.insert(Rc::from(OTHERS), Parameter::as_nested_value(&self.others));
+        }
+        parameters
+    }
+
+    fn parameters_mut(&mut self) -> ModuleParamMut<'_> {
+        let mut parameters = self.first.parameters_mut();
+        if !self.others.is_empty() {
+            parameters.insert(Rc::from(OTHERS), Parameter::as_nested_value_mut(&mut self.others));
+        }
+        parameters
+    }
+
+    fn trainable_parameters(&self) -> ModuleParamRef<'_> {
+        let mut parameters = self.first.trainable_parameters();
+        if let Some(others) = Parameter::as_trainable_nested_value(&self.others).filter(|_| !self.others.is_empty()) {
+            parameters.insert(Rc::from(OTHERS), others);
+        }
+        parameters
+    }
+
+    fn freeze_parameters(&mut self, recursive: bool) {
+        self.first.freeze_parameters(recursive);
+        self.others.freeze(recursive);
+    }
+
+    fn unfreeze_parameters(&mut self, recursive: bool) {
+        self.first.unfreeze_parameters(recursive);
+        self.others.unfreeze(recursive);
+    }
+
+    fn all_frozen(&self) -> Option<bool> {
+        let others = if self.others.is_empty() { None } else { self.others.is_frozen() };
+        match (self.first.all_frozen(), others) {
+            (Some(false), _) | (_, Some(false)) => Some(false),
+            (first, _) => first,
+        }
+    }
+
+    fn any_frozen(&self) -> Option<bool> {
+        let others = if self.others.is_empty() { None } else { self.others.is_frozen() };
+        match (self.first.any_frozen(), others) {
+            (Some(true), _) | (_, Some(true)) => Some(true),
+            (first, _) => first,
+        }
+    }
+}
+
+/// The parameter key of the members after the first.
+const OTHERS: &str = "others";
+
+impl Forecaster {
+    /// A freshly initialised model, drawing from the thread's MLX random state (see
+    /// [`Forecaster::with_seed`] for a reproducible one); the members one after the other.
+    pub fn new(config: &ForecasterConfig) -> Result<Self, Exception> {
+        config.validate()?;
+        Ok(Self {
+            first: Member::new(config)?,
+            others: (1..config.members).map(|_| Member::new(config)).collect::<Result<_, _>>()?,
             config: config.clone(),
         })
     }
@@ -415,21 +540,58 @@ impl Forecaster {
         &self.config
     }
 
+    fn members(&mut self) -> impl Iterator<Item = &mut Member> {
+        std::iter::once(&mut self.first).chain(&mut self.others)
+    }
+
+    /// Each member's forecasts of the whole windows.
+    ///
+    /// # Shapes
+    /// `inputs`: [batch, positions, n_features] → members × [batch, horizon, n_quantiles]
+    fn member_forecasts(&mut self, inputs: &Array) -> Result<Vec<Array>, Exception> {
+        let shape = inputs.shape();
+        let expected = [dim(self.config.positions)?, dim(self.config.n_features)?];
+        if shape.len() != 3 || shape[1..] != expected {
+            return Err(Exception::custom(format!(
+                "forecaster needs inputs [batch, {}, {}], got {shape:?}",
+                expected[0], expected[1]
+            )));
+        }
+        let horizon_start = expected[0] - dim(self.config.horizon)?;
+        self.members()
+            .map(|member| {
+                let (forecasts, _) = member.run(inputs, (0, expected[0]), horizon_start, Attention::Local)?;
+                forecasts.ok_or_else(|| Exception::custom("the forecaster has no horizon"))
+            })
+            .collect()
+    }
+
+    /// The training loss: each member's mean pinball loss against `targets`, averaged over the
+    /// members (so each member learns on its own, as if trained alone; the forecast is their
+    /// mean). For one member, `pinball_loss(forward(inputs))`.
+    ///
+    /// # Shapes
+    /// `inputs`: [batch, positions, n_features], `targets`: [batch, horizon] → scalar
+    pub fn training_loss(&mut self, inputs: &Array, targets: &Array, quantiles: &[f32]) -> Result<Array, Exception> {
+        let forecasts = self.member_forecasts(inputs)?;
+        mean_member_loss(&forecasts, targets, quantiles)
+    }
+
     /// One rank's part of the forward pass when the ranks split the sequence (sequence-parallel
     /// training): `inputs` are positions `rows` of every window, and each layer's attention
     /// runs across the ranks on the active ring ([`crate::model::distributed::ActiveRing`]),
     /// which every rank must call together. Everything else in the model works per position,
     /// so the rows of all ranks together give [`Module::forward`]'s result.
     ///
-    /// Returns the quantile forecasts of the horizon positions among `rows` (`None` when the
-    /// shard lies in the context) and the shard's final hidden state, which a rank without a
-    /// horizon position adds to its loss with weight zero so that its backward pass (a
-    /// collective) still runs.
+    /// Returns each member's quantile forecasts of the horizon positions among `rows` (none
+    /// when the shard lies in the context) and the sum of the members' final hidden states,
+    /// which a rank without a horizon position adds to its loss with weight zero so that its
+    /// backward pass (a collective) still runs.
     ///
     /// # Shapes
-    /// `inputs`: [batch, rows, n_features] → ([batch, horizon rows among `rows`, n_quantiles],
-    /// [batch, rows, d_model])
-    pub fn forward_shard(&mut self, inputs: &Array, rows: (i32, i32)) -> Result<(Option<Array>, Array), Exception> {
+    /// `inputs`: [batch, rows, n_features] → (members × [batch, horizon rows among `rows`,
+    /// n_quantiles], scalar)
+    pub fn forward_shard(&mut self, inputs: &Array, rows: (i32, i32)) -> Result<(Vec<Array>, Array), Exception> {
         let (start, end) = rows;
         let (positions, features) = (dim(self.config.positions)?, dim(self.config.n_features)?);
         let shape = inputs.shape();
@@ -440,16 +602,32 @@ impl Forecaster {
                 end - start
             )));
         }
-        let position = self.position.try_index((start..end, ..))?;
-        let mut hidden = self.input.forward(inputs)?.add(&position)?;
-        for block in &mut self.blocks {
-            hidden = block.apply(&hidden, Attention::AcrossRanks)?;
+        let horizon_start = positions - dim(self.config.horizon)?;
+        let mut forecasts = Vec::new();
+        let mut hidden_sum = Array::from_f32(0.0);
+        for member in self.members() {
+            let (member_forecasts, hidden) = member.run(inputs, rows, horizon_start, Attention::AcrossRanks)?;
+            forecasts.extend(member_forecasts);
+            hidden_sum = hidden_sum.add(hidden.sum(None)?)?;
         }
-        let hidden = self.final_norm.forward(&hidden)?;
-        let first = (positions - dim(self.config.horizon)?).max(start);
-        let forecasts =
-            if first < end { Some(self.head.forward(&hidden.try_index((.., first - start.., ..))?)?) } else { None };
-        Ok((forecasts, hidden))
+        Ok((forecasts, hidden_sum))
+    }
+}
+
+/// The mean over members of each member's [`pinball_loss`] (for one member, its loss).
+pub fn mean_member_loss(forecasts: &[Array], targets: &Array, quantiles: &[f32]) -> Result<Array, Exception> {
+    let mut total: Option<Array> = None;
+    for forecast in forecasts {
+        let loss = pinball_loss(forecast, targets, quantiles)?;
+        total = Some(match total {
+            Some(total) => total.add(&loss)?,
+            None => loss,
+        });
+    }
+    let total = total.ok_or_else(|| Exception::custom("an ensemble needs at least one member"))?;
+    match forecasts.len() {
+        1 => Ok(total),
+        members => total.divide(Array::from_f32(members as f32)),
     }
 }
 
@@ -457,25 +635,18 @@ impl Module<&Array> for Forecaster {
     type Error = Exception;
     type Output = Array;
 
+    /// The members' mean forecast (the one member's, alone).
+    ///
     /// # Shapes
     /// `inputs`: [batch, positions, n_features] f32 → [batch, horizon, n_quantiles] f32
     fn forward(&mut self, inputs: &Array) -> Result<Array, Exception> {
-        let shape = inputs.shape();
-        let expected = [dim(self.config.positions)?, dim(self.config.n_features)?];
-        if shape.len() != 3 || shape[1..] != expected {
-            return Err(Exception::custom(format!(
-                "forecaster needs inputs [batch, {}, {}], got {shape:?}",
-                expected[0], expected[1]
-            )));
+        let mut forecasts = self.member_forecasts(inputs)?.into_iter();
+        let first = forecasts.next().ok_or_else(|| Exception::custom("an ensemble needs at least one member"))?;
+        let members = 1 + forecasts.len();
+        if members == 1 {
+            return Ok(first);
         }
-        let mut hidden = self.input.forward(inputs)?.add(&*self.position)?;
-        for block in &mut self.blocks {
-            hidden = block.forward(&hidden)?;
-        }
-        let hidden = self.final_norm.forward(&hidden)?;
-        let first = expected[0] - dim(self.config.horizon)?;
-        let horizon = hidden.try_index((.., first.., ..))?;
-        self.head.forward(&horizon)
+        forecasts.try_fold(first, |sum, forecast| sum.add(&forecast))?.divide(Array::from_f32(members as f32))
     }
 
     fn training_mode(&mut self, _: bool) {}
@@ -521,6 +692,7 @@ pub(crate) mod tests {
             ring_shards: 1,
             quantiles: DEFAULT_QUANTILES.to_vec(),
             activation: Activation::Gelu,
+            members: 1,
         }
     }
 
@@ -662,6 +834,44 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_ensemble_forecasts_the_mean_of_its_members() -> Result<(), Exception> {
+        let config = ForecasterConfig { members: 3, ..tiny_config() };
+        let mut ensemble = Forecaster::with_seed(&config, 9)?;
+        // The first member draws first: a single model of the same seed is that member.
+        let mut alone = Forecaster::with_seed(&tiny_config(), 9)?;
+        let inputs = random::normal::<f32>(&[2, 20, 5], None, None, None)?;
+        let members = ensemble.member_forecasts(&inputs)?;
+        assert_eq!(members.len(), 3);
+        assert_eq!(max_abs_difference(&members[0], &alone.forward(&inputs)?), 0.0);
+        assert!(max_abs_difference(&members[0], &members[1]) > 1e-3, "members start from their own weights");
+        let mean = members[0].add(&members[1])?.add(&members[2])?.divide(Array::from_f32(3.0))?;
+        let forecast = ensemble.forward(&inputs)?;
+        assert!(max_abs_difference(&forecast, &mean) < 1e-6);
+        // Monotone quantiles stay monotone on average.
+        let steps = forecast.try_index((.., .., 1..))?.subtract(forecast.try_index((.., .., ..-1))?)?;
+        assert!(steps.min(None)?.item_exact::<f32>() >= 0.0);
+        // The training loss is the members' mean loss: each member learns as if alone.
+        let targets = random::normal::<f32>(&[2, 6], None, None, None)?;
+        let quantiles = config.quantiles.clone();
+        let each: Vec<f32> = members
+            .iter()
+            .map(|m| pinball_loss(m, &targets, &quantiles).map(|l| l.item_exact::<f32>()))
+            .collect::<Result<_, _>>()?;
+        let loss = ensemble.training_loss(&inputs, &targets, &quantiles)?.item_exact::<f32>();
+        assert!((loss - each.iter().sum::<f32>() / 3.0).abs() < 1e-6);
+        assert_eq!(ensemble.num_parameters(), 3 * alone.num_parameters());
+        Ok(())
+    }
+
+    #[test]
+    fn a_saved_config_without_members_is_one_model() {
+        let mut saved = serde_json::to_value(tiny_config()).unwrap();
+        saved.as_object_mut().unwrap().remove("members");
+        let config: ForecasterConfig = serde_json::from_value(saved).unwrap();
+        assert_eq!(config.members, 1);
+    }
+
+    #[test]
     fn invalid_configs_are_rejected() {
         let bad = [
             ForecasterConfig { d_model: 15, ..tiny_config() },
@@ -670,6 +880,7 @@ pub(crate) mod tests {
             ForecasterConfig { quantiles: vec![0.5, 0.1], ..tiny_config() },
             ForecasterConfig { quantiles: vec![0.0, 0.5], ..tiny_config() },
             ForecasterConfig { quantiles: vec![], ..tiny_config() },
+            ForecasterConfig { members: 0, ..tiny_config() },
         ];
         for config in bad {
             assert!(Forecaster::new(&config).is_err(), "{config:?}");

@@ -342,7 +342,7 @@ impl Stepper {
         let loss = move |model: &mut Forecaster, (inputs, targets): (Array, Array)| -> Result<Array, Exception> {
             match &sequence {
                 Some(shard) => shard.loss(model, &inputs, &targets, &quantiles),
-                None => pinball_loss(&model.forward(&inputs)?, &targets, &quantiles),
+                None => model.training_loss(&inputs, &targets, &quantiles),
             }
         };
         Self { optimizer, value_and_grad: Box::new(nn::value_and_grad(loss)), clip_norm: config.clip_norm }

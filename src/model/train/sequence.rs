@@ -4,7 +4,7 @@
 //! positions' part of the batch's mean pinball loss, so the ranks' losses and gradients summed
 //! (one all_sum, as in data parallelism) are the whole batch's.
 use crate::model::distributed::{DataParallel, DistributedError};
-use crate::model::transformer::{Forecaster, pinball_loss};
+use crate::model::transformer::{Forecaster, mean_member_loss};
 use mlx_rs::error::Exception;
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::{Array, transforms};
@@ -43,15 +43,13 @@ impl SequenceShard {
         let (forecasts, hidden) = model.forward_shard(&inputs.try_index((.., start..end, ..))?, self.rows)?;
         // Weight zero, but in the graph: the backward pass of every layer's attention is a
         // collective that this rank must join even when none of its positions is forecast.
-        let joined = hidden.sum(None)?.multiply(Array::from_f32(0.0))?;
-        match forecasts {
-            Some(forecasts) => {
-                let (first, last) = self.targets;
-                let mine = targets.try_index((.., first..last))?;
-                pinball_loss(&forecasts, &mine, quantiles)?.multiply(Array::from_f32(self.weight))?.add(&joined)
-            }
-            None => Ok(joined),
+        let joined = hidden.multiply(Array::from_f32(0.0))?;
+        if forecasts.is_empty() {
+            return Ok(joined);
         }
+        let (first, last) = self.targets;
+        let mine = targets.try_index((.., first..last))?;
+        mean_member_loss(&forecasts, &mine, quantiles)?.multiply(Array::from_f32(self.weight))?.add(&joined)
     }
 
     /// The batch's mean pinball loss without gradients: this rank's part, summed over the
@@ -86,6 +84,7 @@ mod tests {
     use std::time::Duration;
 
     const WORKER: &str = "model::train::sequence::tests::rank_worker";
+    const WORKER_MEMORY: &str = "model::train::sequence::tests::memory_worker";
     const TOLERANCE: f32 = 1e-5;
 
     /// 37 positions (ragged shards on 2 and 4 ranks), the last 12 forecast (on one rank of 2,
@@ -174,6 +173,99 @@ mod tests {
             parallel.group().rank()
         );
         println!("{} loss {worst_loss:e} weight {worst_weight:e}", test_ranks::RESULT);
+        Ok(())
+    }
+
+    /// The context lengths of [`sequence_memory_figures`]: `ENERGY_BENCH_LENGTHS` (comma
+    /// separated), default 512,1024,2048.
+    fn figure_lengths() -> Vec<usize> {
+        std::env::var("ENERGY_BENCH_LENGTHS")
+            .unwrap_or_else(|_| "512,1024,2048".into())
+            .split(',')
+            .map(|length| length.trim().parse().expect("ENERGY_BENCH_LENGTHS: comma-separated lengths"))
+            .collect()
+    }
+
+    /// A rank of [`sequence_memory_figures`]: for each context length, one training step of
+    /// the default model (d_model 64, 4 heads, 2 layers, 12 features, 24-hour horizon,
+    /// attention blocks of 128) on a batch of 32 windows, this rank holding its shard of the
+    /// positions; prints `(positions, peak MB, seconds)` per length.
+    #[test]
+    #[ignore = "a rank started by sequence_memory_figures"]
+    fn memory_worker() -> Result<(), DistributedError> {
+        if !test_ranks::is_worker() {
+            return Ok(());
+        }
+        let watchdog = Watchdog::new(Duration::from_secs(1200));
+        let parallel = DataParallel::splitting_sequence(Group::init(Backend::Ring, true, watchdog)?, watchdog);
+        println!("{} {:?}", test_ranks::RESULT, memory_rows(&parallel)?);
+        Ok(())
+    }
+
+    /// `(positions, peak MB, seconds)` of one training step per length (see [`memory_worker`]).
+    fn memory_rows(parallel: &DataParallel) -> Result<Vec<(usize, u64, f64)>, DistributedError> {
+        let mut rows = Vec::new();
+        for context in figure_lengths() {
+            let config = ForecasterConfig {
+                n_features: 12,
+                positions: context + 24,
+                horizon: 24,
+                d_model: 64,
+                n_heads: 4,
+                n_layers: 2,
+                mlp_ratio: 4,
+                block_size: 128,
+                ..tiny_config()
+            };
+            let count = 32;
+            let inputs = random_values(count * config.positions * config.n_features, 3);
+            let targets = random_values(count * config.horizon, 4);
+            let data = TrainData { inputs: &inputs, targets: &targets, count };
+            let none = TrainData { inputs: &[], targets: &[], count: 0 };
+            let settings = TrainConfig {
+                epochs: 1,
+                batch_size: count,
+                learning_rate: 1e-3,
+                weight_decay: 0.01,
+                warmup_steps: 1,
+                clip_norm: 1.0,
+                patience: 0,
+                seed: 1,
+            };
+            let mut model = Forecaster::with_seed(&config, 1)?;
+            let quantiles = config.quantiles.clone();
+            mlx_rs::memory::clear_cache()?;
+            mlx_rs::memory::reset_peak_memory()?;
+            let started = std::time::Instant::now();
+            train_on_ranks(&mut model, &settings, &data, &none, &quantiles, &NoReporter, None, Some(parallel))
+                .map_err(|e| DistributedError::Invalid(e.to_string()))?;
+            let peak = mlx_rs::memory::peak_memory()? as f64 / 1e6;
+            rows.push((config.positions, peak.round() as u64, (started.elapsed().as_secs_f64() * 10.0).round() / 10.0));
+        }
+        Ok(rows)
+    }
+
+    /// Peak memory per rank of one sequence-parallel training step at batch 32 against context
+    /// length, on 1, 2 and 4 local ranks:
+    /// `cargo test --lib -- --ignored --nocapture sequence_memory_figures`
+    /// (`ENERGY_BENCH_LENGTHS=512,1024,2048` by default).
+    #[test]
+    #[ignore = "prints figures; slow"]
+    fn sequence_memory_figures() -> Result<(), DistributedError> {
+        let watchdog = Watchdog::new(Duration::from_secs(1200));
+        let single = Group::init(Backend::Ring, false, watchdog)?;
+        assert_eq!(single.size(), 1, "run without MLX_RANK/MLX_HOSTFILE");
+        let started = std::time::Instant::now();
+        let rows = memory_rows(&DataParallel::splitting_sequence(single, watchdog))?;
+        eprintln!("1 rank ({:.0} s): {rows:?}", started.elapsed().as_secs_f64());
+        for ranks in [2, 4] {
+            let started = std::time::Instant::now();
+            let results = test_ranks::run(WORKER_MEMORY, ranks, Duration::from_secs(3000));
+            eprintln!("{ranks} ranks ({:.0} s):", started.elapsed().as_secs_f64());
+            for (rank, result) in results.iter().enumerate() {
+                eprintln!("  rank {rank}: {result}");
+            }
+        }
         Ok(())
     }
 

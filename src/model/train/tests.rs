@@ -53,6 +53,7 @@ fn small_config() -> ForecasterConfig {
         ring_shards: 1,
         quantiles: DEFAULT_QUANTILES.to_vec(),
         activation: Activation::Gelu,
+        members: 1,
     }
 }
 
@@ -487,6 +488,7 @@ fn train_step_figures() -> Result<(), Exception> {
             ring_shards: 1,
             quantiles: DEFAULT_QUANTILES.to_vec(),
             activation: Activation::Gelu,
+            members: 1,
         };
         let mut model = Forecaster::with_seed(&config, 1)?;
         let mut stepper = Stepper::new(&train_config(1, 1), &config.quantiles, None);
