@@ -533,3 +533,51 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Calls and weighted calls to collect one region-year through a local server, with the free
+/// API's limits (600 a minute, 5,000 an hour, 10,000 a day, weighted) and the built-in points,
+/// for three sets of kinds (the paused clock skips the limits' waits; it also jumps idle
+/// connections' timers, so it gives no duration):
+/// `cargo test --test it openmeteo_call_figures -- --ignored --nocapture`.
+#[tokio::test(start_paused = true)]
+#[ignore = "prints figures"]
+async fn openmeteo_call_figures() {
+    let server = generator().await;
+    let kind_sets: [&[&str]; 3] =
+        [&["TEMP"], &["TEMP", "TEMP_D1", "TEMP_D2"], &["TEMP", "DEWPOINT", "GHI", "TEMP_D1", "TEMP_D2"]];
+    let range = days("2024-01-01", "2024-12-31");
+    for region in ["ERCO", "PJM", "CISO"] {
+        for kinds in kind_sets {
+            server.reset().await;
+            Mock::given(method("GET")).respond_with(FakeOpenmeteo).mount(&server).await;
+            let client =
+                HttpClient::new(openmeteo::retry_policy(&retry(1)), RateLimits::weighted(600, 5_000, 10_000)).unwrap();
+            let settings =
+                Settings { url: Some(server.uri()), key: None, model: None, today: "2026-09-12".parse().unwrap() };
+            let parsed: Vec<OpenmeteoKind> = kinds.iter().map(|k| OpenmeteoKind::parse(k).unwrap()).collect();
+            let om = OpenmeteoSource::new(&[region.to_string()], &parsed, &BTreeMap::new(), settings, client).unwrap();
+            let mut rows = 0;
+            for chunk in plan(range, om.chunk_len()) {
+                rows += om.fetch(chunk).await.unwrap().rows();
+            }
+            let requests = server.received_requests().await.unwrap();
+            let weighted: f64 = requests
+                .iter()
+                .map(|r| {
+                    let count = |name: &str| param(r, name).unwrap().split(',').count();
+                    let date = |name: &str| param(r, name).unwrap().parse::<chrono::NaiveDate>().unwrap();
+                    let span = (date("end_date") - date("start_date")).num_days() + 1;
+                    openmeteo::call_weight(count("latitude"), count("hourly"), span)
+                })
+                .sum();
+            let points = param(&requests[0], "latitude").unwrap().split(',').count();
+            assert_eq!(rows as i64, range.hours() * kinds.len() as i64);
+            eprintln!(
+                "{region} ({points} points) {}: {} calls, {weighted:.1} weighted calls ({:.1} % of a free day)",
+                kinds.join(","),
+                requests.len(),
+                weighted / 100.0
+            );
+        }
+    }
+}
