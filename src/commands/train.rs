@@ -29,8 +29,8 @@ pub const VALIDATION_STRIDE: usize = 6;
 /// Test windows: one forecast per day.
 pub const TEST_STRIDE: usize = 24;
 
-#[derive(Serialize)]
-struct RefitSummary {
+#[derive(Clone, Copy, Serialize)]
+pub(super) struct RefitSummary {
     windows: usize,
     epochs: usize,
     seconds: f64,
@@ -123,16 +123,8 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     }
     let region = modeling::one_region(&args.select, Some(&args.sources))?;
     let source = args.select.source();
-    let resume_dir = args.model_dir.join(RESUME_DIR);
     // A resumed run keeps its data range (`--days` counts back from now) unless told otherwise.
-    let range = match (args.resume, args.select.start) {
-        (true, None) => saved_range(&resume_dir)?,
-        (true, Some(_)) => {
-            saved_range(&resume_dir)?;
-            args.select.range(context.now)?
-        }
-        (false, _) => args.select.range(context.now)?,
-    };
+    let range = run_range(context, args, std::slice::from_ref(&region))?;
     let model_config = model_config(context, args)?;
 
     let parallel = join_group(args)?;
@@ -204,10 +196,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         } else {
             train_windows.clone()
         };
-        Some(std::thread::spawn(move || {
-            let started = Instant::now();
-            BoostedTrees::fit(&windows, &spec, seed).map(|boosted| (boosted, started.elapsed().as_secs_f64()))
-        }))
+        Some(std::thread::spawn(move || fit_boosted(&windows, &spec, seed)))
     } else {
         None
     };
@@ -223,47 +212,15 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         feature_names: &train_windows.feature_names,
         scaler: &scaler,
     };
-    if leader && !args.resume && resume::exists(&resume_dir) {
-        tracing::warn!(
-            "replacing the unfinished training state in `{}` (pass --resume to continue it instead)",
-            resume_dir.display()
-        );
-    }
-    let mut pause = |epoch: usize| {
-        if args.pause_after_epoch == Some(epoch) {
-            eprintln!("paused after epoch {epoch}, its state saved in `{}`", resume_dir.display());
-            // Until killed: this is how the tests interrupt a run at a known point.
-            loop {
-                std::thread::park();
-            }
-        }
-        ControlFlow::Continue(())
-    };
-    let checkpointing = Checkpointing {
-        dir: &resume_dir,
-        resume: args.resume,
-        provenance: serde_json::to_value(&provenance)?,
-        after_epoch: Some(&mut pause),
-    };
-    let (train_residuals, validation_residuals) =
-        (train_windows.residual_targets(), validation_windows.residual_targets());
-    let reporter = BarReporter::new(context.quiet || context.json || !leader, "windows");
-    let trained = train::train_on_ranks(
+    let report = train_resumable(
+        context,
+        args,
         &mut model,
         &train_config,
-        &data(&train_windows, &train_residuals),
-        &data(&validation_windows, &validation_residuals),
-        &forecaster_config.quantiles,
-        &reporter,
-        leader.then_some(checkpointing),
+        (&train_windows, &validation_windows),
+        serde_json::to_value(&provenance)?,
         parallel.as_ref(),
-    );
-    let report = trained.map_err(|e| match e {
-        TrainError::Resume(e) if e.is_bad_input() => anyhow::Error::new(BadInput(format!(
-            "{e}: resume with the same flags and data, or train without --resume to start a new run"
-        ))),
-        e => anyhow::Error::new(e).context("training failed"),
-    })?;
+    )?;
 
     if !leader {
         // Every rank holds the same weights; rank 0 scores and saves them.
@@ -276,31 +233,14 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
 
     // then the model (and the boosted baseline beside it) learns the validation split too
     let fitted = if model_config.refit_epochs > 0 && validation_windows.count > 0 {
-        let refit_started = Instant::now();
         let recent = features::make_windows(&table, &scaler, &spec, splits.validation.clone())?;
         let all = train_windows.concatenated(&recent);
-        let residuals = all.residual_targets();
-        let refit_config = refit_config(&train_config, model_config.refit_epochs, all.count);
-        let no_validation = TrainData { inputs: &[], targets: &[], count: 0 };
-        let reporter = BarReporter::new(context.quiet || context.json, "windows");
-        train::train(
-            &mut model,
-            &refit_config,
-            &data(&all, &residuals),
-            &no_validation,
-            &forecaster_config.quantiles,
-            &reporter,
-        )
-        .map_err(|e| anyhow::Error::new(TrainError::from(e)).context("refitting on the validation split failed"))?;
-        Some((all, refit_started.elapsed().as_secs_f64()))
+        let summary = refit(context, &mut model, &train_config, model_config.refit_epochs, &all)?;
+        Some((all, summary))
     } else {
         None
     };
-    let refit = fitted.as_ref().map(|(all, seconds)| RefitSummary {
-        windows: all.count,
-        epochs: model_config.refit_epochs,
-        seconds: *seconds,
-    });
+    let refit = fitted.as_ref().map(|(_, summary)| *summary);
     let (boosted, boosted_seconds) = boosting
         .ok_or_else(|| anyhow::anyhow!("the boosted-trees baseline was not started"))?
         .join()
@@ -338,13 +278,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         operator_kind: operator_id.as_ref().map(|id| id.kind.clone()),
         region_block: None,
     };
-    checkpoint::save(&args.model_dir, &model, &forecaster_config, &serde_json::to_value(&meta)?)
-        .with_context(|| format!("cannot save the model to `{}`", args.model_dir.display()))?;
-    boosted.save(&args.model_dir)?;
-    // The run is safe in the checkpoint: its resumable state has served.
-    if let Err(e) = resume::clear(&resume_dir) {
-        tracing::warn!("cannot remove the finished training state: {e}");
-    }
+    save(args, &model, &forecaster_config, &serde_json::to_value(&meta)?, &boosted)?;
 
     let summary = TrainSummary {
         model_dir: args.model_dir.display().to_string(),
@@ -458,7 +392,7 @@ pub(super) fn collect_first(context: &Context, args: &TrainArgs) -> Result<Vec<N
 
 /// This process's part in a data-parallel run (`--distributed`, or started with `MLX_RANK` and
 /// `MLX_HOSTFILE` set), or `None` for a run of its own.
-fn join_group(args: &TrainArgs) -> Result<Option<DataParallel>> {
+pub(super) fn join_group(args: &TrainArgs) -> Result<Option<DataParallel>> {
     if !(args.distributed.distributed || distributed::launched_as_rank()) {
         if args.distributed.parallel == Parallelism::Sequence {
             return Err(BadInput(
@@ -488,8 +422,22 @@ fn join_group(args: &TrainArgs) -> Result<Option<DataParallel>> {
     }))
 }
 
-/// The data range of the resumable state in `dir`; exit code 1 when there is none.
-fn saved_range(dir: &Path) -> Result<DateRange> {
+/// The data range of a run of `regions`: the selected one, or with `--resume` the saved run's
+/// (`--days` counts back from now) unless `--start` is given.
+pub(super) fn run_range(context: &Context, args: &TrainArgs, regions: &[String]) -> Result<DateRange> {
+    if !args.resume {
+        return Ok(args.select.range(context.now)?);
+    }
+    let saved = saved_range(&args.model_dir.join(RESUME_DIR), regions)?;
+    match args.select.start {
+        Some(_) => Ok(args.select.range(context.now)?),
+        None => Ok(saved),
+    }
+}
+
+/// The data range of the resumable state in `dir`; exit code 1 when there is none, or when it
+/// is a run of other regions than `regions`.
+fn saved_range(dir: &Path, regions: &[String]) -> Result<DateRange> {
     if !resume::exists(dir) {
         return Err(BadInput(format!(
             "nothing to resume: `{}` holds no training state (`energy train` saves one there after each \
@@ -499,8 +447,136 @@ fn saved_range(dir: &Path) -> Result<DateRange> {
         .into());
     }
     let provenance = resume::saved_provenance(dir)?;
+    let saved = saved_regions(&provenance);
+    if saved != regions {
+        return Err(BadInput(format!(
+            "the training state in `{}` is a run of the regions {}, not {}: resume with the same --region \
+             flags, or train without --resume to start a new run",
+            dir.display(),
+            saved.join(", "),
+            regions.join(", ")
+        ))
+        .into());
+    }
     serde_json::from_value(provenance["data_range"].clone())
         .with_context(|| format!("the training state in `{}` names no data range", dir.display()))
+}
+
+/// The regions of a saved run's provenance: a multi-region run's `regions`, in order, or one
+/// region's `region`.
+fn saved_regions(provenance: &serde_json::Value) -> Vec<String> {
+    let name = |value: &serde_json::Value| value.as_str().map(String::from);
+    match provenance.get("regions").and_then(serde_json::Value::as_array) {
+        Some(regions) => regions.iter().filter_map(|r| name(&r["region"])).collect(),
+        None => provenance.get("region").and_then(name).into_iter().collect(),
+    }
+}
+
+/// Train `model` on `train` windows, validated on `validation`, as this process's part of the
+/// run (`parallel`): every epoch's resumable state is saved in `<model dir>/resume/` by the
+/// process that writes (rank 0), identified by `provenance` (what besides the settings and
+/// windows makes the run: a resume with another is refused), and `--resume` continues from it;
+/// `--pause-after-epoch` waits there until killed.
+pub(super) fn train_resumable(
+    context: &Context,
+    args: &TrainArgs,
+    model: &mut Forecaster,
+    train_config: &TrainConfig,
+    (train_windows, validation_windows): (&features::Windows, &features::Windows),
+    provenance: serde_json::Value,
+    parallel: Option<&DataParallel>,
+) -> Result<TrainReport> {
+    let resume_dir = args.model_dir.join(RESUME_DIR);
+    let leader = parallel.is_none_or(DataParallel::is_leader);
+    if leader && !args.resume && resume::exists(&resume_dir) {
+        tracing::warn!(
+            "replacing the unfinished training state in `{}` (pass --resume to continue it instead)",
+            resume_dir.display()
+        );
+    }
+    let mut pause = |epoch: usize| {
+        if args.pause_after_epoch == Some(epoch) {
+            eprintln!("paused after epoch {epoch}, its state saved in `{}`", resume_dir.display());
+            // Until killed: this is how the tests interrupt a run at a known point.
+            loop {
+                std::thread::park();
+            }
+        }
+        ControlFlow::Continue(())
+    };
+    let checkpointing =
+        Checkpointing { dir: &resume_dir, resume: args.resume, provenance, after_epoch: Some(&mut pause) };
+    let (train_residuals, validation_residuals) =
+        (train_windows.residual_targets(), validation_windows.residual_targets());
+    let quantiles = model.config().quantiles.clone();
+    let reporter = BarReporter::new(context.quiet || context.json || !leader, "windows");
+    let trained = train::train_on_ranks(
+        model,
+        train_config,
+        &data(train_windows, &train_residuals),
+        &data(validation_windows, &validation_residuals),
+        &quantiles,
+        &reporter,
+        leader.then_some(checkpointing),
+        parallel,
+    );
+    trained.map_err(|e| match e {
+        TrainError::Resume(e) if e.is_bad_input() => anyhow::Error::new(BadInput(format!(
+            "{e}: resume with the same flags and data, or train without --resume to start a new run"
+        ))),
+        e => anyhow::Error::new(e).context("training failed"),
+    })
+}
+
+/// The refit of the trained `model` on `windows` (the training and validation windows): see
+/// [`refit_config`].
+pub(super) fn refit(
+    context: &Context,
+    model: &mut Forecaster,
+    trained: &TrainConfig,
+    epochs: usize,
+    windows: &features::Windows,
+) -> Result<RefitSummary> {
+    let started = Instant::now();
+    let residuals = windows.residual_targets();
+    let quantiles = model.config().quantiles.clone();
+    let no_validation = TrainData { inputs: &[], targets: &[], count: 0 };
+    let reporter = BarReporter::new(context.quiet || context.json, "windows");
+    train::train(
+        model,
+        &refit_config(trained, epochs, windows.count),
+        &data(windows, &residuals),
+        &no_validation,
+        &quantiles,
+        &reporter,
+    )
+    .map_err(|e| anyhow::Error::new(TrainError::from(e)).context("refitting on the validation split failed"))?;
+    Ok(RefitSummary { windows: windows.count, epochs, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// Save the trained model with its metadata `extra` and `boosted` baseline to `--model-dir`,
+/// then remove the run's resumable state, which has served.
+pub(super) fn save(
+    args: &TrainArgs,
+    model: &Forecaster,
+    forecaster_config: &ForecasterConfig,
+    extra: &serde_json::Value,
+    boosted: &BoostedTrees,
+) -> Result<()> {
+    checkpoint::save(&args.model_dir, model, forecaster_config, extra)
+        .with_context(|| format!("cannot save the model to `{}`", args.model_dir.display()))?;
+    boosted.save(&args.model_dir)?;
+    if let Err(e) = resume::clear(&args.model_dir.join(RESUME_DIR)) {
+        tracing::warn!("cannot remove the finished training state: {e}");
+    }
+    Ok(())
+}
+
+/// The boosted-trees baseline fitted on the windows the model learnt, and the seconds it took.
+pub(super) fn fit_boosted(windows: &features::Windows, spec: &WindowSpec, seed: u64) -> Result<(BoostedTrees, f64)> {
+    let started = Instant::now();
+    let boosted = BoostedTrees::fit(windows, spec, seed)?;
+    Ok((boosted, started.elapsed().as_secs_f64()))
 }
 
 /// The refit after training: `epochs` more epochs over the training and validation windows,
@@ -557,6 +633,17 @@ pub(super) fn print_training(report: &TrainReport, parameters: usize, featurize_
     );
 }
 
+/// The refit (when one ran) and the boosted baseline's fit, for the terminal.
+pub(super) fn print_refit_and_boosted(refit: Option<&RefitSummary>, boosted_trees: usize, boosted_seconds: f64) {
+    if let Some(refit) = refit {
+        println!(
+            "refit on training and validation: {} windows, {} epoch(s), {:.1} s",
+            refit.windows, refit.epochs, refit.seconds
+        );
+    }
+    println!("boosted-trees baseline: {boosted_trees} trees fitted in {boosted_seconds:.1} s");
+}
+
 fn print_summary(s: &TrainSummary) {
     println!(
         "trained {} on {} .. {} ({} hours, {} imputed)",
@@ -583,13 +670,7 @@ fn print_summary(s: &TrainSummary) {
         s.horizon
     );
     print_training(s.training, s.parameters, s.featurize_seconds, s.total_seconds);
-    if let Some(refit) = &s.refit {
-        println!(
-            "refit on training and validation: {} windows, {} epoch(s), {:.1} s",
-            refit.windows, refit.epochs, refit.seconds
-        );
-    }
-    println!("boosted-trees baseline: {} trees fitted in {:.1} s", s.boosted_trees, s.boosted_seconds);
+    print_refit_and_boosted(s.refit.as_ref(), s.boosted_trees, s.boosted_seconds);
     match s.interval_calibration {
         Some(c) => println!(
             "p10-p90 intervals calibrated on {} validation hours: coverage {:.0} % -> {:.0} % (nominal {:.0} %), mean margin {:+.0} MW",

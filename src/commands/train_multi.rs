@@ -5,8 +5,13 @@
 //! its windows get the region block of [`crate::features::multi`] (a one-hot of the trained
 //! regions, which the input projection turns into a learned region embedding; `--region-input
 //! none` leaves it out), and the windows of every series are concatenated in the order the
-//! regions were given and shuffled by the trainer. Each region is scored on its own test split
-//! with its own baselines, then all regions together (hour-weighted means).
+//! regions were given and shuffled by the trainer. Training is single-region training's
+//! (`train.rs`): resumable with `--resume` (the state's provenance names every region, in
+//! order), data parallel over ranks, then each region's intervals are calibrated on its own
+//! validation split, the model is refitted on every region's training and validation windows,
+//! and one boosted-trees baseline is fitted on the same windows (each region scaled on its own,
+//! the region block among its inputs). Each region is scored on its own test split with its own
+//! baselines, then all regions together (hour-weighted means).
 //!
 //! The checkpoint's metadata is a [`MultiMeta`]: every region's series, scaler, calibration and
 //! test scores, and the region columns in order. `forecast` and `evaluate` take any trained
@@ -14,19 +19,17 @@
 //! all-zero region block, with a scaler fit on that region's own stored history before the
 //! forecasts ([`fit_zero_shot`]), and the output says so.
 use super::modeling::{self, ModelMeta};
-use super::reporters::BarReporter;
-use super::train::{TEST_STRIDE, VALIDATION_STRIDE, WindowCounts};
+use super::train::{RefitSummary, TEST_STRIDE, VALIDATION_STRIDE, WindowCounts};
 use super::{BadInput, Context, train};
 use crate::cli::{SelectArgs, TrainArgs};
 use crate::config::SplitConfig;
-use crate::eval::{self, BacktestSetup, IntervalCalibration, Scores};
+use crate::eval::{self, BacktestSetup, BoostedTrees, IntervalCalibration, Scores};
 use crate::features::multi::{self, RegionBlock, RegionInput};
 use crate::features::{self, FeatureConfig, FeatureTable, Scaler, WindowSpec, Windows};
 use crate::ingest::{SeriesId, SourceKind};
-use crate::model::distributed;
+use crate::model::distributed::DataParallel;
 use crate::model::train::TrainReport;
 use crate::model::transformer::Forecaster;
-use crate::model::{checkpoint, train as trainer};
 use crate::time::{DateRange, HOUR_US, from_us};
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, Utc};
@@ -62,6 +65,29 @@ pub(crate) struct MultiMeta {
     pub overall_scores: Vec<Scores>,
 }
 
+/// What identifies a multi-region run's data besides its windows, part of the resumable
+/// state's fingerprint (as one region's `Provenance` in `train.rs`): a resume with other
+/// regions, another range, split, protocol, scaler or feature set is refused.
+#[derive(Serialize)]
+struct Provenance<'a> {
+    source: SourceKind,
+    regions: Vec<RegionProvenance<'a>>,
+    region_columns: &'a [String],
+    data_range: DateRange,
+    split: &'a SplitConfig,
+    spec: &'a WindowSpec,
+    feature_config: &'a FeatureConfig,
+    feature_names: &'a [String],
+}
+
+#[derive(Serialize)]
+struct RegionProvenance<'a> {
+    region: &'a str,
+    load: &'a SeriesId,
+    exogenous: &'a [SeriesId],
+    scaler: &'a Scaler,
+}
+
 /// One trained region of a [`MultiMeta`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RegionModel {
@@ -95,6 +121,7 @@ struct RegionData {
     exogenous: Vec<SeriesId>,
     table: FeatureTable,
     train_rows: std::ops::Range<usize>,
+    validation_rows: std::ops::Range<usize>,
     scaler: Scaler,
     train: Windows,
     validation: Windows,
@@ -123,6 +150,14 @@ struct MultiSummary<'a> {
     parameters: usize,
     training: &'a TrainReport,
     featurize_seconds: f64,
+    /// The refit on every region's training and validation windows after training (`[model]
+    /// refit_epochs`; absent when none ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refit: Option<RefitSummary>,
+    /// Fitting the one boosted-trees baseline of all regions (each scaled on its own, the
+    /// region block among its inputs) on the windows the model learnt.
+    boosted_seconds: f64,
+    boosted_trees: usize,
     total_seconds: f64,
     regions: Vec<RegionSummary<'a>>,
     overall_scores: &'a [Scores],
@@ -131,24 +166,23 @@ struct MultiSummary<'a> {
 pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     let started = Instant::now();
     let source = args.select.source();
-    if args.resume {
-        return Err(BadInput("--resume is not supported when training several regions".into()).into());
-    }
-    if args.distributed.distributed || distributed::launched_as_rank() {
-        return Err(BadInput("distributed training is not supported for several regions yet".into()).into());
-    }
     let model_config = train::model_config(context, args)?;
-    let range = args.select.range(context.now)?;
+    if args.collect && args.select.regions.iter().any(|r| r == ALL_EIA) {
+        return Err(BadInput(format!(
+            "--collect cannot collect --region {ALL_EIA}: name the regions, or collect them first"
+        ))
+        .into());
+    }
+    // first, so that a distributed --resume or --collect is refused before anything else
+    let parallel = train::join_group(args)?;
+    // Only rank 0 writes (checkpoint, resumable state, reports).
+    let leader = parallel.as_ref().is_none_or(DataParallel::is_leader);
+    // without --collect's all-eia, the regions need nothing collected
+    let regions = regions(context, &args.select)?;
+    let range = train::run_range(context, args, &regions)?;
     if args.collect {
-        if args.select.regions.iter().any(|r| r == ALL_EIA) {
-            return Err(BadInput(format!(
-                "--collect cannot collect --region {ALL_EIA}: name the regions, or collect them first"
-            ))
-            .into());
-        }
         train::collect_first(context, args)?;
     }
-    let regions = regions(context, &args.select)?;
     let spec = WindowSpec {
         context: model_config.context,
         horizon: model_config.horizon,
@@ -199,24 +233,60 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     let (mut model, forecaster_config, mut train_config, seed) =
         train::build_model(context, args, &model_config, &spec, train_windows.n_features)?;
     train_config.epochs = model_config.epochs_for(train_windows.count);
-    let (train_residuals, validation_residuals) =
-        (train_windows.residual_targets(), validation_windows.residual_targets());
-    let reporter = BarReporter::new(context.quiet || context.json, "windows");
-    let report = trainer::train_on_ranks(
+    let provenance = Provenance {
+        source,
+        regions: series
+            .iter()
+            .map(|s| RegionProvenance { region: &s.region, load: &s.load, exogenous: &s.exogenous, scaler: &s.scaler })
+            .collect(),
+        region_columns: &columns,
+        data_range: range,
+        split: &context.config.split,
+        spec: &spec,
+        feature_config: &feature_config,
+        feature_names: &train_windows.feature_names,
+    };
+    let report = train::train_resumable(
+        context,
+        args,
         &mut model,
         &train_config,
-        &train::data(&train_windows, &train_residuals),
-        &train::data(&validation_windows, &validation_residuals),
-        &forecaster_config.quantiles,
-        &reporter,
-        None,
-        None,
-    )
-    .context("training failed")?;
+        (&train_windows, &validation_windows),
+        serde_json::to_value(&provenance)?,
+        parallel.as_ref(),
+    )?;
+    if !leader {
+        // Every rank holds the same weights; rank 0 scores and saves them.
+        return Ok(());
+    }
+
+    // each region's intervals are calibrated on forecasts of hours the model has not trained on
+    let mut calibrations = Vec::with_capacity(series.len());
+    for s in &series {
+        let forecasts = eval::predict(&mut model, &s.validation, &s.scaler, model_config.batch_size)?;
+        calibrations.push(eval::calibrate_intervals(&s.table, &spec, &s.validation, &forecasts));
+    }
+    // then the model (and the boosted baseline beside it) learns every validation split too
+    let fitted = if model_config.refit_epochs > 0 && validation_windows.count > 0 {
+        let mut recent = Vec::with_capacity(series.len());
+        for s in &series {
+            let mut windows = features::make_windows(&s.table, &s.scaler, &spec, s.validation_rows.clone())?;
+            RegionBlock::of(&columns, &s.region, &regions).append(&mut windows);
+            recent.push(windows);
+        }
+        let all = train_windows.concatenated(&multi::concat(&recent));
+        let summary = train::refit(context, &mut model, &train_config, model_config.refit_epochs, &all)?;
+        Some((all, summary))
+    } else {
+        None
+    };
+    let fit_windows = fitted.as_ref().map_or(&train_windows, |(all, _)| all);
+    let (boosted, boosted_seconds) = train::fit_boosted(fit_windows, &spec, seed)?;
 
     let mut trained = Vec::with_capacity(series.len());
-    for s in &series {
-        trained.push(score_region(context, &mut model, s, &spec, model_config.batch_size)?);
+    for (s, calibration) in series.iter().zip(calibrations) {
+        let scored = Scored { calibration, boosted: &boosted, batch_size: model_config.batch_size };
+        trained.push(score_region(context, &mut model, s, &spec, scored)?);
     }
     let overall = overall_scores(&trained.iter().map(|r| r.test_scores.as_slice()).collect::<Vec<_>>());
     let meta = MultiMeta {
@@ -233,15 +303,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         seed,
         overall_scores: overall,
     };
-    let extra = serde_json::json!({ META_KEY: &meta });
-    checkpoint::save(&args.model_dir, &model, &forecaster_config, &extra)
-        .with_context(|| format!("cannot save the model to `{}`", args.model_dir.display()))?;
-    // no boosted-trees baseline is fitted for several regions: an earlier model's must not be
-    // scored as this one's
-    let stale = args.model_dir.join(eval::boosted::BOOSTED_FILE);
-    if stale.exists() {
-        std::fs::remove_file(&stale).with_context(|| format!("cannot remove `{}`", stale.display()))?;
-    }
+    train::save(args, &model, &forecaster_config, &serde_json::json!({ META_KEY: &meta }), &boosted)?;
 
     let summary = MultiSummary {
         model_dir: args.model_dir.display().to_string(),
@@ -254,6 +316,9 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         parameters: modeling::parameter_count(&model),
         training: &report,
         featurize_seconds,
+        refit: fitted.as_ref().map(|(_, summary)| *summary),
+        boosted_seconds,
+        boosted_trees: boosted.trees(),
         total_seconds: started.elapsed().as_secs_f64(),
         regions: series
             .iter()
@@ -362,6 +427,7 @@ fn region_data(
         load,
         exogenous,
         train_rows: splits.train,
+        validation_rows: splits.validation,
         table,
         scaler,
         train,
@@ -371,16 +437,22 @@ fn region_data(
     })
 }
 
-/// Calibrate the intervals on the region's validation split and score its test split.
+/// What scoring a region takes besides its data: its interval calibration (fitted on its
+/// validation split before the refit), the boosted baseline of all regions, the batch size.
+struct Scored<'a> {
+    calibration: Option<IntervalCalibration>,
+    boosted: &'a BoostedTrees,
+    batch_size: usize,
+}
+
+/// Score the region's test split against its own baselines and the boosted trees.
 fn score_region(
     context: &Context,
     model: &mut Forecaster,
     s: &RegionData,
     spec: &WindowSpec,
-    batch_size: usize,
+    scored: Scored,
 ) -> Result<RegionModel> {
-    let validation_forecasts = eval::predict(model, &s.validation, &s.scaler, batch_size)?;
-    let calibration = eval::calibrate_intervals(&s.table, spec, &s.validation, &validation_forecasts);
     let mase_scale = eval::mase_scale(&s.table, s.train_rows.clone());
     let operator = modeling::operator_aligned(context, &s.table, s.operator.as_ref())?;
     let test_scores = if s.test.count == 0 {
@@ -390,11 +462,11 @@ fn score_region(
             table: &s.table,
             spec,
             scaler: &s.scaler,
-            calibration: calibration.as_ref(),
+            calibration: scored.calibration.as_ref(),
             operator: operator.as_deref(),
-            boosted: None,
+            boosted: Some(scored.boosted),
             mase_scale,
-            batch_size,
+            batch_size: scored.batch_size,
         };
         eval::backtest(model, &s.test, &setup).with_context(|| format!("cannot score region {}", s.region))?
     };
@@ -403,7 +475,7 @@ fn score_region(
         load: s.load.clone(),
         exogenous: s.exogenous.clone(),
         scaler: s.scaler.clone(),
-        interval_calibration: calibration,
+        interval_calibration: scored.calibration,
         mase_scale: mase_scale.is_finite().then_some(mase_scale),
         operator_kind: s.operator.as_ref().map(|id| id.kind.clone()),
         test_scores,
@@ -463,6 +535,7 @@ fn print_summary(s: &MultiSummary) {
         s.region_input
     );
     train::print_training(s.training, s.parameters, s.featurize_seconds, s.total_seconds);
+    train::print_refit_and_boosted(s.refit.as_ref(), s.boosted_trees, s.boosted_seconds);
     println!("test split, one forecast per day, MAPE % by region:");
     let names: Vec<&str> = s.overall_scores.iter().map(|x| x.name.as_str()).collect();
     let mut header = format!("{:<14} {:>6} {:>6} {:>6} {:>6}", "region", "train", "test", "hours", "cover");

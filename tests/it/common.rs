@@ -39,3 +39,9 @@ pub(crate) fn ledger(store: &Store) -> Vec<LedgerEntry> {
     entries.sort_by(|a, b| (&a.0, a.2).cmp(&(&b.0, b.2)));
     entries
 }
+
+/// The weights of the model saved in `model`, by name.
+pub(crate) fn weights(model: &Path) -> std::collections::HashMap<String, Vec<f32>> {
+    let arrays = mlx_rs::Array::load_safetensors(model.join("model.safetensors")).unwrap();
+    arrays.into_iter().map(|(key, array)| (key, array.as_slice::<f32>().to_vec())).collect()
+}

@@ -1,9 +1,10 @@
 //! Data- and sequence-parallel training over local ranks, as the real binary: `energy launch
-//! -n N -- train [--parallel sequence]` gives the losses and weights of one process; a killed rank makes the others fail within
+//! -n N -- train [--parallel sequence]` gives the losses and weights of one process, for one
+//! region and for several; a killed rank makes the others fail within
 //! seconds; a bad or unreachable hostfile is a clear error with exit code 1 or 2.
 use super::cli::energy;
+use super::common::weights;
 use predicates::prelude::*;
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -49,11 +50,6 @@ fn json(output: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
 }
 
-fn weights(model: &Path) -> HashMap<String, Vec<f32>> {
-    let arrays = mlx_rs::Array::load_safetensors(model.join("model.safetensors")).unwrap();
-    arrays.into_iter().map(|(key, array)| (key, array.as_slice::<f32>().to_vec())).collect()
-}
-
 #[test]
 fn two_and_four_ranks_train_like_one_process() {
     let s = setup();
@@ -61,7 +57,6 @@ fn two_and_four_ranks_train_like_one_process() {
     let started = Instant::now();
     let single = json(&energy(&s.store).arg("--config").arg(&s.config).args(train_args(&single_dir)).output().unwrap());
     eprintln!("one process: {:.1} s", started.elapsed().as_secs_f64());
-    let single_weights = weights(&single_dir);
     // `data` splits every batch's windows; `sequence` every window's 72 positions (shards of
     // 36, 18: the 24-hour horizon lies on the last rank, or across the last two).
     for (ranks, parallel) in [(2, "data"), (4, "data"), (2, "sequence"), (4, "sequence")] {
@@ -76,43 +71,96 @@ fn two_and_four_ranks_train_like_one_process() {
             .output()
             .unwrap();
         eprintln!("{ranks} ranks, {parallel} parallel: {:.1} s", started.elapsed().as_secs_f64());
-        let run = json(&output);
-        let communication = &run["training"]["communication"];
-        assert_eq!(communication["ranks"], ranks, "{communication}");
-        assert!(communication["steps"].as_u64().unwrap() >= 4, "several steps: {communication}");
-        let (expected, actual) =
-            (single["training"]["epochs"].as_array().unwrap(), run["training"]["epochs"].as_array().unwrap());
-        assert_eq!(expected.len(), actual.len());
-        let mut worst_loss = 0.0f64;
-        for (a, b) in expected.iter().zip(actual) {
-            for field in ["train_loss", "validation_loss"] {
-                let (a, b) = (a[field].as_f64().unwrap(), b[field].as_f64().unwrap());
-                worst_loss = worst_loss.max((a - b).abs());
-            }
-        }
-        let theirs = weights(&model);
-        assert_eq!(theirs.len(), single_weights.len());
-        let mut worst_weight = 0.0f64;
-        for (key, values) in &single_weights {
-            let other = &theirs[key];
-            assert_eq!(values.len(), other.len(), "{key}");
-            for (i, (a, b)) in values.iter().zip(other).enumerate() {
-                // The key projection's bias has no gradient (softmax ignores a shift shared by a
-                // query row's scores): both runs' AdamW steps on it are rounding noise, scaled
-                // up to the learning rate. Every other weight is compared.
-                if key.ends_with("qkv.bias") && (D_MODEL..2 * D_MODEL).contains(&i) {
-                    continue;
-                }
-                worst_weight = worst_weight.max(f64::from((a - b).abs()));
-            }
-        }
-        eprintln!(
-            "{ranks} ranks, {parallel} parallel, vs one process: max |Δ loss| {worst_loss:e}, max |Δ weight| {worst_weight:e}"
-        );
-        assert!(worst_loss < TOLERANCE && worst_weight < TOLERANCE, "{worst_loss:e} {worst_weight:e}");
-        // Only rank 0 wrote: one model, no leftover state.
-        assert!(!model.join("resume").exists());
+        assert_trained_alike(&single, &single_dir, &json(&output), &model, ranks);
     }
+}
+
+/// The distributed run `run` (summary; its model in `model`) of `ranks` ranks took the steps
+/// of the one-process run `single` (its model in `single_dir`): every epoch's losses and every
+/// weight within [`TOLERANCE`]; only rank 0 wrote.
+fn assert_trained_alike(
+    single: &serde_json::Value,
+    single_dir: &Path,
+    run: &serde_json::Value,
+    model: &Path,
+    ranks: usize,
+) {
+    let communication = &run["training"]["communication"];
+    assert_eq!(communication["ranks"], ranks, "{communication}");
+    assert!(communication["steps"].as_u64().unwrap() >= 4, "several steps: {communication}");
+    let (expected, actual) =
+        (single["training"]["epochs"].as_array().unwrap(), run["training"]["epochs"].as_array().unwrap());
+    assert_eq!(expected.len(), actual.len());
+    let mut worst_loss = 0.0f64;
+    for (a, b) in expected.iter().zip(actual) {
+        for field in ["train_loss", "validation_loss"] {
+            let (a, b) = (a[field].as_f64().unwrap(), b[field].as_f64().unwrap());
+            worst_loss = worst_loss.max((a - b).abs());
+        }
+    }
+    let (ours, theirs) = (weights(single_dir), weights(model));
+    assert_eq!(theirs.len(), ours.len());
+    let mut worst_weight = 0.0f64;
+    for (key, values) in &ours {
+        let other = &theirs[key];
+        assert_eq!(values.len(), other.len(), "{key}");
+        for (i, (a, b)) in values.iter().zip(other).enumerate() {
+            // The key projection's bias has no gradient (softmax ignores a shift shared by a
+            // query row's scores): both runs' AdamW steps on it are rounding noise, scaled up to
+            // the learning rate. Every other weight is compared.
+            if key.ends_with("qkv.bias") && (D_MODEL..2 * D_MODEL).contains(&i) {
+                continue;
+            }
+            worst_weight = worst_weight.max(f64::from((a - b).abs()));
+        }
+    }
+    eprintln!("{ranks} ranks vs one process: max |Δ loss| {worst_loss:e}, max |Δ weight| {worst_weight:e}");
+    assert!(worst_loss < TOLERANCE && worst_weight < TOLERANCE, "{worst_loss:e} {worst_weight:e}");
+    // Only rank 0 wrote: one model, no leftover state.
+    assert!(!model.join("resume").exists());
+}
+
+/// Several regions in one model: every rank builds the same windows of every region, so two
+/// ranks train like one process; rank 0 alone scores every region (the boosted trees too) and
+/// saves. A distributed resume is refused.
+#[test]
+fn two_ranks_train_several_regions_like_one_process() {
+    let s = setup();
+    energy(&s.store).args(["collect", "--region", "SYN2"]).args(RANGE).assert().success();
+    let args = |model: &Path| {
+        let mut args = train_args(model);
+        args.extend(["--region", "SYN1", "--region", "SYN2"].map(String::from));
+        args
+    };
+    let single_dir = s.root.join("single");
+    let single = json(&energy(&s.store).arg("--config").arg(&s.config).args(args(&single_dir)).output().unwrap());
+    let model = s.root.join("ranks2");
+    let output = energy(&s.store)
+        .arg("--config")
+        .arg(&s.config)
+        .args(["launch", "-n", "2", "--"])
+        .args(args(&model))
+        .output()
+        .unwrap();
+    let run = json(&output);
+    assert_trained_alike(&single, &single_dir, &run, &model, 2);
+    let regions = run["regions"].as_array().unwrap();
+    assert_eq!(regions.len(), 2);
+    for region in regions {
+        let names: Vec<&str> =
+            region["test_scores"].as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap()).collect();
+        assert!(names.contains(&"model") && names.contains(&"boosted trees"), "{names:?}");
+    }
+    assert!(model.join("boosted.json").is_file());
+    energy(&s.store)
+        .arg("--config")
+        .arg(&s.config)
+        .args(["launch", "-n", "2", "--"])
+        .args(args(&model))
+        .arg("--resume")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("--resume is not supported in a distributed run"));
 }
 
 /// `energy` as rank `rank` of `hostfile`, started directly (not by `energy launch`).
