@@ -17,7 +17,8 @@ use crate::model::transformer::{Forecaster, ForecasterConfig};
 use crate::model::{checkpoint, train};
 use crate::time::DateRange;
 use anyhow::{Context as _, Result};
-use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
@@ -124,20 +125,22 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     let region = modeling::one_region(&args.select, Some(&args.sources))?;
     let source = args.select.source();
     let resume_dir = args.model_dir.join(RESUME_DIR);
-    // A resumed run keeps its data range (`--days` counts back from now) unless told otherwise.
-    let range = match (args.resume, args.select.start) {
-        (true, None) => saved_range(&resume_dir)?,
-        (true, Some(_)) => {
-            saved_range(&resume_dir)?;
-            args.select.range(context.now)?
-        }
-        (false, _) => args.select.range(context.now)?,
-    };
-    let model_config = model_config(context, args)?;
-
     let parallel = join_group(args)?;
-    // Only rank 0 writes (checkpoint, resumable state, reports).
+    // Only rank 0 writes (checkpoint, resumable state, reports), and only rank 0 reads the
+    // resumable state: the range every rank trains on is rank 0's.
     let leader = parallel.as_ref().is_none_or(DataParallel::is_leader);
+    let range = on_leader(parallel.as_ref(), "sharing the data range", || {
+        // A resumed run keeps its data range (`--days` counts back from now) unless told otherwise.
+        match (args.resume, args.select.start) {
+            (true, None) => saved_range(&resume_dir),
+            (true, Some(_)) => {
+                saved_range(&resume_dir)?;
+                Ok(args.select.range(context.now)?)
+            }
+            (false, _) => Ok(args.select.range(context.now)?),
+        }
+    })?;
+    let model_config = model_config(context, args)?;
 
     let mut floors: Vec<NoiseFloor> = Vec::new();
     if args.collect {
@@ -213,7 +216,11 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     }
     let mut pause = |epoch: usize| {
         if args.pause_after_epoch == Some(epoch) {
-            eprintln!("paused after epoch {epoch}, its state saved in `{}`", resume_dir.display());
+            if leader {
+                eprintln!("paused after epoch {epoch}, its state saved in `{}`", resume_dir.display());
+            } else {
+                eprintln!("paused after epoch {epoch}");
+            }
             // Until killed: this is how the tests interrupt a run at a known point.
             loop {
                 std::thread::park();
@@ -237,7 +244,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         &data(&validation_windows, &validation_residuals),
         &forecaster_config.quantiles,
         &reporter,
-        leader.then_some(checkpointing),
+        Some(checkpointing),
         parallel.as_ref(),
     );
     let report = trained.map_err(|e| match e {
@@ -445,9 +452,6 @@ fn join_group(args: &TrainArgs) -> Result<Option<DataParallel>> {
     if !(args.distributed.distributed || distributed::launched_as_rank()) {
         return Ok(None);
     }
-    if args.resume {
-        return Err(BadInput("--resume is not supported in a distributed run".into()).into());
-    }
     if args.collect {
         return Err(BadInput(
             "the ranks of a distributed run only read the store: collect first, then train without --collect".into(),
@@ -458,6 +462,40 @@ fn join_group(args: &TrainArgs) -> Result<Option<DataParallel>> {
     let group = Group::init(args.distributed.backend, true, watchdog).context("cannot join the distributed run")?;
     tracing::info!(rank = group.rank(), size = group.size(), "joined the distributed run");
     Ok(Some(DataParallel::new(group, watchdog)))
+}
+
+/// `decide` on rank 0 alone, its outcome on every rank (a run of its own just decides): for
+/// what only rank 0 reads, such as the resumable state in its model folder. An error is every
+/// rank's; the other ranks report it as rank 0's, with its exit code.
+fn on_leader<T: Serialize + DeserializeOwned>(
+    parallel: Option<&DataParallel>,
+    what: &str,
+    decide: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let Some(parallel) = parallel else { return decide() };
+    /// An error as the other ranks see it.
+    #[derive(Serialize, Deserialize)]
+    struct Failure {
+        message: String,
+        bad_input: bool,
+    }
+    let outcome = parallel.is_leader().then(decide);
+    let shared = outcome.as_ref().map(|outcome| {
+        let shared = outcome
+            .as_ref()
+            .map_err(|error| Failure { message: format!("{error:#}"), bad_input: super::exit_code(error) == 1 });
+        serde_json::to_vec(&shared)
+    });
+    let received = parallel.share_from_leader(what, &shared.transpose()?.unwrap_or_default())?;
+    if let Some(outcome) = outcome {
+        return outcome;
+    }
+    let shared: Result<T, Failure> =
+        serde_json::from_slice(&received).with_context(|| format!("{what}: rank 0 sent no readable answer"))?;
+    shared.map_err(|Failure { message, bad_input }| {
+        let message = format!("rank 0: {message}");
+        if bad_input { BadInput(message).into() } else { anyhow::anyhow!(message) }
+    })
 }
 
 /// The data range of the resumable state in `dir`; exit code 1 when there is none.

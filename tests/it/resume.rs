@@ -26,13 +26,39 @@ fn json(output: &std::process::Output) -> serde_json::Value {
 }
 
 /// Kills the child when dropped, so that a failed assertion leaves no paused run behind.
-struct KillOnDrop(Child);
+pub(super) struct KillOnDrop(pub(super) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Read `child`'s stderr until a line contains `text`; what it printed up to there.
+pub(super) fn wait_for_line(child: &mut Child, text: &str) -> String {
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "it ended before printing `{text}`: {seen}");
+        seen.push_str(&line);
+        if line.contains(text) {
+            return seen;
+        }
+    }
+}
+
+/// Every epoch's number, losses and learning rate in a `train --json` summary.
+pub(super) fn losses(run: &serde_json::Value) -> Vec<[serde_json::Value; 4]> {
+    run["training"]["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            [e["epoch"].clone(), e["train_loss"].clone(), e["validation_loss"].clone(), e["learning_rate"].clone()]
+        })
+        .collect()
 }
 
 #[test]
@@ -80,16 +106,7 @@ fn a_killed_run_resumes_to_the_same_model() {
             .spawn()
             .unwrap(),
     );
-    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "the run ended before pausing: {seen}");
-        seen.push_str(&line);
-        if line.contains("paused after epoch 1") {
-            break;
-        }
-    }
+    let seen = wait_for_line(&mut child.0, "paused after epoch 1");
     assert!(state.is_file(), "no state after epoch 1: {seen}");
     child.0.kill().unwrap();
     let status = child.0.wait().unwrap();
@@ -109,16 +126,6 @@ fn a_killed_run_resumes_to_the_same_model() {
     assert_eq!(resumed["training"]["resumed_from_epoch"], 1);
     // Bit-identical training: the same losses and learning rates in every epoch, the same
     // best epoch and the same test-split scores (forecasts) as the run that was not killed.
-    let losses = |run: &serde_json::Value| -> Vec<[serde_json::Value; 4]> {
-        run["training"]["epochs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| {
-                [e["epoch"].clone(), e["train_loss"].clone(), e["validation_loss"].clone(), e["learning_rate"].clone()]
-            })
-            .collect()
-    };
     assert_eq!(losses(&resumed), losses(&straight));
     assert_eq!(resumed["training"]["best_epoch"], straight["training"]["best_epoch"]);
     assert_eq!(resumed["test_scores"], straight["test_scores"]);
