@@ -293,19 +293,6 @@ pub(crate) fn check_features(meta: &ModelMeta, windows: &features::Windows) -> R
     )))
 }
 
-/// Load a checkpoint of one region and its metadata.
-pub(crate) fn load_model(dir: &Path) -> Result<(Forecaster, ModelMeta)> {
-    let (model, extra) = load_checkpoint(dir)?;
-    if super::train_multi::is_multi(&extra) {
-        return Err(BadInput(format!(
-            "the model in `{}` was trained for several regions: `energy forecast` and `energy evaluate` take it with --region",
-            dir.display()
-        ))
-        .into());
-    }
-    Ok((model, meta_of(extra, dir)?))
-}
-
 /// Load a checkpoint: the model and the metadata `train` saved with it.
 pub(crate) fn load_checkpoint(dir: &Path) -> Result<(Forecaster, serde_json::Value)> {
     if !dir.is_dir() {

@@ -3,10 +3,11 @@
 //! itself is [`crate::serve`]'s.
 use super::forecast;
 use super::modeling::{self, ModelMeta};
-use super::{BadInput, Context, runtime};
+use super::{BadInput, Context, runtime, train_multi};
 use crate::cli::{SelectArgs, ServeArgs, SourceArgs};
 use crate::config::Config;
-use crate::ingest::{SeriesId, Store, check_name};
+use crate::ingest::{SeriesId, SourceKind, Store, check_name};
+use crate::model::checkpoint::CONFIG_FILE;
 use crate::serve::archive::{ForecastHour, IssuedForecast};
 use crate::serve::{CollectionOutcome, CycleReport, ModelInfo, ServeConfig, State};
 use crate::time::{HOUR_US, from_us};
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub(crate) fn run(context: &Context, args: &ServeArgs) -> Result<()> {
-    let models = models(args)?;
+    let models = models(context, args)?;
     let regions: Vec<String> = models.iter().map(|(region, _)| region.clone()).collect();
     if !args.listen.ip().is_loopback() {
         if !args.allow_remote {
@@ -105,19 +106,33 @@ fn shutdown_signal(
     })
 }
 
-/// Each region served with its model folder: `--model-dir` per `--region` in order, one folder
-/// with a model per region (`DIR/<REGION>`), or one model whose region is served.
-fn models(args: &ServeArgs) -> Result<Vec<(String, PathBuf)>> {
+/// Each region served with its model folder: `--model-dir` per `--region` in order; one
+/// multi-region model serving every `--region` (without `--region`, every region it was trained
+/// on); one folder with a model per region (`DIR/<REGION>`); or one model whose region is
+/// served. A multi-region model serves a region it was not trained on zero-shot, as `forecast`
+/// does, which needs that region's load in the store already (its scaler is fit on it): the
+/// region is refused otherwise, naming the collection to run.
+fn models(context: &Context, args: &ServeArgs) -> Result<Vec<(String, PathBuf)>> {
     for region in &args.regions {
         check_name("region", region).map_err(|e| BadInput(format!("--region: {e}")))?;
     }
     let mut regions = args.regions.clone();
     regions.dedup();
-    let pairs: Vec<(Option<String>, PathBuf)> = match (regions.len(), args.model_dir.len()) {
-        (0, 1) => vec![(None, args.model_dir[0].clone())],
-        (n, m) if n == m => regions.iter().cloned().map(Some).zip(args.model_dir.iter().cloned()).collect(),
-        (_, 1) => regions.iter().map(|r| (Some(r.clone()), args.model_dir[0].join(r))).collect(),
-        (n, m) => {
+    // the regions of a multi-region model in the one folder given
+    let multi = match args.model_dir.as_slice() {
+        [dir] if dir.join(CONFIG_FILE).is_file() => {
+            let (_, extra) = modeling::load_checkpoint(dir)?;
+            train_multi::trained_regions(&extra, dir)?
+        }
+        _ => None,
+    };
+    let pairs: Vec<(Option<String>, PathBuf)> = match (regions.len(), args.model_dir.len(), multi) {
+        (0, 1, Some(trained)) => trained.into_iter().map(|r| (Some(r), args.model_dir[0].clone())).collect(),
+        (0, 1, None) => vec![(None, args.model_dir[0].clone())],
+        (_, 1, Some(_)) => regions.iter().map(|r| (Some(r.clone()), args.model_dir[0].clone())).collect(),
+        (n, m, _) if n == m => regions.iter().cloned().map(Some).zip(args.model_dir.iter().cloned()).collect(),
+        (_, 1, None) => regions.iter().map(|r| (Some(r.clone()), args.model_dir[0].join(r))).collect(),
+        (n, m, _) => {
             return Err(BadInput(format!(
                 "give one --model-dir per --region ({n} regions, {m} model folders), or one folder holding a model \
                  per region"
@@ -127,15 +142,8 @@ fn models(args: &ServeArgs) -> Result<Vec<(String, PathBuf)>> {
     };
     let mut out = Vec::new();
     for (region, dir) in pairs {
-        let (_, meta) = modeling::load_model(&dir)?;
-        let select = SelectArgs {
-            source: args.source,
-            regions: region.iter().cloned().collect(),
-            kinds: Vec::new(),
-            days: None,
-            start: None,
-            end: None,
-        };
+        let select = one_region(args.source, region.as_deref());
+        let (_, meta) = train_multi::load_model(context, &dir, &select)?;
         modeling::check_source(&select, &meta, &dir)?;
         modeling::check_region(&select, &meta, &dir)?;
         if out.iter().any(|(r, _)| *r == meta.region) {
@@ -144,6 +152,18 @@ fn models(args: &ServeArgs) -> Result<Vec<(String, PathBuf)>> {
         out.push((meta.region.clone(), dir));
     }
     Ok(out)
+}
+
+/// The data flags that select `region` (none: the model's) of `source`.
+fn one_region(source: Option<SourceKind>, region: Option<&str>) -> SelectArgs {
+    SelectArgs {
+        source,
+        regions: region.iter().map(|r| r.to_string()).collect(),
+        kinds: Vec::new(),
+        days: None,
+        start: None,
+        end: None,
+    }
 }
 
 /// What every cycle needs.
@@ -178,7 +198,12 @@ impl CycleSetup {
             now,
             stop: Some(self.stop.clone()),
         };
-        let (mut model, meta) = match modeling::load_model(dir) {
+        // a multi-region model: this region's part of it (zero-shot for a region it was not
+        // trained on)
+        let (mut model, mut meta) = match train_multi::load_model(&context, dir, &one_region(None, Some(region))) {
+            Ok((_, meta)) if meta.region != region => {
+                return failed(format!("the model in `{}` is now one of region {}", dir.display(), meta.region));
+            }
             Ok(loaded) => loaded,
             Err(e) => return failed(self.redact(format!("cannot load the model: {e:#}"))),
         };
@@ -211,7 +236,8 @@ impl CycleSetup {
             let why = format!("collection failed: {}", collection.error.as_deref().unwrap_or("unknown"));
             return CycleReport { model: Some(info), collection, forecast: Err(why) };
         }
-        let forecast = forecast::issue(&context, &meta, &mut model)
+        let forecast = train_multi::fit_zero_shot(&context, &mut meta, i64::MAX)
+            .and_then(|()| forecast::issue(&context, &meta, &mut model))
             .map(|issued| IssuedForecast {
                 region: meta.region.clone(),
                 // to the microsecond, as the archive keeps it
@@ -272,5 +298,11 @@ fn model_info(meta: &ModelMeta, dir: &Path) -> ModelInfo {
         load: meta.load.clone(),
         operator,
         backtest: serde_json::to_value(&meta.test_scores).unwrap_or_default(),
+        zero_shot: train_multi::is_zero_shot(meta).then(|| {
+            format!(
+                "the model was not trained on region {}: its scaler is fit on the region's own history",
+                meta.region
+            )
+        }),
     }
 }

@@ -17,7 +17,8 @@ use crate::model::transformer::{Forecaster, ForecasterConfig};
 use crate::model::{checkpoint, train};
 use crate::time::DateRange;
 use anyhow::{Context as _, Result};
-use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::Instant;
@@ -123,13 +124,15 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     }
     let region = modeling::one_region(&args.select, Some(&args.sources))?;
     let source = args.select.source();
-    // A resumed run keeps its data range (`--days` counts back from now) unless told otherwise.
-    let range = run_range(context, args, std::slice::from_ref(&region))?;
-    let model_config = model_config(context, args)?;
-
     let parallel = join_group(args)?;
-    // Only rank 0 writes (checkpoint, resumable state, reports).
+    // Only rank 0 writes (checkpoint, resumable state, reports), and only rank 0 reads the
+    // resumable state: the range every rank trains on is rank 0's.
     let leader = parallel.as_ref().is_none_or(DataParallel::is_leader);
+    // A resumed run keeps its data range (`--days` counts back from now) unless told otherwise.
+    let range = on_leader(parallel.as_ref(), "sharing the data range", || {
+        run_range(context, args, std::slice::from_ref(&region))
+    })?;
+    let model_config = model_config(context, args)?;
 
     let mut floors: Vec<NoiseFloor> = Vec::new();
     if args.collect {
@@ -404,9 +407,6 @@ pub(super) fn join_group(args: &TrainArgs) -> Result<Option<DataParallel>> {
         }
         return Ok(None);
     }
-    if args.resume {
-        return Err(BadInput("--resume is not supported in a distributed run".into()).into());
-    }
     if args.collect {
         return Err(BadInput(
             "the ranks of a distributed run only read the store: collect first, then train without --collect".into(),
@@ -420,6 +420,40 @@ pub(super) fn join_group(args: &TrainArgs) -> Result<Option<DataParallel>> {
         Parallelism::Data => DataParallel::new(group, watchdog),
         Parallelism::Sequence => DataParallel::splitting_sequence(group, watchdog),
     }))
+}
+
+/// `decide` on rank 0 alone, its outcome on every rank (a run of its own just decides): for
+/// what only rank 0 reads, such as the resumable state in its model folder. An error is every
+/// rank's; the other ranks report it as rank 0's, with its exit code.
+pub(super) fn on_leader<T: Serialize + DeserializeOwned>(
+    parallel: Option<&DataParallel>,
+    what: &str,
+    decide: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let Some(parallel) = parallel else { return decide() };
+    /// An error as the other ranks see it.
+    #[derive(Serialize, Deserialize)]
+    struct Failure {
+        message: String,
+        bad_input: bool,
+    }
+    let outcome = parallel.is_leader().then(decide);
+    let shared = outcome.as_ref().map(|outcome| {
+        let shared = outcome
+            .as_ref()
+            .map_err(|error| Failure { message: format!("{error:#}"), bad_input: super::exit_code(error) == 1 });
+        serde_json::to_vec(&shared)
+    });
+    let received = parallel.share_from_leader(what, &shared.transpose()?.unwrap_or_default())?;
+    if let Some(outcome) = outcome {
+        return outcome;
+    }
+    let shared: Result<T, Failure> =
+        serde_json::from_slice(&received).with_context(|| format!("{what}: rank 0 sent no readable answer"))?;
+    shared.map_err(|Failure { message, bad_input }| {
+        let message = format!("rank 0: {message}");
+        if bad_input { BadInput(message).into() } else { anyhow::anyhow!(message) }
+    })
 }
 
 /// The data range of a run of `regions`: the selected one, or with `--resume` the saved run's
@@ -496,7 +530,11 @@ pub(super) fn train_resumable(
     }
     let mut pause = |epoch: usize| {
         if args.pause_after_epoch == Some(epoch) {
-            eprintln!("paused after epoch {epoch}, its state saved in `{}`", resume_dir.display());
+            if leader {
+                eprintln!("paused after epoch {epoch}, its state saved in `{}`", resume_dir.display());
+            } else {
+                eprintln!("paused after epoch {epoch}");
+            }
             // Until killed: this is how the tests interrupt a run at a known point.
             loop {
                 std::thread::park();
@@ -517,7 +555,7 @@ pub(super) fn train_resumable(
         &data(validation_windows, &validation_residuals),
         &quantiles,
         &reporter,
-        leader.then_some(checkpointing),
+        Some(checkpointing),
         parallel,
     );
     trained.map_err(|e| match e {

@@ -114,6 +114,14 @@ pub(crate) fn is_multi(extra: &serde_json::Value) -> bool {
     extra.get(META_KEY).is_some()
 }
 
+/// The regions a multi-region model was trained on, in order (`None` for a model of one region).
+pub(crate) fn trained_regions(extra: &serde_json::Value, dir: &Path) -> Result<Option<Vec<String>>> {
+    let Some(meta) = extra.get(META_KEY) else { return Ok(None) };
+    let meta: MultiMeta = serde_json::from_value(meta.clone())
+        .with_context(|| format!("the multi-region metadata of the model in `{}` is unreadable", dir.display()))?;
+    Ok(Some(meta.regions.into_iter().map(|r| r.region).collect()))
+}
+
 /// One series of the run: its table, scaler and windows.
 struct RegionData {
     region: String,
@@ -173,13 +181,15 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         ))
         .into());
     }
-    // first, so that a distributed --resume or --collect is refused before anything else
+    // first, so that a distributed --collect is refused before anything else
     let parallel = train::join_group(args)?;
     // Only rank 0 writes (checkpoint, resumable state, reports).
     let leader = parallel.as_ref().is_none_or(DataParallel::is_leader);
     // without --collect's all-eia, the regions need nothing collected
     let regions = regions(context, &args.select)?;
-    let range = train::run_range(context, args, &regions)?;
+    // only rank 0 reads the resumable state: every rank trains on its range
+    let range =
+        train::on_leader(parallel.as_ref(), "sharing the data range", || train::run_range(context, args, &regions))?;
     if args.collect {
         train::collect_first(context, args)?;
     }
@@ -566,7 +576,7 @@ fn print_summary(s: &MultiSummary) {
 }
 
 /// Load a checkpoint for the one region `select` names: a model of one region as
-/// [`modeling::load_model`]; for a multi-region model, the metadata of that region (its
+/// [`modeling::meta_of`]; for a multi-region model, the metadata of that region (its
 /// region block; for a region the model was not trained on, the zero-shot block and a scaler
 /// still to fit with [`fit_zero_shot`]).
 pub(crate) fn load_model(context: &Context, dir: &Path, select: &SelectArgs) -> Result<(Forecaster, ModelMeta)> {

@@ -23,9 +23,14 @@
 //! files of its own epoch (new names each epoch), so a crash at any moment leaves either the
 //! previous epoch's complete state or the new one. Files that `state.json` does not name are
 //! removed after each save.
+//!
+//! In a data-parallel run only rank 0 saves, and [`load_shared`] resumes every rank from rank 0's
+//! folder: rank 0 sends its files to the others through the group (no shared file system), and
+//! the ranks check that they restored the same state.
 use crate::ingest::IngestError;
 use crate::ingest::store::write_atomic;
 use crate::model::checkpoint::{self, write_safetensors};
+use crate::model::distributed::{DataParallel, DistributedError};
 use crate::model::train::types::{Progress, TrainConfig, TrainData};
 use crate::model::transformer::{Forecaster, ForecasterConfig};
 use mlx_rs::Array;
@@ -73,13 +78,28 @@ pub enum ResumeError {
     TensorsMismatch { path: PathBuf, message: String },
     #[error("mlx: {}", .0.what())]
     Mlx(#[from] Exception),
+    /// Another rank of a data-parallel run could not resume (rank 0: it has no state, or
+    /// another run's); that rank prints its own error too.
+    #[error("rank {rank}: {message}")]
+    OnRank { rank: usize, message: String, bad_input: bool },
+    /// The ranks of a data-parallel run restored different states.
+    #[error("the ranks restored different training states: {0}")]
+    Disagree(String),
+    #[error("cannot read the training state rank 0 sent: {0}")]
+    Shared(String),
+    #[error(transparent)]
+    Distributed(#[from] DistributedError),
 }
 
 impl ResumeError {
     /// True for the errors that are the caller's choice rather than a failure: no state to
     /// resume, or a state of another run.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, Self::Missing { .. } | Self::Mismatch { .. })
+        matches!(self, Self::Missing { .. } | Self::Mismatch { .. } | Self::OnRank { bad_input: true, .. })
+    }
+
+    fn failure(&self) -> Failure {
+        Failure { message: self.to_string(), bad_input: self.is_bad_input() }
     }
 }
 
@@ -307,12 +327,24 @@ pub fn save(
 /// Read the state in `dir`, refusing one of another run (its fingerprint differs from
 /// `fingerprint`), of another format version, or with tensors that do not fit `model`.
 pub fn load(dir: &Path, fingerprint: &Fingerprint, model: &Forecaster) -> Result<Restored, ResumeError> {
-    let state_path = dir.join(STATE_FILE);
-    if !state_path.is_file() {
-        return Err(ResumeError::Missing { dir: dir.to_path_buf() });
+    load_from(Folder { files: dir, shown: dir }, fingerprint, model)
+}
+
+/// Where [`load_from`] reads a state's files, and the folder its errors name: the same folder,
+/// except on a rank that received rank 0's files into a temporary one.
+#[derive(Clone, Copy)]
+struct Folder<'a> {
+    files: &'a Path,
+    shown: &'a Path,
+}
+
+fn load_from(folder: Folder, fingerprint: &Fingerprint, model: &Forecaster) -> Result<Restored, ResumeError> {
+    let state_path = folder.shown.join(STATE_FILE);
+    let read_path = folder.files.join(STATE_FILE);
+    if !read_path.is_file() {
+        return Err(ResumeError::Missing { dir: folder.shown.to_path_buf() });
     }
-    let text =
-        fs::read_to_string(&state_path).map_err(|source| ResumeError::Io { path: state_path.clone(), source })?;
+    let text = fs::read_to_string(&read_path).map_err(|source| ResumeError::Io { path: state_path.clone(), source })?;
     let value: Value =
         serde_json::from_str(&text).map_err(|source| ResumeError::Parse { path: state_path.clone(), source })?;
     match value.get("format_version").and_then(Value::as_u64) {
@@ -326,7 +358,10 @@ pub fn load(dir: &Path, fingerprint: &Fingerprint, model: &Forecaster) -> Result
     let file: StateFile =
         serde_json::from_value(value).map_err(|source| ResumeError::Parse { path: state_path.clone(), source })?;
     if file.fingerprint != fingerprint.parsed {
-        return Err(ResumeError::Mismatch { dir: dir.to_path_buf(), what: fingerprint.differences(&file.fingerprint) });
+        return Err(ResumeError::Mismatch {
+            dir: folder.shown.to_path_buf(),
+            what: fingerprint.differences(&file.fingerprint),
+        });
     }
     let progress = file.progress;
     let inconsistent = |message: String| ResumeError::Inconsistent { path: state_path.clone(), message };
@@ -346,42 +381,49 @@ pub fn load(dir: &Path, fingerprint: &Fingerprint, model: &Forecaster) -> Result
         return Err(inconsistent(format!("best epoch {:?} after {} epochs", progress.best, progress.epoch)));
     }
     for name in [Some(&file.weights), Some(&file.optimizer), file.best_weights.as_ref()].into_iter().flatten() {
-        if name.contains(['/', '\\']) || name.starts_with('.') {
+        if !is_plain_name(name) {
             return Err(inconsistent(format!("`{name}` is not a file of the state folder")));
         }
     }
 
-    let weights = read_weights(&dir.join(&file.weights), model)?;
-    let optimizer = read_moments(&dir.join(&file.optimizer), model)?;
+    let weights = read_weights(folder, &file.weights, model)?;
+    let optimizer = read_moments(folder, &file.optimizer, model)?;
     let best_weights = match &file.best_weights {
         Some(name) if *name == file.weights => Some(weights.clone()),
-        Some(name) => Some(read_weights(&dir.join(name), model)?),
+        Some(name) => Some(read_weights(folder, name, model)?),
         None => None,
     };
     Ok(Restored { progress, weights, optimizer, best_weights })
 }
 
+/// A file name inside the state folder (no separator, not hidden).
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.')
+}
+
 /// Load a safetensors file and evaluate every tensor (MLX loads lazily from the file, which a
 /// later save may remove).
-fn read_tensors(path: &Path) -> Result<HashMap<String, Array>, ResumeError> {
+fn read_tensors(folder: Folder, name: &str) -> Result<HashMap<String, Array>, ResumeError> {
+    let (path, shown) = (folder.files.join(name), folder.shown.join(name));
     if !path.is_file() {
-        return Err(ResumeError::Tensors { path: path.to_path_buf(), message: "the file does not exist".into() });
+        return Err(ResumeError::Tensors { path: shown, message: "the file does not exist".into() });
     }
-    let tensors = Array::load_safetensors(path)
-        .map_err(|error| ResumeError::Tensors { path: path.to_path_buf(), message: error.to_string() })?;
+    let tensors = Array::load_safetensors(&path)
+        .map_err(|error| ResumeError::Tensors { path: shown, message: error.to_string() })?;
     mlx_rs::transforms::eval(tensors.values())?;
     Ok(tensors)
 }
 
-fn read_weights(path: &Path, model: &Forecaster) -> Result<FlattenedModuleParam, ResumeError> {
-    checkpoint::check_weights(model, read_tensors(path)?)
-        .map_err(|message| ResumeError::TensorsMismatch { path: path.to_path_buf(), message })
+fn read_weights(folder: Folder, name: &str, model: &Forecaster) -> Result<FlattenedModuleParam, ResumeError> {
+    checkpoint::check_weights(model, read_tensors(folder, name)?)
+        .map_err(|message| ResumeError::TensorsMismatch { path: folder.shown.join(name), message })
 }
 
 /// AdamW moments, each of its parameter's shape, for parameters of `model` only.
-fn read_moments(path: &Path, model: &Forecaster) -> Result<OptimizerMoments, ResumeError> {
-    let mismatch = |message: String| ResumeError::TensorsMismatch { path: path.to_path_buf(), message };
-    let moments = OptimizerMoments::unflatten(read_tensors(path)?).map_err(|error| mismatch(error.to_string()))?;
+fn read_moments(folder: Folder, name: &str, model: &Forecaster) -> Result<OptimizerMoments, ResumeError> {
+    let mismatch = |message: String| ResumeError::TensorsMismatch { path: folder.shown.join(name), message };
+    let moments =
+        OptimizerMoments::unflatten(read_tensors(folder, name)?).map_err(|error| mismatch(error.to_string()))?;
     let parameters = model.parameters().flatten();
     let mut keys: Vec<&Rc<str>> = moments.keys().collect();
     keys.sort();
@@ -401,6 +443,215 @@ fn read_moments(path: &Path, model: &Forecaster) -> Result<OptimizerMoments, Res
         }
     }
     Ok(moments)
+}
+
+/// [`load`] on every rank of a data-parallel run, from the state in rank 0's `dir` alone (every
+/// rank calls it at the same point; the others' `dir` is not read): rank 0 reads the folder's
+/// files and sends them to the other ranks through the group, so no file system need be shared;
+/// each rank checks them against its own `fingerprint` (the same settings, model and windows)
+/// and restores them; then the ranks compare what they hold ([`digest`]). Every rank returns the
+/// same state, or fails: with its own error, another rank's ([`ResumeError::OnRank`]: rank 0's
+/// when it has nothing to resume) or [`ResumeError::Disagree`].
+pub fn load_shared(
+    dir: &Path,
+    fingerprint: &Fingerprint,
+    model: &Forecaster,
+    parallel: &DataParallel,
+) -> Result<Restored, ResumeError> {
+    let read = parallel.is_leader().then(|| read_files(dir));
+    let package = read.as_ref().map_or_else(Vec::new, |read| Package::encode(dir, read));
+    let received = parallel.share_from_leader("sharing the training state", &package)?;
+    let outcome = match read {
+        Some(Err(error)) => Err(error),
+        Some(Ok(_)) => load(dir, fingerprint, model),
+        None => load_package(&received, fingerprint, model),
+    };
+    let verdict = match &outcome {
+        Ok(restored) => match digest(fingerprint, restored) {
+            Ok(digest) => Verdict::Restored { digest },
+            Err(error) => Verdict::Failed(ResumeError::from(error).failure()),
+        },
+        Err(error) => Verdict::Failed(error.failure()),
+    };
+    // Plain data: serializing it cannot fail.
+    let mine = serde_json::to_vec(&verdict).unwrap_or_default();
+    let verdicts = parallel.all_gather_bytes("comparing the restored training states", &mine)?;
+    let restored = outcome?;
+    let mut digests = Vec::with_capacity(verdicts.len());
+    for (rank, bytes) in verdicts.iter().enumerate() {
+        match serde_json::from_slice(bytes) {
+            Ok(Verdict::Restored { digest }) => digests.push(digest),
+            Ok(Verdict::Failed(Failure { message, bad_input })) => {
+                return Err(ResumeError::OnRank { rank, message, bad_input });
+            }
+            Err(error) => return Err(ResumeError::Shared(format!("rank {rank}'s verdict: {error}"))),
+        }
+    }
+    if digests.iter().any(|digest| *digest != digests[0]) {
+        let ranks: Vec<String> =
+            digests.iter().enumerate().map(|(rank, digest)| format!("rank {rank}: {digest}")).collect();
+        return Err(ResumeError::Disagree(ranks.join("; ")));
+    }
+    Ok(restored)
+}
+
+/// An error as another rank reports it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Failure {
+    message: String,
+    bad_input: bool,
+}
+
+/// The files of a state folder: each one's name and contents.
+type Files<Contents> = Vec<(String, Contents)>;
+
+/// One rank's outcome in [`load_shared`].
+#[derive(Serialize, Deserialize)]
+enum Verdict {
+    Restored { digest: String },
+    Failed(Failure),
+}
+
+/// What rank 0 sends in [`load_shared`]: a little-endian u64 length, this header as JSON, then
+/// the files' bytes in the order of `files`.
+#[derive(Serialize, Deserialize)]
+struct Package {
+    /// Rank 0's state folder, which the other ranks' errors name.
+    dir: PathBuf,
+    /// Why rank 0 has no state to send.
+    error: Option<Failure>,
+    /// Each file's name and length.
+    files: Vec<(String, usize)>,
+}
+
+impl Package {
+    fn encode(dir: &Path, read: &Result<Files<Vec<u8>>, ResumeError>) -> Vec<u8> {
+        let (error, files) = match read {
+            Ok(files) => (None, files.as_slice()),
+            Err(error) => (Some(error.failure()), &[][..]),
+        };
+        let header = Package {
+            dir: dir.to_path_buf(),
+            error,
+            files: files.iter().map(|(name, bytes)| (name.clone(), bytes.len())).collect(),
+        };
+        // Plain data: serializing it cannot fail.
+        let header = serde_json::to_vec(&header).unwrap_or_default();
+        let mut bytes = Vec::with_capacity(8 + header.len() + files.iter().map(|(_, b)| b.len()).sum::<usize>());
+        bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&header);
+        for (_, contents) in files {
+            bytes.extend_from_slice(contents);
+        }
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Result<(Self, Files<&[u8]>), ResumeError> {
+        let short = || ResumeError::Shared(format!("{} bytes end early", bytes.len()));
+        let length = bytes.get(..8).ok_or_else(short)?;
+        let length = u64::from_le_bytes(length.try_into().map_err(|_| short())?) as usize;
+        let header = bytes.get(8..8usize.saturating_add(length)).ok_or_else(short)?;
+        let package: Package =
+            serde_json::from_slice(header).map_err(|error| ResumeError::Shared(error.to_string()))?;
+        let mut rest = &bytes[8 + length..];
+        let mut files = Vec::with_capacity(package.files.len());
+        for (name, len) in &package.files {
+            if rest.len() < *len {
+                return Err(short());
+            }
+            let (contents, after) = rest.split_at(*len);
+            files.push((name.clone(), contents));
+            rest = after;
+        }
+        Ok((package, files))
+    }
+}
+
+/// The files of the state in `dir`: `state.json` and the tensor files it names.
+fn read_files(dir: &Path) -> Result<Files<Vec<u8>>, ResumeError> {
+    let state_path = dir.join(STATE_FILE);
+    if !state_path.is_file() {
+        return Err(ResumeError::Missing { dir: dir.to_path_buf() });
+    }
+    let text = fs::read(&state_path).map_err(|source| ResumeError::Io { path: state_path.clone(), source })?;
+    let value: Value =
+        serde_json::from_slice(&text).map_err(|source| ResumeError::Parse { path: state_path.clone(), source })?;
+    let mut files = vec![(STATE_FILE.to_string(), text)];
+    for key in ["weights", "optimizer", "best_weights"] {
+        let Some(name) = value.get(key).and_then(Value::as_str) else { continue };
+        if files.iter().any(|(known, _)| known == name) {
+            continue;
+        }
+        if !is_plain_name(name) {
+            return Err(ResumeError::Inconsistent {
+                path: state_path,
+                message: format!("`{name}` is not a file of the state folder"),
+            });
+        }
+        let path = dir.join(name);
+        let contents = fs::read(&path).map_err(|source| ResumeError::Io { path, source })?;
+        files.push((name.to_string(), contents));
+    }
+    Ok(files)
+}
+
+/// Restore the state rank 0 sent ([`Package`]) from a temporary folder, which is removed after.
+fn load_package(bytes: &[u8], fingerprint: &Fingerprint, model: &Forecaster) -> Result<Restored, ResumeError> {
+    let (package, files) = Package::decode(bytes)?;
+    if let Some(Failure { message, bad_input }) = package.error {
+        return Err(ResumeError::OnRank { rank: 0, message, bad_input });
+    }
+    let temporary = tempfile::Builder::new()
+        .prefix("energy-resume-")
+        .tempdir()
+        .map_err(|source| ResumeError::Io { path: std::env::temp_dir(), source })?;
+    for (name, contents) in files {
+        if !is_plain_name(&name) {
+            return Err(ResumeError::Shared(format!("`{name}` is not a file of the state folder")));
+        }
+        let path = temporary.path().join(&name);
+        fs::write(&path, contents).map_err(|source| ResumeError::Io { path, source })?;
+    }
+    load_from(Folder { files: temporary.path(), shown: &package.dir }, fingerprint, model)
+}
+
+/// What every rank of a resumed run must hold alike, as CRC-32s: the run's fingerprint, where it
+/// stands (epoch, step, shuffle state, window order) and every tensor restored.
+fn digest(fingerprint: &Fingerprint, restored: &Restored) -> Result<String, Exception> {
+    let progress = &restored.progress;
+    let order: Vec<u8> = progress.order.iter().flat_map(|window| (*window as u64).to_le_bytes()).collect();
+    let mut tensors = crc32fast::Hasher::new();
+    for weights in [Some(&restored.weights), restored.best_weights.as_ref()].into_iter().flatten() {
+        let mut keys: Vec<&Rc<str>> = weights.keys().collect();
+        keys.sort();
+        for key in keys {
+            hash_tensor(&mut tensors, key, &weights[key])?;
+        }
+    }
+    let mut keys: Vec<&Rc<str>> = restored.optimizer.keys().collect();
+    keys.sort();
+    for key in keys {
+        let (first, second) = &restored.optimizer[key];
+        hash_tensor(&mut tensors, key, first)?;
+        hash_tensor(&mut tensors, key, second)?;
+    }
+    Ok(format!(
+        "fingerprint {:08x}, epoch {}, step {}, shuffle state {:016x}, window order {:08x}, tensors {:08x}",
+        crc32fast::hash(fingerprint.parsed.to_string().as_bytes()),
+        progress.epoch,
+        progress.step,
+        progress.shuffle_state,
+        crc32fast::hash(&order),
+        tensors.finalize()
+    ))
+}
+
+fn hash_tensor(hasher: &mut crc32fast::Hasher, key: &str, tensor: &Array) -> Result<(), Exception> {
+    hasher.update(key.as_bytes());
+    let values = tensor.try_as_slice::<f32>().map_err(|error| Exception::custom(format!("`{key}`: {error:?}")))?;
+    let bytes: Vec<u8> = values.iter().flat_map(|value| value.to_bits().to_le_bytes()).collect();
+    hasher.update(&bytes);
+    Ok(())
 }
 
 /// Write `name` in `dir` atomically ([`write_safetensors`]).
@@ -537,6 +788,75 @@ mod tests {
         clear(&state)?;
         assert!(!state.exists() && !exists(&state));
         clear(&state)?;
+        Ok(())
+    }
+
+    /// What another rank restores from the files rank 0 sends is what rank 0 restores from its
+    /// folder; a state of another run is refused naming rank 0's folder, and rank 0's own error
+    /// (nothing to resume) reaches the other ranks as rank 0's.
+    #[test]
+    fn a_state_sent_as_bytes_restores_as_the_folder_does() -> Result<(), ResumeError> {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(RESUME_DIR);
+        let config = tiny_config();
+        let fingerprint = fingerprint();
+        let models = [1, 2, 3].map(|seed| Forecaster::with_seed(&config, seed).unwrap());
+        let mut progress = Progress::new(5, 6, 12);
+        progress.epoch = 1;
+        progress.step = 3;
+        progress.epochs = vec![record(1)];
+        progress.best = Some(BestEpoch { epoch: 1, loss: 0.25 });
+        save(&state, &fingerprint, &progress, &models[0], &moments(&models[0])?)?;
+        progress.epoch = 2;
+        progress.step = 6;
+        progress.shuffle_state = 99;
+        progress.order = vec![5, 4, 3, 2, 1, 0];
+        progress.epochs.push(record(2));
+        progress.since_best = 1;
+        save(&state, &fingerprint, &progress, &models[1], &moments(&models[1])?)?;
+
+        let files = read_files(&state)?;
+        let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            [STATE_FILE, "weights-e0002.safetensors", "optimizer-e0002.safetensors", "weights-e0001.safetensors"]
+        );
+        let bytes = Package::encode(&state, &Ok(files));
+        let sent = load_package(&bytes, &fingerprint, &models[2])?;
+        let local = load(&state, &fingerprint, &models[2])?;
+        assert_eq!(digest(&fingerprint, &sent)?, digest(&fingerprint, &local)?);
+        assert!(same_weights(&sent.weights, &models[1]));
+        assert!(same_weights(sent.best_weights.as_ref().unwrap(), &models[0]));
+        let position = |p: &Progress| (p.epoch, p.step, p.shuffle_state, p.order.clone(), p.best, p.since_best);
+        assert_eq!(position(&sent.progress), position(&progress));
+        // the digest sees a tensor that differs
+        let mut other = load(&state, &fingerprint, &models[2])?;
+        other.best_weights = Some(other.weights.clone());
+        assert_ne!(digest(&fingerprint, &other)?, digest(&fingerprint, &local)?);
+
+        // on a group of one, the shared load is the plain one
+        let watchdog = crate::model::distributed::Watchdog::new(std::time::Duration::from_secs(30));
+        let group = crate::model::distributed::Group::init(crate::model::distributed::Backend::Ring, false, watchdog)?;
+        let parallel = DataParallel::new(group, watchdog);
+        let shared = load_shared(&state, &fingerprint, &models[2], &parallel)?;
+        assert_eq!(digest(&fingerprint, &shared)?, digest(&fingerprint, &local)?);
+
+        let data = TrainData { inputs: &[], targets: &[], count: 0 };
+        let foreign = Fingerprint::new(&settings(), &config, &data, &data, &serde_json::json!({"scale": 0.2}));
+        let error = load_package(&bytes, &foreign, &models[2]).err().unwrap();
+        assert!(matches!(error, ResumeError::Mismatch { .. }), "{error}");
+        assert!(error.to_string().contains(&state.display().to_string()), "rank 0's folder: {error}");
+
+        let missing = dir.path().join("none");
+        let bytes = Package::encode(&missing, &read_files(&missing));
+        let error = load_package(&bytes, &fingerprint, &models[2]).err().unwrap();
+        assert!(matches!(error, ResumeError::OnRank { rank: 0, .. }) && error.is_bad_input(), "{error}");
+        assert!(error.to_string().starts_with("rank 0: no resumable training state"), "{error}");
+        let error = load_shared(&missing, &fingerprint, &models[2], &parallel).err().unwrap();
+        assert!(matches!(error, ResumeError::Missing { .. }), "{error}");
+
+        let error = load_package(&bytes[..5], &fingerprint, &models[2]).err().unwrap();
+        assert!(matches!(error, ResumeError::Shared(_)), "{error}");
         Ok(())
     }
 

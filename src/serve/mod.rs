@@ -49,6 +49,9 @@ pub struct ModelInfo {
     pub operator: Option<SeriesId>,
     /// Test-split scores at training time (the model and its baselines).
     pub backtest: serde_json::Value,
+    /// For a region a multi-region model was not trained on: that it is forecast zero-shot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zero_shot: Option<String>,
 }
 
 /// What one cycle's collection did.

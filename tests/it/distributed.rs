@@ -1,11 +1,13 @@
 //! Data- and sequence-parallel training over local ranks, as the real binary: `energy launch
 //! -n N -- train [--parallel sequence]` gives the losses and weights of one process, for one
-//! region and for several; a killed rank makes the others fail within
-//! seconds; a bad or unreachable hostfile is a clear error with exit code 1 or 2.
+//! region and for several; a paused run resumes from rank 0's state alone to the uninterrupted
+//! run's model; a killed rank makes the others fail within seconds; a bad or unreachable
+//! hostfile, or nothing to resume, is a clear error with exit code 1 or 2.
 use super::cli::energy;
 use super::common::weights;
+use super::resume::{KillOnDrop, losses, wait_for_line};
 use predicates::prelude::*;
-use std::io::{BufRead, BufReader};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -50,6 +52,39 @@ fn json(output: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
 }
 
+/// The largest |Δ| between two runs' epoch losses, and between their weights.
+fn differences(
+    (one, one_weights): (&serde_json::Value, &HashMap<String, Vec<f32>>),
+    (other, other_weights): (&serde_json::Value, &HashMap<String, Vec<f32>>),
+) -> (f64, f64) {
+    let (expected, actual) =
+        (one["training"]["epochs"].as_array().unwrap(), other["training"]["epochs"].as_array().unwrap());
+    assert_eq!(expected.len(), actual.len());
+    let mut worst_loss = 0.0f64;
+    for (a, b) in expected.iter().zip(actual) {
+        for field in ["train_loss", "validation_loss"] {
+            let (a, b) = (a[field].as_f64().unwrap(), b[field].as_f64().unwrap());
+            worst_loss = worst_loss.max((a - b).abs());
+        }
+    }
+    assert_eq!(other_weights.len(), one_weights.len());
+    let mut worst_weight = 0.0f64;
+    for (key, values) in one_weights {
+        let other = &other_weights[key];
+        assert_eq!(values.len(), other.len(), "{key}");
+        for (i, (a, b)) in values.iter().zip(other).enumerate() {
+            // The key projection's bias has no gradient (softmax ignores a shift shared by a
+            // query row's scores): both runs' AdamW steps on it are rounding noise, scaled
+            // up to the learning rate. Every other weight is compared.
+            if key.ends_with("qkv.bias") && (D_MODEL..2 * D_MODEL).contains(&i) {
+                continue;
+            }
+            worst_weight = worst_weight.max(f64::from((a - b).abs()));
+        }
+    }
+    (worst_loss, worst_weight)
+}
+
 #[test]
 fn two_and_four_ranks_train_like_one_process() {
     let s = setup();
@@ -88,32 +123,7 @@ fn assert_trained_alike(
     let communication = &run["training"]["communication"];
     assert_eq!(communication["ranks"], ranks, "{communication}");
     assert!(communication["steps"].as_u64().unwrap() >= 4, "several steps: {communication}");
-    let (expected, actual) =
-        (single["training"]["epochs"].as_array().unwrap(), run["training"]["epochs"].as_array().unwrap());
-    assert_eq!(expected.len(), actual.len());
-    let mut worst_loss = 0.0f64;
-    for (a, b) in expected.iter().zip(actual) {
-        for field in ["train_loss", "validation_loss"] {
-            let (a, b) = (a[field].as_f64().unwrap(), b[field].as_f64().unwrap());
-            worst_loss = worst_loss.max((a - b).abs());
-        }
-    }
-    let (ours, theirs) = (weights(single_dir), weights(model));
-    assert_eq!(theirs.len(), ours.len());
-    let mut worst_weight = 0.0f64;
-    for (key, values) in &ours {
-        let other = &theirs[key];
-        assert_eq!(values.len(), other.len(), "{key}");
-        for (i, (a, b)) in values.iter().zip(other).enumerate() {
-            // The key projection's bias has no gradient (softmax ignores a shift shared by a
-            // query row's scores): both runs' AdamW steps on it are rounding noise, scaled up to
-            // the learning rate. Every other weight is compared.
-            if key.ends_with("qkv.bias") && (D_MODEL..2 * D_MODEL).contains(&i) {
-                continue;
-            }
-            worst_weight = worst_weight.max(f64::from((a - b).abs()));
-        }
-    }
+    let (worst_loss, worst_weight) = differences((single, &weights(single_dir)), (run, &weights(model)));
     eprintln!("{ranks} ranks vs one process: max |Δ loss| {worst_loss:e}, max |Δ weight| {worst_weight:e}");
     assert!(worst_loss < TOLERANCE && worst_weight < TOLERANCE, "{worst_loss:e} {worst_weight:e}");
     // Only rank 0 wrote: one model, no leftover state.
@@ -122,7 +132,8 @@ fn assert_trained_alike(
 
 /// Several regions in one model: every rank builds the same windows of every region, so two
 /// ranks train like one process; rank 0 alone scores every region (the boosted trees too) and
-/// saves. A distributed resume is refused.
+/// saves. The finished run left no state: a distributed resume of it says so (rank 0 reads the
+/// state for every rank).
 #[test]
 fn two_ranks_train_several_regions_like_one_process() {
     let s = setup();
@@ -160,7 +171,7 @@ fn two_ranks_train_several_regions_like_one_process() {
         .arg("--resume")
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("--resume is not supported in a distributed run"));
+        .stderr(predicate::str::contains("nothing to resume"));
 }
 
 /// `energy` as rank `rank` of `hostfile`, started directly (not by `energy launch`).
@@ -178,7 +189,7 @@ fn rank(s: &Setup, hostfile: &Path, rank: usize, timeout_s: &str, extra: &[&str]
         .args(train_args(&s.root.join(format!("rank{rank}"))))
         .args(extra)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
@@ -220,16 +231,7 @@ fn a_killed_rank_makes_the_other_fail_within_seconds() {
     let epochs = ["--epochs", "500", "-v"];
     let survivor = rank(&s, &hostfile, 0, "5", &epochs);
     let mut victim = rank(&s, &hostfile, 1, "5", &epochs);
-    let mut stderr = BufReader::new(victim.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "rank 1 ended before joining: {seen}");
-        seen.push_str(&line);
-        if line.contains("joined the distributed run") {
-            break;
-        }
-    }
+    wait_for_line(&mut victim, "joined the distributed run");
     victim.kill().unwrap();
     victim.wait().unwrap();
     let (output, waited) = wait_at_most(survivor, Duration::from_secs(90));
@@ -292,12 +294,12 @@ fn bad_hostfiles_and_flags_exit_1() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("MLX_RANK").and(predicate::str::contains("energy launch")));
-    // Every rank refuses --resume; launch reports the first and exits 1.
-    energy(&store)
-        .args(["launch", "-n", "2", "--", "train", "--resume", "--days", "10"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("failed (exit code 1)").and(predicate::str::contains("[rank ")));
+    // Nothing to resume: launch reports the first rank that says so and exits 1.
+    energy(&store).args(["launch", "-n", "2", "--", "train", "--resume", "--days", "10"]).assert().code(1).stderr(
+        predicate::str::contains("failed (exit code 1)")
+            .and(predicate::str::contains("[rank "))
+            .and(predicate::str::contains("nothing to resume")),
+    );
     energy(&store).args(["launch", "-n", "0", "--", "train"]).assert().code(1);
     energy(&store).args(["launch", "-n", "2"]).assert().code(1);
 }
@@ -324,6 +326,94 @@ fn launch_stops_the_other_ranks_when_one_fails() {
     let waited = started.elapsed();
     eprintln!("launch stopped after {:.1} s", waited.as_secs_f64());
     assert!(waited < Duration::from_secs(30), "{waited:?}");
+}
+
+/// Run `ranks` ranks of `train … extra` (each with a model folder of its own) to the end.
+fn run_ranks(s: &Setup, ranks: usize, extra: &[&str]) -> Vec<Output> {
+    let hostfile = write_hostfile(s, ranks);
+    let children: Vec<Child> = (0..ranks).map(|r| rank(s, &hostfile, r, "60", extra)).collect();
+    children.into_iter().map(|child| wait_at_most(child, Duration::from_secs(600)).0).collect()
+}
+
+/// A run of two ranks paused after its first epoch (both ranks wait there; rank 0 alone saved a
+/// state) and killed resumes on two ranks to the uninterrupted run's model, bit for bit, rank 1
+/// holding an empty model folder of its own (what it resumes from reaches it through the group
+/// only); and on another number of ranks (one process) to the same model up to float rounding.
+#[test]
+fn a_paused_distributed_run_resumes_to_the_same_model() {
+    let s = setup();
+    let epochs = ["--epochs", "3"];
+    let straight_dir = s.root.join("straight");
+    let output = energy(&s.store)
+        .arg("--config")
+        .arg(&s.config)
+        .args(["launch", "-n", "2", "--"])
+        .args(train_args(&straight_dir))
+        .args(epochs)
+        .output()
+        .unwrap();
+    let straight = json(&output);
+    assert_eq!(straight["training"]["epochs"].as_array().unwrap().len(), 3);
+
+    let hostfile = write_hostfile(&s, 2);
+    // killed when dropped: a failed assertion leaves no paused rank behind
+    let mut paused: Vec<KillOnDrop> = (0..2)
+        .map(|r| KillOnDrop(rank(&s, &hostfile, r, "60", &["--epochs", "3", "--pause-after-epoch", "1"])))
+        .collect();
+    let seen = wait_for_line(&mut paused[0].0, "paused after epoch 1");
+    drop(paused);
+    let (leader_dir, other_dir) = (s.root.join("rank0"), s.root.join("rank1"));
+    assert!(leader_dir.join("resume").join("state.json").is_file(), "{seen}");
+    assert!(!leader_dir.join("model.safetensors").exists());
+    assert!(!other_dir.exists(), "rank 1 writes nothing");
+    // the same state, for one process to resume
+    let single_dir = s.root.join("single");
+    std::fs::create_dir_all(single_dir.join("resume")).unwrap();
+    for entry in std::fs::read_dir(leader_dir.join("resume")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), single_dir.join("resume").join(entry.file_name())).unwrap();
+    }
+
+    let outputs = run_ranks(&s, 2, &["--epochs", "3", "--resume"]);
+    assert!(outputs[1].status.success(), "{}", String::from_utf8_lossy(&outputs[1].stderr));
+    let resumed = json(&outputs[0]);
+    assert_eq!(resumed["training"]["resumed_from_epoch"], 1);
+    assert_eq!(resumed["training"]["communication"]["ranks"], 2);
+    assert_eq!(losses(&resumed), losses(&straight));
+    assert_eq!(resumed["training"]["best_epoch"], straight["training"]["best_epoch"]);
+    assert_eq!(resumed["test_scores"], straight["test_scores"]);
+    assert_eq!(weights(&leader_dir), weights(&straight_dir));
+    assert!(!leader_dir.join("resume").exists(), "the finished run removed its state");
+    assert!(!other_dir.exists(), "rank 1 writes nothing");
+
+    // One process resumes the state of two ranks: the shards change, the steps do not.
+    let output = energy(&s.store)
+        .arg("--config")
+        .arg(&s.config)
+        .args(train_args(&single_dir))
+        .args(epochs)
+        .arg("--resume")
+        .output();
+    let single = json(&output.unwrap());
+    assert_eq!(single["training"]["resumed_from_epoch"], 1);
+    let (worst_loss, worst_weight) =
+        differences((&straight, &weights(&straight_dir)), (&single, &weights(&single_dir)));
+    eprintln!("resumed as one process vs two ranks: max |Δ loss| {worst_loss:e}, max |Δ weight| {worst_weight:e}");
+    assert!(worst_loss < TOLERANCE && worst_weight < TOLERANCE, "{worst_loss:e} {worst_weight:e}");
+}
+
+/// Every rank fails with exit code 1 and says why (rank 1 as rank 0's answer), none waits.
+#[test]
+fn resuming_without_a_state_fails_on_every_rank() {
+    let s = setup();
+    for (rank, output) in run_ranks(&s, 2, &["--resume"]).into_iter().enumerate() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "rank {rank}: {stderr}");
+        assert!(stderr.contains("nothing to resume"), "rank {rank}: {stderr}");
+        if rank > 0 {
+            assert!(stderr.contains("rank 0: nothing to resume"), "{stderr}");
+        }
+    }
 }
 
 #[test]

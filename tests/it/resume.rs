@@ -28,12 +28,26 @@ fn json(output: &std::process::Output) -> serde_json::Value {
 }
 
 /// Kills the child when dropped, so that a failed assertion leaves no paused run behind.
-struct KillOnDrop(Child);
+pub(super) struct KillOnDrop(pub(super) Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Read `child`'s stderr until a line contains `text`; what it printed up to there.
+pub(super) fn wait_for_line(child: &mut Child, text: &str) -> String {
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "it ended before printing `{text}`: {seen}");
+        seen.push_str(&line);
+        if line.contains(text) {
+            return seen;
+        }
     }
 }
 
@@ -56,16 +70,8 @@ fn paused_after_epoch_1(store: &Path, args: &[String]) -> KillOnDrop {
             .spawn()
             .unwrap(),
     );
-    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "the run ended before pausing: {seen}");
-        seen.push_str(&line);
-        if line.contains("paused after epoch 1") {
-            return child;
-        }
-    }
+    wait_for_line(&mut child.0, "paused after epoch 1");
+    child
 }
 
 /// Kill a paused run as Ctrl-C or a crash would end it.
@@ -79,7 +85,7 @@ fn kill(mut run: KillOnDrop) {
 }
 
 /// Every epoch's number, losses and learning rate in a `train --json` summary.
-fn losses(run: &serde_json::Value) -> Vec<[serde_json::Value; 4]> {
+pub(super) fn losses(run: &serde_json::Value) -> Vec<[serde_json::Value; 4]> {
     run["training"]["epochs"]
         .as_array()
         .unwrap()

@@ -467,6 +467,79 @@ fn a_failing_source_leaves_the_last_forecast_served_and_marked_stale() {
     assert_eq!(archived(&store, "CISO").len(), 1, "a failed run archives nothing");
 }
 
+/// One model of SYN1 and SYN2 serves each region from the one folder at that region's own level
+/// (its own scaler), and SYN3, which it was not trained on, zero-shot (as `forecast` does; its
+/// load collected first); each region gets its forecast, archive, status entry and page.
+/// Without `--region` it serves the regions it was trained on; a region it was not trained on
+/// whose load the store lacks is refused with exit code 1, naming the collection to run.
+#[test]
+fn one_multi_region_model_serves_each_of_its_regions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, model) = (dir.path().join("store"), dir.path().join("model"));
+    let regions = ["--region", "SYN1", "--region", "SYN2"];
+    energy(&store).args(["collect", "--days", "30", "--region", "SYN3"]).args(regions).assert().success();
+    let train = ["train", "--days", "30", "--epochs", "1", "--context", "48", "-q", "--json", "--model-dir"];
+    energy(&store).args(train).arg(&model).args(regions).assert().success();
+    let model = model.to_str().unwrap();
+
+    let stored_level = |region: &str| {
+        let rows = Store::new(&store).read(&SeriesId::new("synthetic", region, "D"), None).unwrap();
+        let values: Vec<f64> = rows.values.iter().rev().take(7 * 24).flatten().copied().collect();
+        values.iter().sum::<f64>() / values.len() as f64
+    };
+    let server =
+        Server::start(&store, &["--region", "SYN1", "--region", "SYN2", "--region", "SYN3", "--model-dir", model]);
+    let mut levels = Vec::new();
+    for region in ["SYN1", "SYN2", "SYN3"] {
+        let forecast = get(&server, &format!("/api/v1/forecast?region={region}"));
+        assert_eq!(forecast.status, 200, "{region}: {}", forecast.body);
+        let forecast = forecast.json();
+        assert_eq!((&forecast["region"], &forecast["stale"]), (&serde_json::json!(region), &serde_json::json!(false)));
+        assert!(forecast["model_id"].as_str().unwrap().starts_with(&format!("{region}@")), "{forecast}");
+        let hours = forecast["hours"].as_array().unwrap();
+        assert_eq!(hours.len(), 24);
+        let p50 = hours.iter().map(|h| h["p50"].as_f64().unwrap()).sum::<f64>() / 24.0;
+        let level = stored_level(region);
+        assert!((p50 / level - 1.0).abs() < 0.3, "{region}: forecast {p50:.0} MW, stored level {level:.0} MW");
+        levels.push(p50);
+        let archive = get(&server, &format!("/api/v1/archive?region={region}")).json();
+        assert_eq!(archive["forecasts"][0]["hours"], forecast["hours"], "{region}");
+        let page = get(&server, &format!("/?region={region}"));
+        assert_eq!(page.status, 200);
+        assert!(page.body.contains(region), "{region}");
+    }
+    assert!(levels[1] > 1.5 * levels[0], "SYN2 forecast at its own level: {levels:?}");
+    let status = get(&server, "/api/v1/status").json();
+    let served = status["regions"].as_array().unwrap();
+    assert_eq!(served.len(), 3);
+    for (entry, region) in served.iter().zip(["SYN1", "SYN2", "SYN3"]) {
+        assert_eq!(entry["region"], region);
+        assert_eq!(entry["model"]["dir"], model);
+        assert_eq!(entry["model"]["load"]["region"], region);
+        assert_eq!(entry["model"].get("zero_shot").is_some(), region == "SYN3", "{entry}");
+        assert_eq!(entry["model"]["backtest"].as_array().unwrap().is_empty(), region == "SYN3", "{entry}");
+    }
+    assert_eq!(server.stop().0.code(), Some(0));
+    for region in ["SYN1", "SYN2", "SYN3"] {
+        assert_eq!(archived(&store, region).len(), 1, "{region}");
+    }
+
+    let server = Server::start(&store, &["--model-dir", model]);
+    let status = get(&server, "/api/v1/status").json();
+    let served: Vec<&str> =
+        status["regions"].as_array().unwrap().iter().map(|r| r["region"].as_str().unwrap()).collect();
+    assert_eq!(served, ["SYN1", "SYN2"]);
+    assert_eq!(server.stop().0.code(), Some(0));
+
+    let refused =
+        energy(&store).args(["serve", "--region", "SYN1", "--region", "SYN4", "--model-dir", model]).assert().code(1);
+    let stderr = String::from_utf8_lossy(&refused.get_output().stderr);
+    assert!(
+        stderr.contains("synthetic:SYN4:D") && stderr.contains("energy collect --source synthetic --region SYN4"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn binding_beyond_loopback_needs_a_flag_and_warns() {
     let dir = tempfile::tempdir().unwrap();

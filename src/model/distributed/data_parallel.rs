@@ -7,10 +7,14 @@
 //! so the sum is the gradient of the mean loss over the whole batch: the same step as one
 //! process taking the whole batch, up to float rounding, also when the batch does not divide
 //! evenly (a rank with no row contributes zeros).
+//!
+//! What only one rank can read (rank 0's resumable state, for one) reaches the others as bytes
+//! ([`DataParallel::share_from_leader`], [`DataParallel::all_gather_bytes`]): the ranks need no
+//! shared file system.
 use super::{DistributedError, Group, Watchdog};
 use mlx_rs::module::FlattenedModuleParam;
 use mlx_rs::ops::indexing::TryIndexOp;
-use mlx_rs::{Array, ops, transforms};
+use mlx_rs::{Array, ArrayElement, ops, transforms};
 use serde::Serialize;
 use std::cell::Cell;
 use std::rc::Rc;
@@ -19,6 +23,10 @@ use std::time::Instant;
 /// The check value of step `s` is `s mod CHECK_PERIOD + 1`: exact in f32 once multiplied by
 /// any group size up to 2^24 / CHECK_PERIOD ranks.
 const CHECK_PERIOD: usize = 1000;
+
+/// The last word of every rank's header in [`DataParallel::all_gather_bytes`]: a rank whose
+/// part came back without it did not take part.
+const BYTES_MAGIC: u64 = 0x656e_6572_6779_0001;
 
 /// A rank's part in data-parallel training.
 #[derive(Debug)]
@@ -146,6 +154,54 @@ impl DataParallel {
         Ok((loss.reshape(&[])?, out))
     }
 
+    /// Every rank's `bytes`, in rank order: one all_gather of each rank's length and CRC-32,
+    /// then one of the bytes, each rank's padded to the longest. A part that comes back with
+    /// another CRC-32 (a rank died during the exchange) is an error, not data.
+    pub fn all_gather_bytes(&self, what: &str, bytes: &[u8]) -> Result<Vec<Vec<u8>>, DistributedError> {
+        let size = self.group.size();
+        let header = [bytes.len() as u64, u64::from(crc32fast::hash(bytes)), BYTES_MAGIC];
+        let headers: Vec<u64> = self.gather(what, &Array::from_slice(&header, &[3]))?;
+        let incomplete = |detail: String| DistributedError::Incomplete { what: what.to_string(), detail };
+        if headers.len() != 3 * size || headers.chunks(3).any(|header| header[2] != BYTES_MAGIC) {
+            return Err(incomplete(format!("{} header words for {size} ranks", headers.len())));
+        }
+        let lengths: Vec<usize> = headers.chunks(3).map(|header| header[0] as usize).collect();
+        // at least one byte: MLX gathers no empty array
+        let longest = lengths.iter().copied().max().unwrap_or(0).max(1);
+        let mut padded = bytes.to_vec();
+        padded.resize(longest, 0);
+        let gathered: Vec<u8> = self.gather(what, &Array::from_slice(&padded, &[to_i32(longest)?]))?;
+        if gathered.len() != longest * size {
+            return Err(incomplete(format!("{} bytes for {size} ranks of {longest}", gathered.len())));
+        }
+        let mut parts = Vec::with_capacity(size);
+        for (rank, (part, header)) in gathered.chunks(longest).zip(headers.chunks(3)).enumerate() {
+            let part = &part[..lengths[rank]];
+            if u64::from(crc32fast::hash(part)) != header[1] {
+                return Err(incomplete(format!("rank {rank}'s {} bytes arrived damaged", part.len())));
+            }
+            parts.push(part.to_vec());
+        }
+        Ok(parts)
+    }
+
+    /// Rank 0's `bytes` on every rank (the other ranks' `bytes` are not sent).
+    pub fn share_from_leader(&self, what: &str, bytes: &[u8]) -> Result<Vec<u8>, DistributedError> {
+        let mine = if self.is_leader() { bytes } else { &[] };
+        let mut parts = self.all_gather_bytes(what, mine)?;
+        Ok(parts.swap_remove(0))
+    }
+
+    /// [`Group::all_gather`] of `x`, evaluated under the watchdog, as host values.
+    fn gather<T: ArrayElement + Copy>(&self, what: &str, x: &Array) -> Result<Vec<T>, DistributedError> {
+        transforms::eval([x])?;
+        let gathered = self.group.all_gather(x)?;
+        self.watchdog.guard(what, || transforms::eval([&gathered]))?;
+        let values =
+            gathered.try_as_slice::<T>().map_err(|error| DistributedError::Invalid(format!("{what}: {error:?}")))?;
+        Ok(values.to_vec())
+    }
+
     pub fn stats(&self) -> CommunicationStats {
         let steps = self.steps.get();
         CommunicationStats {
@@ -155,6 +211,10 @@ impl DataParallel {
             all_sum_seconds_per_step: self.seconds.get() / steps.max(1) as f64,
         }
     }
+}
+
+fn to_i32(value: usize) -> Result<i32, DistributedError> {
+    i32::try_from(value).map_err(|_| DistributedError::Invalid(format!("{value} bytes do not fit one exchange")))
 }
 
 #[cfg(test)]
@@ -188,6 +248,47 @@ mod tests {
         let stats = parallel.stats();
         assert_eq!((stats.ranks, stats.steps, stats.bytes_per_step), (1, 1, 4 * 7));
         Ok(())
+    }
+
+    #[test]
+    fn one_rank_gathers_and_shares_its_own_bytes() -> Result<(), DistributedError> {
+        let parallel = group_of_one();
+        assert_eq!(parallel.all_gather_bytes("test", b"abc")?, [b"abc".to_vec()]);
+        assert_eq!(parallel.share_from_leader("test", b"")?, Vec::<u8>::new());
+        Ok(())
+    }
+
+    /// The bytes rank `rank` sends in [`bytes_worker`]: lengths that differ (none for rank 1).
+    fn payload(rank: usize) -> Vec<u8> {
+        let len = if rank == 1 { 0 } else { 5 + 100_003 * rank };
+        (0..len).map(|i| (i * 7 + rank) as u8).collect()
+    }
+
+    /// A rank of [`ranks_exchange_bytes_exactly`].
+    #[test]
+    #[ignore = "a rank started by ranks_exchange_bytes_exactly"]
+    fn bytes_worker() -> Result<(), DistributedError> {
+        if !test_ranks::is_worker() {
+            return Ok(());
+        }
+        let watchdog = Watchdog::new(Duration::from_secs(60));
+        let parallel = DataParallel::new(Group::init(Backend::Ring, true, watchdog)?, watchdog);
+        let (rank, size) = (parallel.group().rank(), parallel.group().size());
+        let parts = parallel.all_gather_bytes("test", &payload(rank))?;
+        assert_eq!(parts, (0..size).map(payload).collect::<Vec<_>>());
+        // rank 0's megabyte reaches every rank; what the others pass is not sent
+        let leader: Vec<u8> = (0..1 << 20).map(|i: usize| (i % 251) as u8).collect();
+        let mine = if rank == 0 { leader.clone() } else { vec![9; 17] };
+        assert_eq!(parallel.share_from_leader("test", &mine)?, leader);
+        println!("{} rank {rank} of {size} received every part", test_ranks::RESULT);
+        Ok(())
+    }
+
+    #[test]
+    fn ranks_exchange_bytes_exactly() {
+        let results =
+            test_ranks::run("model::distributed::data_parallel::tests::bytes_worker", 3, Duration::from_secs(120));
+        assert_eq!(results.len(), 3, "{results:?}");
     }
 
     /// A rank of [`all_sum_figures`]: the mean time of an all_sum of the default model's

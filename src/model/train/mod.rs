@@ -102,9 +102,16 @@ pub fn train_checkpointed(
 /// of every batch ([`DataParallel::shard`]) and the ranks add their weighted gradients with one
 /// all_sum per step, so every rank takes the same steps as one process would on the whole
 /// batches (up to float rounding) and holds the same weights. Validation runs on every rank
-/// (the same weights give the same loss, so every rank stops early at the same epoch). Only
-/// the rank given `checkpointing` (rank 0) saves a resumable state; a distributed run cannot
-/// resume.
+/// (the same weights give the same loss, so every rank stops early at the same epoch).
+///
+/// Give every rank the same `checkpointing`: only rank 0 saves the resumable state (in its
+/// `dir`), and a resume restores every rank from rank 0's state ([`resume::load_shared`]: the
+/// other ranks never read their `dir`), checked to be the same on every rank; every rank calls
+/// `after_epoch`. The window order, the steps and the shuffle state do not depend on the number
+/// of ranks (each rank takes its shard of every batch as it comes), so a state saved by a run
+/// of N ranks resumes on any number of ranks or as one process, and the other way round; on
+/// another number of ranks the gradients are summed in another order, so the result equals the
+/// uninterrupted run's up to float rounding rather than bit for bit.
 #[allow(clippy::too_many_arguments)] // train_checkpointed's arguments and the rank's part
 pub fn train_on_ranks(
     model: &mut Forecaster,
@@ -116,9 +123,6 @@ pub fn train_on_ranks(
     checkpointing: Option<Checkpointing>,
     parallel: Option<&DataParallel>,
 ) -> Result<TrainReport, TrainError> {
-    if parallel.is_some() && checkpointing.as_ref().is_some_and(|checkpointing| checkpointing.resume) {
-        return Err(Exception::custom("resuming a distributed run is not supported").into());
-    }
     run(model, config, train, validation, quantiles, reporter, checkpointing, parallel)
 }
 
@@ -171,12 +175,17 @@ fn run(
     // The best epoch's weights (`progress.best` says which).
     let mut best_weights: Option<FlattenedModuleParam> = None;
     let mut resumed_from_epoch = None;
+    // Only one rank writes the resumable state.
+    let saves = parallel.is_none_or(DataParallel::is_leader);
     let fingerprint = checkpointing
         .as_ref()
         .map(|checkpointing| Fingerprint::new(config, model.config(), train, validation, &checkpointing.provenance));
     if let (Some(checkpointing), Some(fingerprint)) = (&checkpointing, &fingerprint) {
         if checkpointing.resume {
-            let restored = resume::load(checkpointing.dir, fingerprint, model)?;
+            let restored = match parallel {
+                Some(parallel) => resume::load_shared(checkpointing.dir, fingerprint, model, parallel)?,
+                None => resume::load(checkpointing.dir, fingerprint, model)?,
+            };
             if restored.progress.epoch > config.epochs
                 || restored.progress.step != restored.progress.epoch * steps_per_epoch
                 || restored.progress.order.len() != train.count
@@ -200,7 +209,7 @@ fn run(
                 record.learning_rate = schedule.learning_rate(record.epoch * steps_per_epoch - 1);
             }
             resumed_from_epoch = Some(progress.epoch);
-        } else {
+        } else if saves {
             resume::clear(checkpointing.dir)?;
         }
     }
@@ -286,7 +295,9 @@ fn run(
         if let (Some(checkpointing), Some(fingerprint)) = (&mut checkpointing, &fingerprint) {
             progress.seconds = seconds_before + started.elapsed().as_secs_f64();
             progress.train_seconds = train_seconds_before + train_seconds;
-            resume::save(checkpointing.dir, fingerprint, &progress, model, &stepper.optimizer.state)?;
+            if saves {
+                resume::save(checkpointing.dir, fingerprint, &progress, model, &stepper.optimizer.state)?;
+            }
             if let Some(after_epoch) = checkpointing.after_epoch.as_mut()
                 && after_epoch(epoch).is_break()
             {
