@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The refit's peak learning rate, as a fraction of training's.
@@ -191,18 +192,16 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     // The boosted-trees baseline fits on its own thread while the model trains (MLX leaves a
     // core mostly idle), on the windows the model ends up trained on: training and
     // validation when a refit follows, else training.
-    let boosting = if leader {
-        let refits = model_config.refit_epochs > 0 && validation_windows.count > 0;
-        let windows = if refits {
-            let recent = features::make_windows(&table, &scaler, &spec, splits.validation.clone())?;
-            train_windows.concatenated(&recent)
-        } else {
-            train_windows.clone()
-        };
-        Some(std::thread::spawn(move || fit_boosted(&windows, &spec, seed)))
+    let refit_windows = if leader && model_config.refit_epochs > 0 && validation_windows.count > 0 {
+        let recent = features::make_windows(&table, &scaler, &spec, splits.validation.clone())?;
+        Some(Arc::new(train_windows.concatenated(&recent)))
     } else {
         None
     };
+    let boosting = leader.then(|| {
+        let windows = refit_windows.clone().unwrap_or_else(|| Arc::new(train_windows.clone()));
+        std::thread::spawn(move || fit_boosted(&windows, &spec, seed))
+    });
     let provenance = Provenance {
         source,
         region: &region,
@@ -235,15 +234,10 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     let calibration = eval::calibrate_intervals(&table, &spec, &validation_windows, &validation_forecasts);
 
     // then the model (and the boosted baseline beside it) learns the validation split too
-    let fitted = if model_config.refit_epochs > 0 && validation_windows.count > 0 {
-        let recent = features::make_windows(&table, &scaler, &spec, splits.validation.clone())?;
-        let all = train_windows.concatenated(&recent);
-        let summary = refit(context, &mut model, &train_config, model_config.refit_epochs, &all)?;
-        Some((all, summary))
-    } else {
-        None
+    let refit = match &refit_windows {
+        Some(all) => Some(refit(context, &mut model, &train_config, model_config.refit_epochs, all)?),
+        None => None,
     };
-    let refit = fitted.as_ref().map(|(_, summary)| *summary);
     let (boosted, boosted_seconds) = boosting
         .ok_or_else(|| anyhow::anyhow!("the boosted-trees baseline was not started"))?
         .join()
