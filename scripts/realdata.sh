@@ -4,21 +4,23 @@
 # and print the test MAPE of the model, both issue-time seasonal naives, the boosted-trees
 # baseline and the operator's own day-ahead forecast, with the model's p10-p90 coverage.
 # Usage: scripts/realdata.sh [path/to/energy] (default: $CARGO_TARGET_DIR/debug/energy, or
-# target/debug/energy). Reads ../shared/realdata in place (or $ENERGY_REALDATA).
+# target/debug/energy). Reads ../shared/realdata in place (or $ENERGY_REALDATA). REAL_CONFIG
+# adds TOML lines to the config file (e.g. "[model]\nday_ahead_stride = 24").
 set -euo pipefail
 energy="${1:-${CARGO_TARGET_DIR:-target}/debug/energy}"
 realdata="${ENERGY_REALDATA:-../shared/realdata}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+printf '%b\n' "${REAL_CONFIG:-}" > "$work/energy.toml"
 printf '%-6s %8s %9s %10s %8s %9s %8s %9s %8s\n' region model naive24 naive168 boosted operator "÷naive24" coverage seconds
 for region in CISO PJM; do
-  "$energy" --store "$work/store" -q collect --source file --path "$realdata/series/${region}_2015-2019_D_DF.csv" \
+  "$energy" --config "$work/energy.toml" --store "$work/store" -q collect --source file --path "$realdata/series/${region}_2015-2019_D_DF.csv" \
     --region "$region" --time-column date_time --value-column "demand (MW)" > /dev/null
   start=$(date +%s)
-  "$energy" --store "$work/store" -q --json train --source file --region "$region" \
+  "$energy" --config "$work/energy.toml" --store "$work/store" -q --json train --source file --region "$region" \
     --start 2015-07-01 --end 2018-12-31 --protocol day-ahead --operator-kind FORECAST_DEMAND__MW \
     --model-dir "$work/model-$region" > "$work/train-$region.json"
-  "$energy" --store "$work/store" -q --json evaluate --model-dir "$work/model-$region" \
+  "$energy" --config "$work/energy.toml" --store "$work/store" -q --json evaluate --model-dir "$work/model-$region" \
     --source file --region "$region" --start 2019-01-01 --end 2019-08-30 > "$work/$region.json"
   seconds=$(( $(date +%s) - start ))
   python3 - "$work/$region.json" "$region" "$seconds" <<'PY'

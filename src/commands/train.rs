@@ -56,6 +56,10 @@ struct TrainSummary<'a> {
     /// Days of the training split.
     train_days: usize,
     protocol: Protocol,
+    /// Hours between the day-ahead training windows' origins (`[model] day_ahead_stride`);
+    /// absent for next-24h.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    day_ahead_stride: Option<usize>,
     context: usize,
     horizon: usize,
     /// Whether the horizon's weather is as issued (forecasts stored as `KIND_DN`) rather than
@@ -163,7 +167,8 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         table.drop_day_of_year();
     }
     let scaler = Scaler::fit_table(&table, splits.train.clone())?;
-    let train_windows = features::make_windows(&table, &scaler, &spec, splits.train.clone())?;
+    let day_ahead_every = model_config.day_ahead_stride.hours(splits.train.len());
+    let train_windows = features::make_training_windows(&table, &scaler, &spec, splits.train.clone(), day_ahead_every)?;
     let validation_windows = features::make_windows(
         &table,
         &scaler,
@@ -193,7 +198,8 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     // core mostly idle), on the windows the model ends up trained on: training and
     // validation when a refit follows, else training.
     let refit_windows = if leader && model_config.refit_epochs > 0 && validation_windows.count > 0 {
-        let recent = features::make_windows(&table, &scaler, &spec, splits.validation.clone())?;
+        let recent =
+            features::make_training_windows(&table, &scaler, &spec, splits.validation.clone(), day_ahead_every)?;
         Some(Arc::new(train_windows.concatenated(&recent)))
     } else {
         None
@@ -297,6 +303,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         day_of_year: table.known_columns.iter().any(|c| c == features::COL_DOY_SIN),
         train_days,
         protocol: spec.protocol,
+        day_ahead_stride: (spec.protocol == Protocol::DayAhead).then_some(day_ahead_every),
         context: spec.context,
         horizon: spec.horizon,
         as_issued_weather: uses_issued_weather,
@@ -701,6 +708,12 @@ fn print_summary(s: &TrainSummary) {
         s.context,
         s.horizon
     );
+    if let Some(every) = s.day_ahead_stride.filter(|every| *every < 24) {
+        println!(
+            "day-ahead training origins every {every} h (the 14-hour gap and 24-hour horizon of the 10:00 origin, which \
+             validation and test keep; `[model] day_ahead_stride`)"
+        );
+    }
     print_training(s.training, s.parameters, s.featurize_seconds, s.total_seconds);
     print_refit_and_boosted(s.refit.as_ref(), s.boosted_trees, s.boosted_seconds);
     match s.interval_calibration {

@@ -204,6 +204,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     let train_hours = (range.hours().max(0) as f64 * context.config.split.train) as usize;
     let feature_config =
         FeatureConfig { day_of_year: model_config.day_of_year.wanted(train_hours), ..FeatureConfig::default() };
+    let day_ahead_every = model_config.day_ahead_stride.hours(train_hours);
     // every region's series first, so that a region the store lacks is named before any work
     let mut stored = Vec::with_capacity(regions.len());
     for region in &regions {
@@ -212,7 +213,15 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     }
     let mut series = Vec::with_capacity(regions.len());
     for (region, (load, exogenous)) in regions.iter().zip(stored) {
-        series.push(region_data(context, args, region, (load, exogenous), range, &spec, &feature_config)?);
+        series.push(region_data(
+            context,
+            args,
+            region,
+            (load, exogenous),
+            range,
+            (&spec, day_ahead_every),
+            &feature_config,
+        )?);
     }
     for s in &series[1..] {
         if s.train.feature_names != series[0].train.feature_names {
@@ -280,7 +289,13 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     let fitted = if model_config.refit_epochs > 0 && validation_windows.count > 0 {
         let mut recent = Vec::with_capacity(series.len());
         for s in &series {
-            let mut windows = features::make_windows(&s.table, &s.scaler, &spec, s.validation_rows.clone())?;
+            let mut windows = features::make_training_windows(
+                &s.table,
+                &s.scaler,
+                &spec,
+                s.validation_rows.clone(),
+                day_ahead_every,
+            )?;
             RegionBlock::of(&columns, &s.region, &regions).append(&mut windows);
             recent.push(windows);
         }
@@ -405,7 +420,7 @@ fn region_data(
     region: &str,
     (load, exogenous): (SeriesId, Vec<SeriesId>),
     range: DateRange,
-    spec: &WindowSpec,
+    (spec, day_ahead_every): (&WindowSpec, usize),
     feature_config: &FeatureConfig,
 ) -> Result<RegionData> {
     let source = args.select.source();
@@ -416,7 +431,7 @@ fn region_data(
         .map_err(|e| BadInput(format!("region {region}: {e} (collect more days or shorten --context)")))?;
     let scaler = Scaler::fit_table(&table, splits.train.clone())
         .map_err(|e| anyhow::Error::new(e).context(format!("region {region}")))?;
-    let train = features::make_windows(&table, &scaler, spec, splits.train.clone())?;
+    let train = features::make_training_windows(&table, &scaler, spec, splits.train.clone(), day_ahead_every)?;
     let validation = features::make_windows(
         &table,
         &scaler,

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 pub use scaler::Scaler;
 pub use split::{Splits, split};
-pub use windows::{Protocol, WindowSpec, Windows, make_windows, window_at};
+pub use windows::{Protocol, WindowSpec, Windows, make_training_windows, make_windows, window_at};
 
 /// Column names of the feature table.
 pub const COL_TIMESTAMP: &str = "timestamp";

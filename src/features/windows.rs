@@ -183,7 +183,29 @@ pub fn make_windows(
     spec: &WindowSpec,
     target_rows: Range<usize>,
 ) -> Result<Windows, FeatureError> {
+    make_training_windows(table, scaler, spec, target_rows, HOURS_PER_DAY)
+}
+
+/// Hours in a day: the day-ahead origin stride that keeps only the scored 10:00 origin.
+pub const HOURS_PER_DAY: usize = 24;
+
+/// [`make_windows`], with the day-ahead protocol's origins every `day_ahead_every` hours
+/// (a divisor of 24) counted from 10:00 local, each with the same 14-hour gap and 24-hour
+/// horizon: the model learns the same leads from more windows (24 keeps the one 10:00 origin a
+/// day that is scored). Next-24h windows are unaffected.
+pub fn make_training_windows(
+    table: &FeatureTable,
+    scaler: &Scaler,
+    spec: &WindowSpec,
+    target_rows: Range<usize>,
+    day_ahead_every: usize,
+) -> Result<Windows, FeatureError> {
     spec.check()?;
+    if day_ahead_every == 0 || !HOURS_PER_DAY.is_multiple_of(day_ahead_every) {
+        return Err(FeatureError::Window(format!(
+            "day-ahead origins every {day_ahead_every} hours: the stride must divide 24"
+        )));
+    }
     if target_rows.end > table.len() || target_rows.start > target_rows.end {
         return Err(FeatureError::Window(format!(
             "target rows {}..{} are outside the table of {} rows",
@@ -209,7 +231,9 @@ pub fn make_windows(
         Protocol::DayAhead => (lowest..target_rows.end)
             .filter(|&o| {
                 let local = from_us(table.timestamps[o]).with_timezone(&table.zone);
-                local.hour() == DAY_AHEAD_ISSUE_HOUR && local.minute() == 0
+                let since_issue =
+                    (local.hour() as usize + HOURS_PER_DAY - DAY_AHEAD_ISSUE_HOUR as usize) % HOURS_PER_DAY;
+                since_issue.is_multiple_of(day_ahead_every) && local.minute() == 0
             })
             .collect(),
     };
@@ -742,6 +766,39 @@ mod tests {
             }
         }
         assert!(crossed_dst, "the range includes the spring DST change");
+    }
+
+    #[test]
+    fn day_ahead_training_origins_every_few_hours_keep_the_lead_structure() {
+        use chrono::Timelike;
+        let (table, scaler) = table();
+        let spec = WindowSpec { context: 24, horizon: 24, stride: 1, protocol: Protocol::DayAhead };
+        let daily = make_windows(table, scaler, &spec, 0..table.len()).unwrap();
+        let every_24 = make_training_windows(table, scaler, &spec, 0..table.len(), 24).unwrap();
+        assert_eq!(
+            (every_24.origins.as_slice(), every_24.inputs.as_slice()),
+            (daily.origins.as_slice(), daily.inputs.as_slice())
+        );
+        let every_6 = make_training_windows(table, scaler, &spec, 0..table.len(), 6).unwrap();
+        let local_hour = |row: usize| from_us(table.timestamps[row]).with_timezone(&table.zone).hour();
+        let hours: std::collections::BTreeSet<u32> = every_6.origins.iter().map(|o| local_hour(*o)).collect();
+        assert_eq!(hours.into_iter().collect::<Vec<_>>(), [4, 10, 16, 22]);
+        assert!(every_6.count >= 4 * daily.count - 8, "{} against {}", every_6.count, daily.count);
+        // every 10:00 window is among them, bit for bit, and every window keeps the 14-hour gap
+        let per_window = daily.positions * daily.n_features;
+        for (k, o) in daily.origins.iter().enumerate() {
+            let j = every_6.origins.iter().position(|x| x == o).expect("the 10:00 origin is kept");
+            assert_eq!(
+                every_6.inputs[j * per_window..(j + 1) * per_window],
+                daily.inputs[k * per_window..(k + 1) * per_window]
+            );
+        }
+        for (j, o) in every_6.origins.iter().enumerate() {
+            assert_eq!(every_6.targets[j * 24], scaler.transform(COL_VALUE, table.target[o + 15]));
+        }
+        for bad in [0, 5, 7] {
+            assert!(make_training_windows(table, scaler, &spec, 0..table.len(), bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

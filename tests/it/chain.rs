@@ -168,3 +168,52 @@ fn the_main_job_beats_the_naives_and_boosted_trees() {
     assert_eq!(evaluate["scores"][3]["name"], "boosted trees", "{evaluate}");
     assert!(evaluate["scores"][3]["hours"].as_u64().unwrap() >= 20 * 24, "{evaluate}");
 }
+
+/// Day-ahead training on a short range: `[model] day_ahead_stride = "auto"` (the default) adds
+/// training origins every 3 hours under a year of training days, with the same lead structure;
+/// validation and test keep the one 10:00 origin a day, so their windows do not change. The
+/// model then forecasts the next local day.
+#[test]
+fn a_short_day_ahead_run_trains_on_more_origins_and_scores_the_same_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let daily_config = dir.path().join("daily.toml");
+    std::fs::write(&daily_config, "[model]\nday_ahead_stride = 24\n").unwrap();
+    let train = |config: Option<&std::path::Path>, model: &str| {
+        let mut command = energy(&store);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let out = command
+            .args(["train", "--collect", "--start", "2025-03-01", "--end", "2025-04-15", "--protocol", "day-ahead"])
+            .args(["--epochs", "1", "--context", "48", "--json", "-q", "--model-dir"])
+            .arg(dir.path().join(model))
+            .output()
+            .unwrap();
+        json(&out)
+    };
+    let auto = train(None, "auto");
+    let daily = train(Some(&daily_config), "daily");
+    assert_eq!((auto["day_ahead_stride"].as_u64(), daily["day_ahead_stride"].as_u64()), (Some(3), Some(24)));
+    let count = |run: &serde_json::Value, split: &str| run["windows"][split].as_u64().unwrap();
+    assert!(count(&daily, "train") >= 20, "{}", daily["windows"]);
+    // eight origins a day, less the few at the split's edges whose targets would cross it
+    assert!(
+        (8 * count(&daily, "train") - 8..=8 * count(&daily, "train") + 8).contains(&count(&auto, "train")),
+        "{} against {}",
+        auto["windows"],
+        daily["windows"]
+    );
+    assert_eq!(
+        (count(&auto, "validation"), count(&auto, "test")),
+        (count(&daily, "validation"), count(&daily, "test"))
+    );
+    for run in [&auto, &daily] {
+        assert_eq!(run["protocol"], "day-ahead");
+        assert!(run["test_scores"][0]["mape_percent"].as_f64().unwrap() > 0.0);
+    }
+    let out = energy(&store).args(["forecast", "--json", "--model-dir"]).arg(dir.path().join("auto")).output().unwrap();
+    let forecast = json(&out);
+    assert_eq!(forecast["protocol"], "day-ahead");
+    assert_eq!(forecast["rows"].as_array().unwrap().len(), 24);
+}
