@@ -334,6 +334,11 @@ pub(crate) fn print_scores(scores: &[Scores]) {
         let groups: Vec<String> = leads.chunks(6).map(|g| g.join(" ")).collect();
         println!("{} p10-p90 coverage % by lead hour 1..{}: {}", s.name, leads.len(), groups.join(" | "));
     }
+    for s in scores.iter().filter(|s| s.name == crate::eval::backtest::MODEL && !s.mape_by_lead.is_empty()) {
+        let leads: Vec<String> = s.mape_by_lead.iter().map(|m| format!("{m:.2}")).collect();
+        let groups: Vec<String> = leads.chunks(6).map(|g| g.join(" ")).collect();
+        println!("{} MAPE % by lead hour 1..{}: {}", s.name, leads.len(), groups.join(" | "));
+    }
 }
 
 pub(crate) fn format_time(us: i64) -> String {

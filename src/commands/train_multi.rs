@@ -528,12 +528,16 @@ fn overall_scores(regions: &[&[Scores]]) -> Vec<Scores> {
             .map(|s| s.coverage_p10_p90.map(|c| c * s.hours as f64))
             .sum::<Option<f64>>()
             .map(|c| c / hours as f64);
-        let leads = found[0].coverage_by_lead.len();
-        let coverage_by_lead = if found.iter().all(|s| s.coverage_by_lead.len() == leads) {
-            (0..leads).map(|l| mean(&|s: &Scores| s.coverage_by_lead[l])).collect()
-        } else {
-            Vec::new()
+        let by_lead = |get: &dyn Fn(&Scores) -> &Vec<f64>| {
+            let leads = get(found[0]).len();
+            if found.iter().all(|s| get(s).len() == leads) {
+                (0..leads).map(|l| mean(&|s: &Scores| get(s)[l])).collect()
+            } else {
+                Vec::new()
+            }
         };
+        let coverage_by_lead = by_lead(&|s| &s.coverage_by_lead);
+        let mape_by_lead = by_lead(&|s| &s.mape_by_lead);
         out.push(Scores {
             name: name.clone(),
             hours,
@@ -543,6 +547,7 @@ fn overall_scores(regions: &[&[Scores]]) -> Vec<Scores> {
             pinball: mean(&|s| s.pinball),
             coverage_p10_p90: coverage,
             coverage_by_lead,
+            mape_by_lead,
         });
     }
     out
@@ -729,6 +734,7 @@ mod tests {
             pinball: mape,
             coverage_p10_p90: coverage,
             coverage_by_lead: coverage.map_or(Vec::new(), |c| vec![c, c]),
+            mape_by_lead: vec![mape, 2.0 * mape],
         }
     }
 
@@ -745,6 +751,7 @@ mod tests {
         assert!((model.mae - 35.0).abs() < 1e-12);
         assert!((model.coverage_p10_p90.unwrap() - 0.65).abs() < 1e-12);
         assert_eq!(model.coverage_by_lead.len(), 2);
+        assert!((model.mape_by_lead[1] - 7.0).abs() < 1e-12, "{:?}", model.mape_by_lead);
         assert!(overall_scores(&[&[], &[]]).is_empty());
     }
 

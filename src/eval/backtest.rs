@@ -147,16 +147,19 @@ pub fn score_windows(
     }
     let mut model_scores = metrics::score_quantiles(MODEL, &model, &actuals, scale);
     model_scores.coverage_by_lead = metrics::coverage_by_lead(&model, &actuals, spec.horizon);
-    let mut scores = vec![
-        model_scores,
-        metrics::score_points(NAIVE_DAY, &naive_day, &actuals, scale),
-        metrics::score_points(NAIVE_WEEK, &naive_week, &actuals, scale),
-    ];
+    let medians: Vec<f64> = model.iter().map(|q| q.p50).collect();
+    model_scores.mape_by_lead = metrics::mape_by_lead(&medians, &actuals, spec.horizon);
+    let points = |name: &str, forecasts: &[f64]| {
+        let mut scores = metrics::score_points(name, forecasts, &actuals, scale);
+        scores.mape_by_lead = metrics::mape_by_lead(forecasts, &actuals, spec.horizon);
+        scores
+    };
+    let mut scores = vec![model_scores, points(NAIVE_DAY, &naive_day), points(NAIVE_WEEK, &naive_week)];
     if others.boosted.is_some() {
-        scores.push(metrics::score_points(BOOSTED, &boosted, &actuals, scale));
+        scores.push(points(BOOSTED, &boosted));
     }
     if others.operator.is_some() {
-        scores.push(metrics::score_points(OPERATOR, &operator, &actuals, scale));
+        scores.push(points(OPERATOR, &operator));
     }
     scores
 }
@@ -221,6 +224,17 @@ mod tests {
         assert!((scores[3].mae - 10.0).abs() < 1e-9);
         // every truth lies inside its ±1 MW interval, at every lead
         assert_eq!(scores[0].coverage_by_lead, vec![1.0; 24]);
+        for s in &scores {
+            assert_eq!(s.mape_by_lead.len(), 24, "{}", s.name);
+            // every lead has as many hours, so the overall MAPE is the mean of the leads'
+            let mean = s.mape_by_lead.iter().sum::<f64>() / 24.0;
+            assert!(
+                (mean - s.mape_percent).abs() < 1e-9 * s.mape_percent.max(1.0),
+                "{}: {mean} against {}",
+                s.name,
+                s.mape_percent
+            );
+        }
         assert!(scores.iter().all(|s| s.hours == scores[0].hours && s.hours > 0));
         assert_eq!(scores[0].mae, 0.0);
         assert_eq!(scores[4].mae, 0.0);

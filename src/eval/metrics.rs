@@ -20,6 +20,10 @@ pub struct Scores {
     /// point forecasts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub coverage_by_lead: Vec<f64>,
+    /// MAPE % per lead hour of the horizon (the first target hour first; a quantile forecast
+    /// by its p50); empty where not computed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mape_by_lead: Vec<f64>,
 }
 
 /// Quantile forecasts of one hour: p10, p50, p90.
@@ -82,6 +86,20 @@ pub fn coverage_by_lead(forecasts: &[Quantiles], actuals: &[f64], horizon: usize
     covered.iter().zip(&n).map(|(c, n)| if *n == 0 { f64::NAN } else { *c as f64 / *n as f64 }).collect()
 }
 
+/// MAPE % per lead hour of point forecasts laid out window-major (`horizon` hours per window);
+/// pairs with a non-finite or zero actual or a non-finite forecast are skipped, a lead with none
+/// is NaN.
+pub fn mape_by_lead(forecasts: &[f64], actuals: &[f64], horizon: usize) -> Vec<f64> {
+    let (mut sum, mut n) = (vec![0.0f64; horizon], vec![0usize; horizon]);
+    for (i, (f, y)) in forecasts.iter().zip(actuals).enumerate() {
+        if y.is_finite() && y.abs() > f64::EPSILON && f.is_finite() {
+            sum[i % horizon] += ((f - y) / y).abs();
+            n[i % horizon] += 1;
+        }
+    }
+    sum.iter().zip(&n).map(|(s, n)| if *n == 0 { f64::NAN } else { 100.0 * s / *n as f64 }).collect()
+}
+
 /// Score point forecasts (baselines, operator forecasts) against actuals.
 pub fn score_points(name: &str, forecasts: &[f64], actuals: &[f64], scale: f64) -> Scores {
     let mut acc = Accumulator::default();
@@ -127,6 +145,7 @@ impl Accumulator {
             pinball: self.pinball / n,
             coverage_p10_p90: quantiles.then(|| self.covered as f64 / n),
             coverage_by_lead: Vec::new(),
+            mape_by_lead: Vec::new(),
         }
     }
 }
@@ -150,6 +169,17 @@ pub fn seasonal_naive(series: &[f64], origin: usize, targets: std::ops::Range<us
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mape_by_lead_by_hand() {
+        // two windows of 3 leads; lead 2 of the second window has no actual, lead 3 none at all
+        let forecasts = [110.0, 90.0, 5.0, 100.0, 50.0, f64::NAN];
+        let actuals = [100.0, 100.0, f64::NAN, 80.0, f64::NAN, 1.0];
+        let by_lead = mape_by_lead(&forecasts, &actuals, 3);
+        assert!((by_lead[0] - 100.0 * (0.1 + 0.25) / 2.0).abs() < 1e-12, "{by_lead:?}");
+        assert!((by_lead[1] - 10.0).abs() < 1e-12, "{by_lead:?}");
+        assert!(by_lead[2].is_nan());
+    }
 
     #[test]
     fn pinball_by_hand() {

@@ -95,6 +95,13 @@ fn train_then_forecast_then_evaluate() {
     assert_eq!(scores[3]["name"], "boosted trees");
     assert_eq!(scores[0]["hours"], evaluate["forecasts"].as_u64().unwrap() * 24);
     assert!(scores[0]["coverage_p10_p90"].as_f64().is_some());
+    // the error per lead hour, for the model and every baseline
+    for score in scores {
+        let by_lead = score["mape_by_lead"].as_array().unwrap();
+        assert_eq!(by_lead.len(), 24, "{score}");
+        let mean = by_lead.iter().map(|m| m.as_f64().unwrap()).sum::<f64>() / 24.0;
+        assert!((mean - score["mape_percent"].as_f64().unwrap()).abs() < 1e-6, "{score}");
+    }
 
     // a model for another region is refused
     energy(&store)
