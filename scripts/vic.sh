@@ -5,7 +5,7 @@
 # Prints the test MAPE of the model, both issue-time seasonal naives and the boosted trees, and
 # the cut the temperature gives the model.
 # The calendar marks Victoria's public holidays (`[regions.VIC] holidays = "au-vic"`); set
-# VIC_CONFIG to more TOML lines for the config file (e.g. "[model]\nlinear_path = false").
+# VIC_CONFIG to more TOML lines for the config file (e.g. "[model]\nmembers = 3").
 # Usage: scripts/vic.sh [path/to/energy] (default: $CARGO_TARGET_DIR/debug/energy, or
 # target/debug/energy). Reads ../shared/realdata in place (or $ENERGY_REALDATA).
 set -euo pipefail
