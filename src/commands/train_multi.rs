@@ -152,6 +152,10 @@ struct MultiSummary<'a> {
     source: SourceKind,
     region_input: RegionInput,
     protocol: features::Protocol,
+    /// Hours between the day-ahead training windows' origins (`[model] day_ahead_stride`);
+    /// absent for next-24h.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    day_ahead_stride: Option<usize>,
     context: usize,
     horizon: usize,
     data_range: DateRange,
@@ -335,6 +339,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         source,
         region_input: args.region_input,
         protocol: spec.protocol,
+        day_ahead_stride: (spec.protocol == features::Protocol::DayAhead).then_some(day_ahead_every),
         context: spec.context,
         horizon: spec.horizon,
         data_range: range,
@@ -564,6 +569,11 @@ fn print_summary(s: &MultiSummary) {
         s.horizon,
         s.region_input
     );
+    if let Some(every) = s.day_ahead_stride.filter(|every| *every < 24) {
+        println!(
+            "day-ahead training origins every {every} h (validation and test keep 10:00; `[model] day_ahead_stride`)"
+        );
+    }
     train::print_training(s.training, s.parameters, s.featurize_seconds, s.total_seconds);
     train::print_refit_and_boosted(s.refit.as_ref(), s.boosted_trees, s.boosted_seconds);
     println!("test split, one forecast per day, MAPE % by region:");

@@ -223,4 +223,14 @@ fn a_short_day_ahead_run_trains_on_more_origins_and_scores_the_same_days() {
     let forecast = json(&out);
     assert_eq!(forecast["protocol"], "day-ahead");
     assert_eq!(forecast["rows"].as_array().unwrap().len(), 24);
+    // one model for two regions follows the same rule
+    let out = energy(&store)
+        .args(["train", "--collect", "--region", "SYN1", "--region", "SYN2", "--start", "2025-03-01", "--end"])
+        .args(["2025-04-15", "--protocol", "day-ahead", "--epochs", "1", "--context", "48", "--json", "-q"])
+        .arg("--model-dir")
+        .arg(dir.path().join("two"))
+        .output()
+        .unwrap();
+    let two = json(&out);
+    assert_eq!(two["day_ahead_stride"], 3, "{two}");
 }
