@@ -320,7 +320,7 @@ impl DayAheadStride {
     pub fn hours(self, train_hours: usize) -> usize {
         match self {
             Self::Auto if train_hours < FEW_DAY_AHEAD_DAYS * 24 => SHORT_DAY_AHEAD_STRIDE,
-            Self::Auto => 24,
+            Self::Auto => crate::features::windows::HOURS_PER_DAY,
             Self::Hours(hours) => hours,
         }
     }
@@ -470,7 +470,7 @@ impl Config {
         check(
             match self.model.day_ahead_stride {
                 DayAheadStride::Auto => true,
-                DayAheadStride::Hours(hours) => hours >= 1 && 24_usize.is_multiple_of(hours),
+                DayAheadStride::Hours(hours) => crate::features::windows::divides_a_day(hours),
             },
             "model.day_ahead_stride",
             "must be \"auto\" or divide 24 (1, 2, 3, 4, 6, 8, 12 or 24)",

@@ -328,16 +328,20 @@ pub(crate) fn print_scores(scores: &[Scores]) {
             s.name, s.hours, s.mape_percent, s.mae, s.mase, s.pinball, coverage
         );
     }
-    for s in scores.iter().filter(|s| !s.coverage_by_lead.is_empty()) {
-        // one figure per lead hour, in groups of six
-        let leads: Vec<String> = s.coverage_by_lead.iter().map(|c| format!("{:.0}", 100.0 * c)).collect();
+    // one figure per lead hour, in groups of six
+    let by_lead = |name: &str, what: &str, leads: Vec<String>| {
         let groups: Vec<String> = leads.chunks(6).map(|g| g.join(" ")).collect();
-        println!("{} p10-p90 coverage % by lead hour 1..{}: {}", s.name, leads.len(), groups.join(" | "));
+        println!("{name} {what} by lead hour 1..{}: {}", leads.len(), groups.join(" | "));
+    };
+    for s in scores.iter().filter(|s| !s.coverage_by_lead.is_empty()) {
+        by_lead(
+            &s.name,
+            "p10-p90 coverage %",
+            s.coverage_by_lead.iter().map(|c| format!("{:.0}", 100.0 * c)).collect(),
+        );
     }
     for s in scores.iter().filter(|s| s.name == crate::eval::backtest::MODEL && !s.mape_by_lead.is_empty()) {
-        let leads: Vec<String> = s.mape_by_lead.iter().map(|m| format!("{m:.2}")).collect();
-        let groups: Vec<String> = leads.chunks(6).map(|g| g.join(" ")).collect();
-        println!("{} MAPE % by lead hour 1..{}: {}", s.name, leads.len(), groups.join(" | "));
+        by_lead(&s.name, "MAPE %", s.mape_by_lead.iter().map(|m| format!("{m:.2}")).collect());
     }
 }
 

@@ -683,6 +683,16 @@ pub(super) fn print_refit_and_boosted(refit: Option<&RefitSummary>, boosted_tree
     println!("boosted-trees baseline: {boosted_trees} trees fitted in {boosted_seconds:.1} s");
 }
 
+/// The day-ahead training origins' stride, when it adds origins to the one at 10:00.
+pub(super) fn print_day_ahead_stride(stride: Option<usize>) {
+    if let Some(every) = stride.filter(|every| *every < features::windows::HOURS_PER_DAY) {
+        println!(
+            "day-ahead training origins every {every} h (the 14-hour gap and 24-hour horizon of the 10:00 origin, which \
+             validation and test keep; `[model] day_ahead_stride`)"
+        );
+    }
+}
+
 fn print_summary(s: &TrainSummary) {
     println!(
         "trained {} on {} .. {} ({} hours, {} imputed)",
@@ -708,12 +718,7 @@ fn print_summary(s: &TrainSummary) {
         s.context,
         s.horizon
     );
-    if let Some(every) = s.day_ahead_stride.filter(|every| *every < 24) {
-        println!(
-            "day-ahead training origins every {every} h (the 14-hour gap and 24-hour horizon of the 10:00 origin, which \
-             validation and test keep; `[model] day_ahead_stride`)"
-        );
-    }
+    print_day_ahead_stride(s.day_ahead_stride);
     print_training(s.training, s.parameters, s.featurize_seconds, s.total_seconds);
     print_refit_and_boosted(s.refit.as_ref(), s.boosted_trees, s.boosted_seconds);
     match s.interval_calibration {

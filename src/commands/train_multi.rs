@@ -569,11 +569,7 @@ fn print_summary(s: &MultiSummary) {
         s.horizon,
         s.region_input
     );
-    if let Some(every) = s.day_ahead_stride.filter(|every| *every < 24) {
-        println!(
-            "day-ahead training origins every {every} h (validation and test keep 10:00; `[model] day_ahead_stride`)"
-        );
-    }
+    train::print_day_ahead_stride(s.day_ahead_stride);
     train::print_training(s.training, s.parameters, s.featurize_seconds, s.total_seconds);
     train::print_refit_and_boosted(s.refit.as_ref(), s.boosted_trees, s.boosted_seconds);
     println!("test split, one forecast per day, MAPE % by region:");

@@ -43,6 +43,13 @@ use std::ops::Range;
 pub const DAY_AHEAD_GAP: usize = 14;
 /// Interval-end local hour of a day-ahead origin.
 pub const DAY_AHEAD_ISSUE_HOUR: u32 = 10;
+/// Hours in a day: the day-ahead origin stride that keeps only the scored 10:00 origin.
+pub const HOURS_PER_DAY: usize = 24;
+
+/// Is `hours` a valid stride of day-ahead training origins (a divisor of 24)?
+pub fn divides_a_day(hours: usize) -> bool {
+    hours >= 1 && HOURS_PER_DAY.is_multiple_of(hours)
+}
 /// Name of the observed-indicator feature.
 pub const OBSERVED_INDICATOR: &str = "observed";
 /// The issue-time seasonal naives of every position, with their base lags in hours.
@@ -186,9 +193,6 @@ pub fn make_windows(
     make_training_windows(table, scaler, spec, target_rows, HOURS_PER_DAY)
 }
 
-/// Hours in a day: the day-ahead origin stride that keeps only the scored 10:00 origin.
-pub const HOURS_PER_DAY: usize = 24;
-
 /// [`make_windows`], with the day-ahead protocol's origins every `day_ahead_every` hours
 /// (a divisor of 24) counted from 10:00 local, each with the same 14-hour gap and 24-hour
 /// horizon: the model learns the same leads from more windows (24 keeps the one 10:00 origin a
@@ -201,7 +205,7 @@ pub fn make_training_windows(
     day_ahead_every: usize,
 ) -> Result<Windows, FeatureError> {
     spec.check()?;
-    if day_ahead_every == 0 || !HOURS_PER_DAY.is_multiple_of(day_ahead_every) {
+    if !divides_a_day(day_ahead_every) {
         return Err(FeatureError::Window(format!(
             "day-ahead origins every {day_ahead_every} hours: the stride must divide 24"
         )));
