@@ -4,16 +4,18 @@
 # seasonal naives, the boosted-trees baseline and the noise floor, p10-p90 test coverage, and
 # training time.
 # Usage: scripts/quality.sh [path/to/energy] (default: target/debug/energy, or
-# $CARGO_TARGET_DIR/debug/energy); QUALITY_WINDOWS="START:END ..." runs other windows.
+# $CARGO_TARGET_DIR/debug/energy); QUALITY_WINDOWS="START:END ..." runs other windows;
+# QUALITY_CONFIG sets TOML lines for a config file (e.g. "[model]\nbase = \"regression\"").
 set -euo pipefail
 energy="${1:-${CARGO_TARGET_DIR:-target}/debug/energy}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+printf '%b\n' "${QUALITY_CONFIG:-}" > "$work/energy.toml"
 printf '%-25s %8s %9s %10s %8s %7s %9s %8s\n' window model naive24 naive168 boosted floor coverage seconds
 for window in ${QUALITY_WINDOWS:-2025-06-04:2025-11-30 2025-10-03:2026-03-31 2026-03-05:2026-08-31}; do
   start=${window%%:*}
   end=${window##*:}
-  "$energy" --store "$work/store-$start" train --collect --start "$start" --end "$end" \
+  "$energy" --config "$work/energy.toml" --store "$work/store-$start" train --collect --start "$start" --end "$end" \
     --model-dir "$work/model-$start" --json -q > "$work/$start.json"
   python3 - "$work/$start.json" "$start..$end" <<'PY'
 import json, sys

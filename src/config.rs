@@ -275,6 +275,11 @@ pub struct ModelConfig {
     /// with the same 14-hour gap and 24-hour horizon, so the model learns the same leads from
     /// more windows). Validation and test windows keep the 10:00 origin.
     pub day_ahead_stride: DayAheadStride,
+    /// What the model's forecast corrects: `regression` (the default: a calendar-and-weather
+    /// regression fitted on the training split, corrected by its error at the origin and mixed
+    /// with the week-back naive, [`crate::features::base`]) or `week` (the issue-time week-back
+    /// naive of each hour).
+    pub base: crate::features::base::BaseKind,
     /// Epochs of the refit that follows training: once validation has chosen the epoch and
     /// calibrated the intervals, the model trains this much longer on the training and
     /// validation windows together, so that it has seen the latest weeks before the test (or
@@ -389,6 +394,7 @@ impl Default for ModelConfig {
             activation: crate::model::transformer::Activation::Gelu,
             train_stride: DEFAULT_TRAIN_STRIDE,
             day_ahead_stride: DayAheadStride::Auto,
+            base: crate::features::base::BaseKind::Regression,
             refit_epochs: DEFAULT_REFIT_EPOCHS,
             day_of_year: DayOfYear::Auto,
             min_steps: DEFAULT_MIN_STEPS,

@@ -6,6 +6,7 @@ use super::{BadInput, Context, collect, train_multi};
 use crate::cli::{Parallelism, TrainArgs};
 use crate::config::SplitConfig;
 use crate::eval::{self, BacktestSetup, BoostedTrees, IntervalCalibration, Scores};
+use crate::features::base::RegressionBase;
 use crate::features::{self, FeatureConfig, Protocol, Scaler, WindowSpec};
 use crate::ingest::SeriesId;
 use crate::ingest::SourceKind;
@@ -60,6 +61,10 @@ struct TrainSummary<'a> {
     /// absent for next-24h.
     #[serde(skip_serializing_if = "Option::is_none")]
     day_ahead_stride: Option<usize>,
+    /// The regression base the model corrects (`[model] base = "regression"`); absent: the
+    /// week-back naive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    regression_base: Option<&'a RegressionBase>,
     context: usize,
     horizon: usize,
     /// Whether the horizon's weather is as issued (forecasts stored as `KIND_DN`) rather than
@@ -166,7 +171,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         feature_config.day_of_year = false;
         table.drop_day_of_year();
     }
-    let scaler = Scaler::fit_table(&table, splits.train.clone())?;
+    let scaler = Scaler::fit_model(&table, splits.train.clone(), model_config.base)?;
     let day_ahead_every = model_config.day_ahead_stride.hours(splits.train.len());
     let train_windows = features::make_training_windows(&table, &scaler, &spec, splits.train.clone(), day_ahead_every)?;
     let validation_windows = features::make_windows(
@@ -304,6 +309,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         train_days,
         protocol: spec.protocol,
         day_ahead_stride: (spec.protocol == Protocol::DayAhead).then_some(day_ahead_every),
+        regression_base: meta.scaler.base.as_ref(),
         context: spec.context,
         horizon: spec.horizon,
         as_issued_weather: uses_issued_weather,
@@ -693,6 +699,18 @@ pub(super) fn print_day_ahead_stride(stride: Option<usize>) {
     }
 }
 
+/// What the model's forecast corrects, when it is not the week-back naive.
+pub(super) fn print_base(base: Option<&RegressionBase>) {
+    if let Some(base) = base {
+        let inputs = if base.inputs.is_empty() { String::new() } else { format!(" and {}", base.inputs.join(", ")) };
+        println!(
+            "base: regression on the calendar{inputs}, fitted on {} training hours (rms error {:.3} of the load's s.d., \
+             persistence {:.2} per hour), mixed with last week's value (`[model] base`)",
+            base.rows, base.rmse, base.phi
+        );
+    }
+}
+
 fn print_summary(s: &TrainSummary) {
     println!(
         "trained {} on {} .. {} ({} hours, {} imputed)",
@@ -719,6 +737,7 @@ fn print_summary(s: &TrainSummary) {
         s.horizon
     );
     print_day_ahead_stride(s.day_ahead_stride);
+    print_base(s.regression_base);
     print_training(s.training, s.parameters, s.featurize_seconds, s.total_seconds);
     print_refit_and_boosted(s.refit.as_ref(), s.boosted_trees, s.boosted_seconds);
     match s.interval_calibration {

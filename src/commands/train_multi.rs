@@ -24,6 +24,7 @@ use super::{BadInput, Context, train};
 use crate::cli::{SelectArgs, TrainArgs};
 use crate::config::SplitConfig;
 use crate::eval::{self, BacktestSetup, BoostedTrees, IntervalCalibration, Scores};
+use crate::features::base::BaseKind;
 use crate::features::multi::{self, RegionBlock, RegionInput};
 use crate::features::{self, FeatureConfig, FeatureTable, Scaler, WindowSpec, Windows};
 use crate::ingest::{SeriesId, SourceKind};
@@ -143,6 +144,10 @@ struct RegionSummary<'a> {
     series: String,
     rows: usize,
     windows: WindowCounts,
+    /// The region's regression base (`[model] base = "regression"`), fitted on its training
+    /// split; absent: the week-back naive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    regression_base: Option<&'a features::base::RegressionBase>,
     test_scores: &'a [Scores],
 }
 
@@ -223,7 +228,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
             region,
             (load, exogenous),
             range,
-            (&spec, day_ahead_every),
+            (&spec, day_ahead_every, model_config.base),
             &feature_config,
         )?);
     }
@@ -356,6 +361,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
             .map(|(s, r)| RegionSummary {
                 region: &r.region,
                 series: s.load.to_string(),
+                regression_base: s.scaler.base.as_ref(),
                 rows: s.table.len(),
                 windows: WindowCounts {
                     train: s.train.count,
@@ -425,7 +431,7 @@ fn region_data(
     region: &str,
     (load, exogenous): (SeriesId, Vec<SeriesId>),
     range: DateRange,
-    (spec, day_ahead_every): (&WindowSpec, usize),
+    (spec, day_ahead_every, base): (&WindowSpec, usize, BaseKind),
     feature_config: &FeatureConfig,
 ) -> Result<RegionData> {
     let source = args.select.source();
@@ -434,7 +440,7 @@ fn region_data(
     let table = modeling::build_features(context, &load, &exogenous, range, feature_config).map_err(in_region)?;
     let splits = features::split(table.len(), &context.config.split, spec.positions())
         .map_err(|e| BadInput(format!("region {region}: {e} (collect more days or shorten --context)")))?;
-    let scaler = Scaler::fit_table(&table, splits.train.clone())
+    let scaler = Scaler::fit_model(&table, splits.train.clone(), base)
         .map_err(|e| anyhow::Error::new(e).context(format!("region {region}")))?;
     let train = features::make_training_windows(&table, &scaler, spec, splits.train.clone(), day_ahead_every)?;
     let validation = features::make_windows(
@@ -570,6 +576,12 @@ fn print_summary(s: &MultiSummary) {
         s.region_input
     );
     train::print_day_ahead_stride(s.day_ahead_stride);
+    for region in &s.regions {
+        if region.regression_base.is_some() {
+            print!("{}: ", region.region);
+            train::print_base(region.regression_base);
+        }
+    }
     train::print_training(s.training, s.parameters, s.featurize_seconds, s.total_seconds);
     train::print_refit_and_boosted(s.refit.as_ref(), s.boosted_trees, s.boosted_seconds);
     println!("test split, one forecast per day, MAPE % by region:");
@@ -694,7 +706,9 @@ pub(crate) fn fit_zero_shot(context: &Context, meta: &mut ModelMeta, until_us: i
     if table.len() < ZERO_SHOT_MIN_HOURS {
         return Err(too_little().into());
     }
-    let scaler = Scaler::fit_table(&table, 0..table.len())?;
+    // the same base as the trained regions, fitted on this region's history
+    let base = if meta.scaler.base.is_some() { BaseKind::Regression } else { BaseKind::Week };
+    let scaler = Scaler::fit_model(&table, 0..table.len(), base)?;
     if scaler.columns != meta.scaler.columns {
         return Err(BadInput(format!(
             "zero-shot region {} has other features than the model's regions ({} instead of {})",

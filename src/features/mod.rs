@@ -6,6 +6,7 @@
 //! - [`calendar`]: local-time calendar columns (DST-correct) and US federal holidays.
 //! - [`lags`]: lags and past-only rolling statistics of the cleaned value.
 //! - [`scaler`]: per-column standardisation fit on training rows only.
+//! - [`base`]: the regression base the model may correct instead of the week-back naive.
 //! - [`split`]: chronological train / validation / test row ranges.
 //! - [`windows`]: model inputs and targets (next-24h and day-ahead protocols), built with rayon.
 //! - [`multi`]: windows of several series for one model (region block, concatenation).
@@ -14,6 +15,7 @@
 //! One row per hour of the complete UTC grid (interval-end timestamps); no row is ever dropped.
 //! Calendar columns describe the local hour the interval *starts* in (hour 0 is 00:00–01:00
 //! local), so a local day's 23, 24 or 25 rows share its date, weekday and holiday flag.
+pub mod base;
 pub mod calendar;
 pub mod clean;
 pub mod lags;

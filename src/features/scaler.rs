@@ -1,5 +1,5 @@
 //! Per-column standardisation, fit on the training rows only (it goes into the model
-//! checkpoint as JSON).
+//! checkpoint as JSON), with the regression base when one is used ([`super::base`]).
 //!
 //! Columns already in [-1, 1] pass through unscaled: the calendar sin/cos columns and the 0/1
 //! `weekend` and `holiday` flags ([`PASS_THROUGH`]). [`Scaler::transform`] and
@@ -19,6 +19,10 @@ pub struct Scaler {
     pub columns: Vec<String>,
     pub mean: Vec<f64>,
     pub std: Vec<f64>,
+    /// The regression base fitted on the same training rows (`[model] base = "regression"`,
+    /// [`super::base`]); none: the base is the week-back naive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<super::base::RegressionBase>,
 }
 
 /// Does `column` need scaling (is it not a pass-through column)?
@@ -50,7 +54,7 @@ impl Scaler {
                 table.len()
             )));
         }
-        let mut scaler = Scaler { columns: Vec::new(), mean: Vec::new(), std: Vec::new() };
+        let mut scaler = Scaler { columns: Vec::new(), mean: Vec::new(), std: Vec::new(), base: None };
         for name in columns {
             let name = name.as_ref();
             let values = table.column(name)?;
@@ -68,6 +72,20 @@ impl Scaler {
             scaler.columns.push(name.to_string());
             scaler.mean.push(mean);
             scaler.std.push(var.sqrt().max(STD_FLOOR));
+        }
+        Ok(scaler)
+    }
+
+    /// Fit on [`columns_to_scale`] of the table, and the regression base on the same rows when
+    /// `base` asks for it.
+    pub fn fit_model(
+        table: &FeatureTable,
+        rows: Range<usize>,
+        base: super::base::BaseKind,
+    ) -> Result<Self, FeatureError> {
+        let mut scaler = Self::fit_table(table, rows.clone())?;
+        if base == super::base::BaseKind::Regression {
+            scaler.base = Some(super::windows::fit_base(table, &scaler, rows)?);
         }
         Ok(scaler)
     }

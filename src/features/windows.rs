@@ -30,11 +30,12 @@
 //! Windows are not made when they need rows outside the table, or when an input is NaN (the
 //! first 168 rows have no `lag_168`, no `roll168_*`). Windows with a target whose stored value
 //! was missing, out of bounds or an outlier are skipped and counted in `skipped_imputed`.
+use super::base::{RegressionBase, RowCalendar};
 use super::calendar::calendar_frame;
 use super::scaler::needs_scaling;
 use super::{CALENDAR_COLUMNS, COL_VALUE, FLAGS_IMPUTED, FeatureError, FeatureTable, Scaler};
 use crate::time::{HOUR_US, from_us};
-use chrono::Timelike;
+use chrono::{Datelike, Timelike};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -112,9 +113,10 @@ pub struct Windows {
     pub inputs: Vec<f32>,
     /// `[count, horizon]`, scaled with the scaler's `value` statistics.
     pub targets: Vec<f32>,
-    /// `[count, horizon]`: the issue-time week-back naive of each target hour (scaled, the
-    /// `naive_week` feature at its position). The model learns `targets − bases` and adds the
-    /// base back ([`Windows::residual_targets`]), so a level it never saw in training (a season
+    /// `[count, horizon]`: the base of each target hour (scaled): the issue-time week-back naive
+    /// (the `naive_week` feature at its position), or, when the scaler carries one, the
+    /// regression base ([`super::base`]). The model learns `targets − bases` and adds the base
+    /// back ([`Windows::residual_targets`]), so a level it never saw in training (a season
     /// outside the training split) comes from the data, not from extrapolation.
     pub bases: Vec<f32>,
     /// Table row of the origin (the last observed hour) of each window.
@@ -307,6 +309,55 @@ struct Features {
     /// The known columns that are not calendar columns (weather, …): each also appears at the
     /// hours of the two naives.
     exogenous: Vec<usize>,
+    /// The scaler's regression base with each row's calendar and the known columns of its
+    /// inputs; none: the base is the week-back naive.
+    base: Option<FittedBase>,
+}
+
+struct FittedBase {
+    regression: RegressionBase,
+    calendar: Vec<RowCalendar>,
+    inputs: Vec<usize>,
+}
+
+/// Fit the regression base ([`super::base`]) on `rows` of the table, with the inputs scaled by
+/// `scaler`: every exogenous known column (weather, …) gets a piecewise-linear response.
+pub fn fit_base(table: &FeatureTable, scaler: &Scaler, rows: Range<usize>) -> Result<RegressionBase, FeatureError> {
+    if rows.end > table.len() || rows.start >= rows.end {
+        return Err(FeatureError::Window(format!(
+            "cannot fit the regression base on rows {}..{} of a table of {} rows",
+            rows.start,
+            rows.end,
+            table.len()
+        )));
+    }
+    let plain = Scaler { base: None, ..scaler.clone() };
+    let features = Features::new(table, &plain, 0)?;
+    let calendar = row_calendar(table, &features.known, 0);
+    let names: Vec<String> = features.exogenous.iter().map(|&k| table.known_columns[k].clone()).collect();
+    let inputs: Vec<&[f32]> = features.exogenous.iter().map(|&k| features.known[k].as_slice()).collect();
+    RegressionBase::fit(&calendar, &features.value, &names, &inputs, rows)
+}
+
+/// Each row's calendar (local time of the hour's start), `extra_rows` hours past the table's
+/// end included; the holiday flag comes from the (extended) known `holiday` column.
+fn row_calendar(table: &FeatureTable, known: &[Vec<f32>], extra_rows: usize) -> Vec<RowCalendar> {
+    let holiday = table.known_columns.iter().position(|c| c == super::COL_HOLIDAY);
+    let last = table.timestamps.last().copied().unwrap_or_default();
+    (0..table.len() + extra_rows)
+        .map(|r| {
+            let end = table.timestamps.get(r).copied().unwrap_or_else(|| last + (r + 1 - table.len()) as i64 * HOUR_US);
+            let local = from_us(end - HOUR_US).with_timezone(&table.zone);
+            let weekday = local.weekday().num_days_from_monday() as usize;
+            let weekend = if weekday >= 5 { 24 } else { 0 };
+            let flag = holiday.map_or(0.0, |k| f64::from(known[k][r]));
+            RowCalendar {
+                hour_slot: local.hour() as usize + weekend,
+                weekday,
+                holiday: if flag.is_finite() { flag } else { 0.0 },
+            }
+        })
+        .collect()
 }
 
 impl Features {
@@ -394,7 +445,32 @@ impl Features {
             .iter()
             .position(|c| c == COL_VALUE)
             .ok_or_else(|| FeatureError::Window(format!("the table has no `{COL_VALUE}` column")))?;
-        Ok(Self { names, observed, known, value, observed_bad, known_bad, value_column, issued, exogenous })
+        let base = match &scaler.base {
+            Some(regression) => {
+                let inputs = regression
+                    .inputs
+                    .iter()
+                    .map(|name| {
+                        exogenous.iter().copied().find(|&k| &table.known_columns[k] == name).ok_or_else(|| {
+                            FeatureError::Window(format!(
+                                "the regression base uses the input `{name}`, which the table does not have"
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if inputs.len() != exogenous.len() {
+                    return Err(FeatureError::Window(format!(
+                        "the regression base was fitted on the inputs [{}], the table has {} exogenous inputs",
+                        regression.inputs.join(", "),
+                        exogenous.len()
+                    )));
+                }
+                let calendar = row_calendar(table, &known, extra_rows);
+                Some(FittedBase { regression: regression.clone(), calendar, inputs })
+            }
+            None => None,
+        };
+        Ok(Self { names, observed, known, value, observed_bad, known_bad, value_column, issued, exogenous, base })
     }
 
     /// Known column `k` at horizon row `row` of the window at `origin`: for a column with
@@ -500,8 +576,18 @@ impl Features {
                 for (slot, value) in target.iter_mut().zip(&self.value[start..start + horizon]) {
                     slot.write(*value);
                 }
-                for (h, slot) in base.iter_mut().enumerate() {
-                    slot.write(self.naive(start + h, o, WEEK_LAG));
+                match &self.base {
+                    Some(fitted) => {
+                        let origin_error = fitted.error_at(self, o);
+                        for (h, slot) in base.iter_mut().enumerate() {
+                            slot.write(fitted.base_at(self, start + h, o, origin_error));
+                        }
+                    }
+                    None => {
+                        for (h, slot) in base.iter_mut().enumerate() {
+                            slot.write(self.naive(start + h, o, WEEK_LAG));
+                        }
+                    }
                 }
             });
         // SAFETY: the first `input_len` and `target_len` elements were all initialised above:
@@ -539,6 +625,29 @@ impl Features {
             origins,
             skipped_imputed,
         }
+    }
+}
+
+impl FittedBase {
+    /// The regression's error at the origin: the (scaled) load there minus the regression with
+    /// the observed inputs; 0 where either is missing.
+    fn error_at(&self, features: &Features, origin: usize) -> f64 {
+        let inputs: Vec<f32> = self.inputs.iter().map(|&k| features.known[k][origin]).collect();
+        let error = f64::from(features.observed[features.value_column][origin])
+            - self.regression.predict(self.calendar[origin], &inputs);
+        if error.is_finite() { error } else { 0.0 }
+    }
+
+    /// The base of target row `row` of the window at `origin`, with the inputs known at the
+    /// origin (as-issued forecasts where the table has them); the week-back naive where the
+    /// regression has no value.
+    fn base_at(&self, features: &Features, row: usize, origin: usize, origin_error: f64) -> f32 {
+        let naive = features.naive(row, origin, WEEK_LAG);
+        let inputs: Vec<f32> =
+            self.inputs.iter().map(|&k| features.known_at(k, row, origin).unwrap_or(features.known[k][row])).collect();
+        let regression = self.regression.predict(self.calendar[row], &inputs);
+        let base = self.regression.base(regression, origin_error, f64::from(naive), row - origin);
+        if base.is_finite() { base as f32 } else { naive }
     }
 }
 
@@ -748,7 +857,6 @@ mod tests {
 
     #[test]
     fn day_ahead_origins_at_10_local_and_targets_from_local_midnight_across_dst() {
-        use chrono::Timelike;
         let (table, scaler) = table();
         let spec = WindowSpec { context: 24, horizon: 24, stride: 1, protocol: Protocol::DayAhead };
         let w = make_windows(table, scaler, &spec, 0..table.len()).unwrap();
@@ -774,7 +882,6 @@ mod tests {
 
     #[test]
     fn day_ahead_training_origins_every_few_hours_keep_the_lead_structure() {
-        use chrono::Timelike;
         let (table, scaler) = table();
         let spec = WindowSpec { context: 24, horizon: 24, stride: 1, protocol: Protocol::DayAhead };
         let daily = make_windows(table, scaler, &spec, 0..table.len()).unwrap();
@@ -872,6 +979,94 @@ mod tests {
         assert_eq!(one.targets, all.targets);
         assert!(window_at(table, scaler, &spec, 100).is_err(), "no lag_168 yet");
         assert!(window_at(table, scaler, &spec, table.len()).is_err());
+    }
+
+    /// `[model] base = "regression"`: the regression is fitted on the training rows only, it
+    /// takes what is known at the origin (the load up to it, the weather as issued), its bases
+    /// are nearer the targets than the week-back naive's, `window_at` (forecast) rebuilds the
+    /// training bases, and the scaler carries it through JSON (a checkpoint without it reads as
+    /// the week-back base).
+    #[test]
+    fn the_regression_base_is_fitted_on_training_rows_and_uses_what_is_known_at_the_origin() {
+        use crate::features::base::BaseKind;
+        let (table, week) = table();
+        let train = 0..1700;
+        let scaler = Scaler::fit_model(table, train.clone(), BaseKind::Regression).unwrap();
+        let fitted = scaler.base.as_ref().unwrap();
+        assert_eq!(fitted.inputs, vec!["temp".to_string()]);
+        assert!(fitted.rows > 1400 && fitted.rows <= 1700, "{}", fitted.rows);
+        assert!(fitted.phi > 0.5 && fitted.phi < 1.0, "φ {}", fitted.phi);
+        // training rows only: another load after them fits the same regression
+        let mut later = table.clone();
+        later.target[1700..].iter_mut().for_each(|v| *v *= 1.3);
+        assert_eq!(Scaler::fit_model(&later, train, BaseKind::Regression).unwrap(), scaler);
+
+        let spec = next24(168, 24);
+        let test = 1800..table.len();
+        let with = make_windows(table, &scaler, &spec, test.clone()).unwrap();
+        let without = make_windows(table, week, &spec, test.clone()).unwrap();
+        assert_eq!((with.origins.clone(), with.inputs.clone()), (without.origins.clone(), without.inputs.clone()));
+        let error = |w: &Windows| w.residual_targets().iter().map(|e| f64::from(e.abs())).sum::<f64>();
+        assert!(
+            error(&with) < 0.9 * error(&without),
+            "regression base error {} against week-back {}",
+            error(&with),
+            error(&without)
+        );
+        // the first hours after the origin are near the load at the origin
+        let first_lead =
+            |w: &Windows| (0..w.count).map(|i| f64::from((w.residual_targets()[i * 24]).abs())).sum::<f64>();
+        assert!(first_lead(&with) < 0.6 * first_lead(&without));
+        // a forecast from the last row builds its bases as training does
+        let o = table.len() - 30;
+        let one = window_at(table, &scaler, &spec, o).unwrap();
+        let all = make_windows(table, &scaler, &spec, o + 1..o + 25).unwrap();
+        assert_eq!((one.bases.clone(), all.origins.clone()), (all.bases.clone(), vec![o]));
+        let last = window_at(table, &scaler, &spec, table.len() - 1).unwrap();
+        assert!(last.bases.iter().all(|b| b.is_finite()));
+
+        let json = serde_json::to_string(&scaler).unwrap();
+        assert_eq!(serde_json::from_str::<Scaler>(&json).unwrap(), scaler);
+        let old = serde_json::to_string(week).unwrap();
+        assert!(!old.contains("base"), "{old}");
+        assert_eq!(serde_json::from_str::<Scaler>(&old).unwrap().base, None);
+        // a table without the regression's input is refused, naming it
+        let mut other = scaler.clone();
+        other.base.as_mut().unwrap().inputs = vec!["humidity".into()];
+        let e = make_windows(table, &other, &spec, test).unwrap_err();
+        assert!(e.to_string().contains("`humidity`"), "{e}");
+    }
+
+    /// With as-issued weather, a regression base window is bit-identical when everything the
+    /// origin could not know changes: the load and observed temperature after it, forecasts
+    /// issued after it.
+    #[test]
+    fn the_regression_base_does_not_see_past_the_origin() {
+        use crate::features::base::BaseKind;
+        let spec = WindowSpec { context: 48, horizon: 24, stride: 24, protocol: Protocol::DayAhead };
+        let table = issued_table(|_, _, v| v);
+        let scaler = Scaler::fit_model(&table, 0..600, BaseKind::Regression).unwrap();
+        let windows = make_windows(&table, &scaler, &spec, 600..table.len()).unwrap();
+        let w = 5;
+        let origin = windows.origins[w];
+        let perturbed = issued_table(|name, k, v| {
+            let issued_after = |days: usize| k > origin + 24 * days;
+            match name {
+                "load" if k > origin => v * 1.2,
+                "temp" if k > origin => v + 7.0,
+                "temp_d1" if issued_after(1) => v - 5.0,
+                "temp_d2" if issued_after(2) => v + 3.0,
+                _ => v,
+            }
+        });
+        let again = make_windows(&perturbed, &scaler, &spec, 600..table.len()).unwrap();
+        let w_again = again.origins.iter().position(|o| *o == origin).unwrap();
+        assert_eq!(windows.bases[w * 24..(w + 1) * 24], again.bases[w_again * 24..(w_again + 1) * 24]);
+        // the forecast issued a day before the first target hour moves its base
+        let row = origin + spec.gap() + 1;
+        let changed = issued_table(|name, k, v| if name == "temp_d1" && k == row { v + 8.0 } else { v });
+        let moved = make_windows(&changed, &scaler, &spec, 600..table.len()).unwrap();
+        assert_ne!(moved.bases[w * 24], windows.bases[w * 24]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The whole chain on a small synthetic range, as the real binary: train → forecast → evaluate.
 use super::cli::energy;
+use predicates::prelude::*;
 
 fn json(output: &std::process::Output) -> serde_json::Value {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -233,4 +234,68 @@ fn a_short_day_ahead_run_trains_on_more_origins_and_scores_the_same_days() {
         .unwrap();
     let two = json(&out);
     assert_eq!(two["day_ahead_stride"], 3, "{two}");
+}
+
+/// The regression base (`[model] base = "regression"`, the default): fitted on the training
+/// split, reported, saved with the model, and `forecast` and `evaluate` rebuild their bases from
+/// the saved one. `base = "week"` keeps the week-back naive; a base the config does not know is
+/// refused, naming the key.
+#[test]
+fn the_regression_base_is_saved_with_the_model_and_used_by_forecast_and_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let model = dir.path().join("model");
+    let config = dir.path().join("energy.toml");
+    let train = |config: Option<&std::path::Path>, model: &std::path::Path| {
+        let mut command = energy(&store);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let out = command
+            .args(["train", "--collect", "--start", "2025-03-01", "--end", "2025-04-15", "--epochs", "1"])
+            .args(["--context", "48", "--json", "-q", "--model-dir"])
+            .arg(model)
+            .output()
+            .unwrap();
+        json(&out)
+    };
+    let regression = train(None, &model);
+    let base = &regression["regression_base"];
+    assert_eq!(base["inputs"].as_array().map(Vec::len), Some(1), "{regression}");
+    let phi = base["phi"].as_f64().unwrap();
+    assert!((0.3..1.0).contains(&phi), "{base}");
+    // fitted on the training split: about 70 % of the 45 days' hours
+    let rows = base["rows"].as_u64().unwrap();
+    assert!((600..=800).contains(&rows), "{base}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["extra"]["scaler"]["base"], *base);
+    std::fs::write(&config, "[model]\nbase = \"week\"\n").unwrap();
+    let week = train(Some(&config), &dir.path().join("week"));
+    assert!(week.get("regression_base").is_none(), "{week}");
+    assert_eq!(week["windows"], regression["windows"]);
+
+    let out = energy(&store).args(["forecast", "--json", "--model-dir"]).arg(&model).output().unwrap();
+    let forecast = json(&out);
+    let rows = forecast["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 24);
+    assert!(rows.iter().all(|r| r["p50"].as_f64().unwrap() > 1000.0), "{forecast}");
+    let out = energy(&store)
+        .args(["evaluate", "--start", "2025-04-05", "--end", "2025-04-15", "--json", "--model-dir"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    let evaluate = json(&out);
+    let model_mape = evaluate["scores"][0]["mape_percent"].as_f64().unwrap();
+    assert!(model_mape > 0.0 && model_mape < 20.0, "{evaluate}");
+
+    std::fs::write(&config, "[model]\nbase = \"monthly\"\n").unwrap();
+    energy(&store)
+        .arg("--config")
+        .arg(&config)
+        .args(["train", "--start", "2025-03-01", "--end", "2025-04-15", "--epochs", "1", "--model-dir"])
+        .arg(dir.path().join("refused"))
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("key `base`").and(predicates::str::contains("monthly")));
 }

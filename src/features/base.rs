@@ -1,0 +1,282 @@
+//! The **regression base**: what the model's forecast is a correction of (`[model] base =
+//! "regression"`, the default; `"week"` keeps the week-back naive, [`super::windows`]).
+//!
+//! The week-back naive carries last week's load noise into every forecast; a model that
+//! corrects it must first undo noise it cannot see. The regression base replaces it with:
+//!
+//! 1. a ridge regression of the scaled load on the hour of the day × weekend (48 one-hots), the
+//!    weekday (7), the holiday flag, and for every exogenous known input (temperature, …) nine
+//!    hinges `max(0, b − x)`, `max(0, x − b)` at scaled values b = −2, −1.5, …, 2 plus `x`
+//!    itself: a piecewise-linear response to the weather. At a horizon hour `x` is the value
+//!    known at the origin (the as-issued forecast where the table holds one);
+//! 2. plus the regression's error at the origin decayed as `φ^lead`, φ being the lag-1
+//!    autocorrelation of the regression's errors on the training rows (the first hours after
+//!    the origin stay close to the current level);
+//! 3. mixed with the week-back naive with the weight `φ^lead` on the regression: far from the
+//!    origin, last week's value of the hour carries what the regression misses.
+//!
+//! So the base at lead ℓ is `a·(r(t) + a·e₀) + (1 − a)·naive_week(t)`, `a = φ^ℓ`, with `r(t)`
+//! the regression at the target hour and `e₀` its error at the origin.
+//!
+//! It is fitted on the training split only (like the [`super::Scaler`], and saved with it in
+//! the checkpoint), so `forecast` and `evaluate` rebuild the very bases the model was trained
+//! on. Measured in the README ("Forecast quality").
+use super::FeatureError;
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+
+/// `[model] base`: what the model's forecast corrects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaseKind {
+    /// The issue-time week-back naive of each target hour (the only base of models saved
+    /// before the regression base: their checkpoints carry none).
+    Week,
+    /// The [`RegressionBase`], fitted on the training split.
+    #[default]
+    Regression,
+}
+
+/// Scaled input values at which the piecewise-linear response bends.
+pub const HINGES: [f64; 9] = [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0];
+/// Hour of the day × weekend one-hots.
+const HOUR_SLOTS: usize = 48;
+const WEEKDAYS: usize = 7;
+/// Columns of the calendar part: hour × weekend, weekday, holiday.
+const CALENDAR_TERMS: usize = HOUR_SLOTS + WEEKDAYS + 1;
+/// Columns per exogenous input: two hinges per knot, and the input itself.
+const TERMS_PER_INPUT: usize = 2 * HINGES.len() + 1;
+/// Ridge penalty per training row (on every coefficient): the one-hot blocks are collinear
+/// (hour × weekend and weekday both sum to one), the penalty picks the smallest solution.
+const RIDGE_PER_ROW: f64 = 1e-6;
+/// Largest φ: the decay must stay a decay.
+const MAX_PHI: f64 = 0.99;
+
+/// The calendar of one row, local time of the hour's start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowCalendar {
+    /// 0..24 for weekdays, 24..48 for Saturday and Sunday.
+    pub hour_slot: usize,
+    /// 0 = Monday.
+    pub weekday: usize,
+    /// 1.0 on a holiday.
+    pub holiday: f64,
+}
+
+/// A fitted regression base (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegressionBase {
+    /// The exogenous known columns with a piecewise-linear response, in design order.
+    pub inputs: Vec<String>,
+    /// Coefficients on the scaled load.
+    pub beta: Vec<f64>,
+    /// Lag-1 autocorrelation of the regression's errors on the training rows, in [0, 0.99].
+    pub phi: f64,
+    /// Training rows the regression was fitted on.
+    pub rows: usize,
+    /// Root-mean-square error of the regression on them (scaled load).
+    pub rmse: f64,
+}
+
+/// Design row: its non-zero entries (index, value).
+fn design(calendar: RowCalendar, inputs: &[f32]) -> Vec<(usize, f64)> {
+    let mut x = Vec::with_capacity(3 + inputs.len() * TERMS_PER_INPUT);
+    x.push((calendar.hour_slot, 1.0));
+    x.push((HOUR_SLOTS + calendar.weekday, 1.0));
+    if calendar.holiday != 0.0 {
+        x.push((HOUR_SLOTS + WEEKDAYS, calendar.holiday));
+    }
+    for (i, value) in inputs.iter().enumerate() {
+        let first = CALENDAR_TERMS + i * TERMS_PER_INPUT;
+        let v = f64::from(*value);
+        for (j, knot) in HINGES.iter().enumerate() {
+            let (below, above) = ((knot - v).max(0.0), (v - knot).max(0.0));
+            if below != 0.0 {
+                x.push((first + 2 * j, below));
+            }
+            if above != 0.0 {
+                x.push((first + 2 * j + 1, above));
+            }
+        }
+        x.push((first + 2 * HINGES.len(), v));
+    }
+    x
+}
+
+impl RegressionBase {
+    /// Number of coefficients for `inputs` exogenous inputs.
+    pub fn dimension(inputs: usize) -> usize {
+        CALENDAR_TERMS + inputs * TERMS_PER_INPUT
+    }
+
+    /// Fit on `rows` of the scaled load `value` with each row's `calendar` and the scaled
+    /// exogenous `inputs` (named `names`, one slice per input, observed values). Rows where the
+    /// load or an input is not finite are left out.
+    pub fn fit(
+        calendar: &[RowCalendar],
+        value: &[f32],
+        names: &[String],
+        inputs: &[&[f32]],
+        rows: Range<usize>,
+    ) -> Result<Self, FeatureError> {
+        let dim = Self::dimension(inputs.len());
+        let mut xtx = vec![0.0; dim * dim];
+        let mut xty = vec![0.0; dim];
+        let mut used = Vec::new();
+        let mut at = vec![0.0f32; inputs.len()];
+        for r in rows.clone() {
+            let y = f64::from(value[r]);
+            at.iter_mut().zip(inputs).for_each(|(slot, column)| *slot = column[r]);
+            if !y.is_finite() || at.iter().any(|v| !v.is_finite()) {
+                continue;
+            }
+            let x = design(calendar[r], &at);
+            for &(i, a) in &x {
+                xty[i] += a * y;
+                for &(j, b) in &x {
+                    xtx[i * dim + j] += a * b;
+                }
+            }
+            used.push(r);
+        }
+        if used.len() < dim {
+            return Err(FeatureError::Window(format!(
+                "the regression base needs at least {dim} training hours with a load and every input, rows {}..{} hold {}",
+                rows.start,
+                rows.end,
+                used.len()
+            )));
+        }
+        for i in 0..dim {
+            xtx[i * dim + i] += RIDGE_PER_ROW * used.len() as f64;
+        }
+        let beta = solve_positive_definite(xtx, xty, dim).ok_or_else(|| {
+            FeatureError::Window("the regression base's normal equations are not positive definite".into())
+        })?;
+        let mut base = Self { inputs: names.to_vec(), beta, phi: 0.0, rows: used.len(), rmse: 0.0 };
+        let errors: Vec<(usize, f64)> = used
+            .iter()
+            .map(|&r| {
+                at.iter_mut().zip(inputs).for_each(|(slot, column)| *slot = column[r]);
+                (r, f64::from(value[r]) - base.predict(calendar[r], &at))
+            })
+            .collect();
+        let (mut lagged, mut squares) = (0.0, 0.0);
+        for pair in errors.windows(2) {
+            if pair[1].0 == pair[0].0 + 1 {
+                lagged += pair[0].1 * pair[1].1;
+                squares += pair[0].1 * pair[0].1;
+            }
+        }
+        base.phi = if squares > 0.0 { (lagged / squares).clamp(0.0, MAX_PHI) } else { 0.0 };
+        base.rmse = (errors.iter().map(|(_, e)| e * e).sum::<f64>() / errors.len() as f64).sqrt();
+        Ok(base)
+    }
+
+    /// The regression at a row with this calendar and these (scaled) input values.
+    pub fn predict(&self, calendar: RowCalendar, inputs: &[f32]) -> f64 {
+        design(calendar, inputs).iter().map(|(i, x)| x * self.beta[*i]).sum()
+    }
+
+    /// The base at `lead` hours after the origin: the regression `regression` at the target
+    /// hour, its `error_at_origin`, and the week-back naive `naive` (all scaled).
+    pub fn base(&self, regression: f64, error_at_origin: f64, naive: f64, lead: usize) -> f64 {
+        let weight = self.phi.powi(i32::try_from(lead).unwrap_or(i32::MAX));
+        weight * (regression + weight * error_at_origin) + (1.0 - weight) * naive
+    }
+}
+
+/// Solve `a x = b` for a symmetric positive definite `a` (`n × n`, row-major) by Cholesky;
+/// `None` when `a` is not positive definite.
+fn solve_positive_definite(mut a: Vec<f64>, mut b: Vec<f64>, n: usize) -> Option<Vec<f64>> {
+    // a = L Lᵀ, L stored in the lower triangle of `a`
+    for j in 0..n {
+        let diagonal = a[j * n + j] - (0..j).map(|k| a[j * n + k] * a[j * n + k]).sum::<f64>();
+        if diagonal <= 0.0 || !diagonal.is_finite() {
+            return None;
+        }
+        let l = diagonal.sqrt();
+        a[j * n + j] = l;
+        for i in j + 1..n {
+            let s = a[i * n + j] - (0..j).map(|k| a[i * n + k] * a[j * n + k]).sum::<f64>();
+            a[i * n + j] = s / l;
+        }
+    }
+    for i in 0..n {
+        b[i] = (b[i] - (0..i).map(|k| a[i * n + k] * b[k]).sum::<f64>()) / a[i * n + i];
+    }
+    for i in (0..n).rev() {
+        b[i] = (b[i] - (i + 1..n).map(|k| a[k * n + i] * b[k]).sum::<f64>()) / a[i * n + i];
+    }
+    Some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cholesky_solves_a_small_system() {
+        // [[4, 2], [2, 3]] x = [2, 1] → x = [0.5, 0]
+        let x = solve_positive_definite(vec![4.0, 2.0, 2.0, 3.0], vec![2.0, 1.0], 2).unwrap();
+        assert!((x[0] - 0.5).abs() < 1e-12 && x[1].abs() < 1e-12, "{x:?}");
+        assert!(solve_positive_definite(vec![1.0, 2.0, 2.0, 1.0], vec![1.0, 1.0], 2).is_none());
+    }
+
+    fn calendar(hours: usize) -> Vec<RowCalendar> {
+        (0..hours)
+            .map(|r| {
+                let weekday = (r / 24) % 7;
+                let hour = r % 24;
+                RowCalendar { hour_slot: hour + if weekday >= 5 { 24 } else { 0 }, weekday, holiday: 0.0 }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn recovers_a_calendar_and_hinge_response_and_the_error_persistence() {
+        let n = 24 * 7 * 30;
+        let calendar = calendar(n);
+        let temp: Vec<f32> = (0..n).map(|r| (1.8 * ((r as f64) / 200.0).sin()) as f32).collect();
+        // AR(1) errors with φ = 0.8, from a fixed pseudo-random sequence
+        let mut state = 7u64;
+        let mut error = 0.0;
+        let value: Vec<f32> = (0..n)
+            .map(|r| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let noise = ((state >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.04;
+                error = 0.8 * error + noise;
+                let shape = (r % 24) as f64 / 24.0 - if calendar[r].weekday >= 5 { 0.3 } else { 0.0 };
+                let t = f64::from(temp[r]);
+                (shape + 0.5 * (t - 0.5).max(0.0) + error) as f32
+            })
+            .collect();
+        let base = RegressionBase::fit(&calendar, &value, &["TEMP".into()], &[&temp], 0..n).unwrap();
+        assert_eq!(base.beta.len(), RegressionBase::dimension(1));
+        assert_eq!(base.rows, n);
+        assert!((base.phi - 0.8).abs() < 0.05, "φ {}", base.phi);
+        // the fitted response matches the truth where the data is: a Saturday 15:00 at 1.0
+        let probe = RowCalendar { hour_slot: 15 + 24, weekday: 5, holiday: 0.0 };
+        let truth = 15.0 / 24.0 - 0.3 + 0.5 * 0.5;
+        assert!((base.predict(probe, &[1.0]) - truth).abs() < 0.03, "{} vs {truth}", base.predict(probe, &[1.0]));
+        // the regression's error is the AR noise: s.d. 0.02/√(3·(1−0.64)) ≈ 0.019
+        assert!(base.rmse < 0.025, "rmse {}", base.rmse);
+        // the mix: at lead 0 the regression plus the whole origin error, far out the naive
+        assert!((base.base(1.0, 0.2, 5.0, 0) - 1.2).abs() < 1e-12);
+        assert!((base.base(1.0, 0.2, 5.0, 10_000) - 5.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn refuses_too_few_rows_and_skips_missing_ones() {
+        let calendar = calendar(100);
+        let value = vec![1.0f32; 100];
+        assert!(RegressionBase::fit(&calendar, &value, &[], &[], 0..40).is_err());
+        let mut with_gaps = vec![1.0f32; 100];
+        with_gaps[10] = f32::NAN;
+        let base = RegressionBase::fit(&calendar, &with_gaps, &[], &[], 0..100).unwrap();
+        assert_eq!(base.rows, 99);
+        let monday_noon = RowCalendar { hour_slot: 12, weekday: 0, holiday: 0.0 };
+        assert!((base.predict(monday_noon, &[]) - 1.0).abs() < 0.01, "{}", base.predict(monday_noon, &[]));
+        assert!((0.0..=MAX_PHI).contains(&base.phi));
+    }
+}
