@@ -14,7 +14,7 @@
 //!   the level and recent shape of the load when the forecast is issued.
 //!
 //! It learns the scaled load itself. Learning the correction of the week-back naive, as the
-//! model does, measured worse for trees (they cannot add the temperature change over the week
+//! model did before its regression base ([`crate::features::base`]), measured worse for trees (they cannot add the temperature change over the week
 //! to a base): on 120 synthetic days the level fit's test MAE was 10 % under the week-back
 //! naive's, the correction fit's 7 % over it.
 use crate::features::windows::OBSERVED_INDICATOR;
