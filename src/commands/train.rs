@@ -171,7 +171,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         feature_config.day_of_year = false;
         table.drop_day_of_year();
     }
-    let scaler = Scaler::fit_model(&table, splits.train.clone(), model_config.base)?;
+    let scaler = Scaler::fit_model(&table, splits.train.clone(), model_config.base, spec.protocol)?;
     let day_ahead_every = model_config.day_ahead_stride.hours(splits.train.len());
     let train_windows = features::make_training_windows(&table, &scaler, &spec, splits.train.clone(), day_ahead_every)?;
     let validation_windows = features::make_windows(
@@ -703,10 +703,16 @@ pub(super) fn print_day_ahead_stride(stride: Option<usize>) {
 pub(super) fn print_base(base: Option<&RegressionBase>) {
     if let Some(base) = base {
         let inputs = if base.inputs.is_empty() { String::new() } else { format!(" and {}", base.inputs.join(", ")) };
+        let correction = if base.leads.is_empty() {
+            format!("plus its error at the origin decayed by {:.2} per hour, mixed with last week's value", base.phi)
+        } else {
+            "plus its recent errors and last week's value, weighted per lead hour as fitted on the training split"
+                .to_string()
+        };
         println!(
-            "base: regression on the calendar{inputs}, fitted on {} training hours (rms error {:.3} of the load's s.d., \
-             persistence {:.2} per hour), mixed with last week's value (`[model] base`)",
-            base.rows, base.rmse, base.phi
+            "base: regression on the calendar{inputs}, fitted on {} training hours (rms error {:.3} of the load's s.d.), \
+             {correction} (`[model] base`)",
+            base.rows, base.rmse
         );
     }
 }

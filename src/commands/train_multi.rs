@@ -440,7 +440,7 @@ fn region_data(
     let table = modeling::build_features(context, &load, &exogenous, range, feature_config).map_err(in_region)?;
     let splits = features::split(table.len(), &context.config.split, spec.positions())
         .map_err(|e| BadInput(format!("region {region}: {e} (collect more days or shorten --context)")))?;
-    let scaler = Scaler::fit_model(&table, splits.train.clone(), base)
+    let scaler = Scaler::fit_model(&table, splits.train.clone(), base, spec.protocol)
         .map_err(|e| anyhow::Error::new(e).context(format!("region {region}")))?;
     let train = features::make_training_windows(&table, &scaler, spec, splits.train.clone(), day_ahead_every)?;
     let validation = features::make_windows(
@@ -708,7 +708,7 @@ pub(crate) fn fit_zero_shot(context: &Context, meta: &mut ModelMeta, until_us: i
     }
     // the same base as the trained regions, fitted on this region's history
     let base = if meta.scaler.base.is_some() { BaseKind::Regression } else { BaseKind::Week };
-    let scaler = Scaler::fit_model(&table, 0..table.len(), base)?;
+    let scaler = Scaler::fit_model(&table, 0..table.len(), base, meta.spec.protocol)?;
     if scaler.columns != meta.scaler.columns {
         return Err(BadInput(format!(
             "zero-shot region {} has other features than the model's regions ({} instead of {})",

@@ -76,6 +76,33 @@ pub struct RegressionBase {
     pub rows: usize,
     /// Root-mean-square error of the regression on them (scaled load).
     pub rmse: f64,
+    /// Per lead 1, 2, … hours: the weights of [`LeadTerms`] in the base, fitted by least
+    /// squares on the training rows; empty: the fixed φ^lead mix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leads: Vec<[f64; LEAD_TERMS]>,
+}
+
+/// Terms of the per-lead correction of the regression: its error at the origin, its mean error
+/// over the 24 and the 168 hours up to the origin, and the week-back naive minus the regression
+/// at the target hour.
+pub const LEAD_TERMS: usize = 4;
+/// Leads the per-lead weights are fitted for; a longer lead uses the last one's.
+pub const FITTED_LEADS: usize = 48;
+
+/// What the base of one target hour is built from (all scaled).
+#[derive(Debug, Clone, Copy)]
+pub struct LeadTerms {
+    pub regression: f64,
+    pub error_at_origin: f64,
+    pub mean_error_day: f64,
+    pub mean_error_week: f64,
+    pub naive: f64,
+}
+
+impl LeadTerms {
+    fn terms(&self) -> [f64; LEAD_TERMS] {
+        [self.error_at_origin, self.mean_error_day, self.mean_error_week, self.naive - self.regression]
+    }
 }
 
 /// Design row: its non-zero entries (index, value).
@@ -153,7 +180,7 @@ impl RegressionBase {
         let beta = solve_positive_definite(xtx, xty, dim).ok_or_else(|| {
             FeatureError::Window("the regression base's normal equations are not positive definite".into())
         })?;
-        let mut base = Self { inputs: names.to_vec(), beta, phi: 0.0, rows: used.len(), rmse: 0.0 };
+        let mut base = Self { inputs: names.to_vec(), beta, phi: 0.0, rows: used.len(), rmse: 0.0, leads: Vec::new() };
         let errors: Vec<(usize, f64)> = used
             .iter()
             .map(|&r| {
@@ -178,11 +205,52 @@ impl RegressionBase {
         design(calendar, inputs).iter().map(|(i, x)| x * self.beta[*i]).sum()
     }
 
-    /// The base at `lead` hours after the origin: the regression `regression` at the target
-    /// hour, its `error_at_origin`, and the week-back naive `naive` (all scaled).
-    pub fn base(&self, regression: f64, error_at_origin: f64, naive: f64, lead: usize) -> f64 {
+    /// The base at `lead` hours after the origin from its terms: with fitted per-lead weights
+    /// `w`, the regression plus `w · terms`; without, `a·(r + a·e₀) + (1 − a)·naive`, `a = φ^lead`.
+    pub fn base(&self, at: LeadTerms, lead: usize) -> f64 {
+        if let Some(weights) = self.leads.get(lead.clamp(1, self.leads.len().max(1)) - 1) {
+            return at.regression + weights.iter().zip(at.terms()).map(|(w, x)| w * x).sum::<f64>();
+        }
         let weight = self.phi.powi(i32::try_from(lead).unwrap_or(i32::MAX));
-        weight * (regression + weight * error_at_origin) + (1.0 - weight) * naive
+        weight * (at.regression + weight * at.error_at_origin) + (1.0 - weight) * at.naive
+    }
+
+    /// Fit the per-lead weights on `samples`: (lead ≥ 1, terms, the load minus the regression
+    /// at the target hour). Leads past [`FITTED_LEADS`] are left out; a lead without enough
+    /// samples keeps the weights of the lead before it (or none, the φ mix, for the first).
+    pub fn fit_leads(&mut self, samples: impl Iterator<Item = (usize, LeadTerms, f64)>) {
+        let n = LEAD_TERMS;
+        let mut normal = vec![(vec![0.0; n * n], vec![0.0; n], 0usize); FITTED_LEADS];
+        for (lead, at, target) in samples {
+            let Some((xtx, xty, count)) = lead.checked_sub(1).and_then(|i| normal.get_mut(i)) else { continue };
+            let x = at.terms();
+            if !target.is_finite() || x.iter().any(|v| !v.is_finite()) {
+                continue;
+            }
+            for i in 0..n {
+                xty[i] += x[i] * target;
+                for j in 0..n {
+                    xtx[i * n + j] += x[i] * x[j];
+                }
+            }
+            *count += 1;
+        }
+        let mut leads: Vec<[f64; LEAD_TERMS]> = Vec::with_capacity(FITTED_LEADS);
+        for (mut xtx, xty, count) in normal {
+            let solved = (count >= 10 * n)
+                .then(|| {
+                    let scale = (0..n).map(|i| xtx[i * n + i]).sum::<f64>() / n as f64;
+                    (0..n).for_each(|i| xtx[i * n + i] += 1e-9 * scale + f64::MIN_POSITIVE);
+                    solve_positive_definite(xtx, xty, n)
+                })
+                .flatten()
+                .and_then(|w| w.try_into().ok());
+            match (solved, leads.last().copied()) {
+                (Some(weights), _) | (None, Some(weights)) => leads.push(weights),
+                (None, None) => break,
+            }
+        }
+        self.leads = leads;
     }
 }
 
@@ -261,9 +329,55 @@ mod tests {
         assert!((base.predict(probe, &[1.0]) - truth).abs() < 0.03, "{} vs {truth}", base.predict(probe, &[1.0]));
         // the regression's error is the AR noise: s.d. 0.02/√(3·(1−0.64)) ≈ 0.019
         assert!(base.rmse < 0.025, "rmse {}", base.rmse);
-        // the mix: at lead 0 the regression plus the whole origin error, far out the naive
-        assert!((base.base(1.0, 0.2, 5.0, 0) - 1.2).abs() < 1e-12);
-        assert!((base.base(1.0, 0.2, 5.0, 10_000) - 5.0).abs() < 1e-9);
+        // the φ mix: at lead 0 the regression plus the whole origin error, far out the naive
+        let at =
+            LeadTerms { regression: 1.0, error_at_origin: 0.2, mean_error_day: 0.0, mean_error_week: 0.0, naive: 5.0 };
+        assert!((base.base(at, 0) - 1.2).abs() < 1e-12);
+        assert!((base.base(at, 10_000) - 5.0).abs() < 1e-9);
+    }
+
+    /// The per-lead weights are the least-squares fit of each lead's samples; a lead without
+    /// enough samples takes the lead before it; the base then applies them.
+    #[test]
+    fn per_lead_weights_are_fitted_by_least_squares() {
+        let mut state = 11u64;
+        let mut draw = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as f64 / (1u64 << 31) as f64 - 0.5
+        };
+        let truth = [[0.9, 0.0, 0.1, 0.0], [0.5, 0.2, 0.1, 0.3]];
+        let mut samples = Vec::new();
+        for lead in 1..=2 {
+            for _ in 0..500 {
+                let at = LeadTerms {
+                    regression: draw(),
+                    error_at_origin: draw(),
+                    mean_error_day: draw(),
+                    mean_error_week: draw(),
+                    naive: draw(),
+                };
+                let target: f64 = truth[lead - 1].iter().zip(at.terms()).map(|(w, x)| w * x).sum();
+                samples.push((lead, at, target));
+            }
+        }
+        // lead 3: too few samples; lead 0 and past FITTED_LEADS: ignored
+        let at =
+            LeadTerms { regression: 0.0, error_at_origin: 1.0, mean_error_day: 0.0, mean_error_week: 0.0, naive: 0.0 };
+        samples.extend([(3, at, 5.0), (0, at, 5.0), (FITTED_LEADS + 1, at, 5.0)]);
+        let mut base = RegressionBase { inputs: vec![], beta: vec![], phi: 0.5, rows: 0, rmse: 0.0, leads: vec![] };
+        base.fit_leads(samples.into_iter());
+        assert_eq!(base.leads.len(), FITTED_LEADS);
+        for (fitted, truth) in base.leads.iter().zip(&truth) {
+            fitted.iter().zip(truth).for_each(|(f, t)| assert!((f - t).abs() < 1e-6, "{fitted:?} against {truth:?}"));
+        }
+        assert_eq!(base.leads[2], base.leads[1]);
+        assert_eq!(base.leads[FITTED_LEADS - 1], base.leads[1]);
+        // regression + weights · terms, and a lead past the fitted ones takes the last weights
+        let probe =
+            LeadTerms { regression: 2.0, error_at_origin: 1.0, mean_error_day: 0.0, mean_error_week: 0.0, naive: 3.0 };
+        assert!((base.base(probe, 1) - (2.0 + 0.9)).abs() < 1e-6);
+        assert!((base.base(probe, 2) - (2.0 + 0.5 + 0.3)).abs() < 1e-6);
+        assert!((base.base(probe, 500) - base.base(probe, 2)).abs() < 1e-12);
     }
 
     #[test]

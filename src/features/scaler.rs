@@ -77,15 +77,16 @@ impl Scaler {
     }
 
     /// Fit on [`columns_to_scale`] of the table, and the regression base on the same rows when
-    /// `base` asks for it.
+    /// `base` asks for it (for windows of `protocol`).
     pub fn fit_model(
         table: &FeatureTable,
         rows: Range<usize>,
         base: super::base::BaseKind,
+        protocol: super::Protocol,
     ) -> Result<Self, FeatureError> {
         let mut scaler = Self::fit_table(table, rows.clone())?;
         if base == super::base::BaseKind::Regression {
-            scaler.base = Some(super::windows::fit_base(table, &scaler, rows)?);
+            scaler.base = Some(super::windows::fit_base(table, &scaler, rows, protocol)?);
         }
         Ok(scaler)
     }

@@ -30,7 +30,7 @@
 //! Windows are not made when they need rows outside the table, or when an input is NaN (the
 //! first 168 rows have no `lag_168`, no `roll168_*`). Windows with a target whose stored value
 //! was missing, out of bounds or an outlier are skipped and counted in `skipped_imputed`.
-use super::base::{RegressionBase, RowCalendar};
+use super::base::{FITTED_LEADS, LeadTerms, RegressionBase, RowCalendar};
 use super::calendar::calendar_frame;
 use super::scaler::needs_scaling;
 use super::{CALENDAR_COLUMNS, COL_VALUE, FLAGS_IMPUTED, FeatureError, FeatureTable, Scaler};
@@ -318,11 +318,45 @@ struct FittedBase {
     regression: RegressionBase,
     calendar: Vec<RowCalendar>,
     inputs: Vec<usize>,
+    /// Prefix sums over the table's rows of the regression's error (the load minus the
+    /// regression with the observed inputs) and of the rows that have one.
+    error_sum: Vec<f64>,
+    error_count: Vec<u32>,
+}
+
+impl FittedBase {
+    fn new(
+        regression: RegressionBase,
+        calendar: Vec<RowCalendar>,
+        inputs: Vec<usize>,
+        (value, known, rows): (&[f32], &[Vec<f32>], usize),
+    ) -> Self {
+        let mut error_sum = Vec::with_capacity(rows + 1);
+        let mut error_count = Vec::with_capacity(rows + 1);
+        error_sum.push(0.0);
+        error_count.push(0u32);
+        let mut at = vec![0.0f32; inputs.len()];
+        for r in 0..rows {
+            at.iter_mut().zip(&inputs).for_each(|(slot, &k)| *slot = known[k][r]);
+            let error = f64::from(value[r]) - regression.predict(calendar[r], &at);
+            let finite = error.is_finite();
+            error_sum.push(error_sum[r] + if finite { error } else { 0.0 });
+            error_count.push(error_count[r] + u32::from(finite));
+        }
+        Self { regression, calendar, inputs, error_sum, error_count }
+    }
 }
 
 /// Fit the regression base ([`super::base`]) on `rows` of the table, with the inputs scaled by
-/// `scaler`: every exogenous known column (weather, …) gets a piecewise-linear response.
-pub fn fit_base(table: &FeatureTable, scaler: &Scaler, rows: Range<usize>) -> Result<RegressionBase, FeatureError> {
+/// `scaler`: every exogenous known column (weather, …) gets a piecewise-linear response. For
+/// the `next-24h` protocol it also fits the per-lead weights of its terms; `day-ahead` keeps
+/// the fixed φ^lead mix, which measured better there (README, "Forecast quality").
+pub fn fit_base(
+    table: &FeatureTable,
+    scaler: &Scaler,
+    rows: Range<usize>,
+    protocol: Protocol,
+) -> Result<RegressionBase, FeatureError> {
     if rows.end > table.len() || rows.start >= rows.end {
         return Err(FeatureError::Window(format!(
             "cannot fit the regression base on rows {}..{} of a table of {} rows",
@@ -336,7 +370,32 @@ pub fn fit_base(table: &FeatureTable, scaler: &Scaler, rows: Range<usize>) -> Re
     let calendar = row_calendar(table, &features.known, 0);
     let names: Vec<String> = features.exogenous.iter().map(|&k| table.known_columns[k].clone()).collect();
     let inputs: Vec<&[f32]> = features.exogenous.iter().map(|&k| features.known[k].as_slice()).collect();
-    RegressionBase::fit(&calendar, &features.value, &names, &inputs, rows)
+    let regression = RegressionBase::fit(&calendar, &features.value, &names, &inputs, rows.clone())?;
+    if protocol == Protocol::DayAhead {
+        return Ok(regression);
+    }
+    // the per-lead weights, from every origin of the rows whose target hour is among them, with
+    // what the window of that origin sees (as-issued inputs at the target hour)
+    let fitted = FittedBase::new(
+        regression,
+        calendar,
+        features.exogenous.clone(),
+        (&features.observed[features.value_column], &features.known, table.len()),
+    );
+    // origins with a week of errors and a week-back naive behind them
+    let samples = (rows.start + WEEK_LAG..rows.end).flat_map(|origin| {
+        let fitted = &fitted;
+        let features = &features;
+        let at_origin = fitted.origin_terms(origin);
+        (1..=FITTED_LEADS).filter(move |lead| origin + lead < rows.end).map(move |lead| {
+            let row = origin + lead;
+            let terms = fitted.terms(features, row, origin, at_origin);
+            (lead, terms, f64::from(features.value[row]) - terms.regression)
+        })
+    });
+    let mut regression = fitted.regression.clone();
+    regression.fit_leads(samples);
+    Ok(regression)
 }
 
 /// Each row's calendar (local time of the hour's start), `extra_rows` hours past the table's
@@ -466,7 +525,12 @@ impl Features {
                     )));
                 }
                 let calendar = row_calendar(table, &known, extra_rows);
-                Some(FittedBase { regression: regression.clone(), calendar, inputs })
+                Some(FittedBase::new(
+                    regression.clone(),
+                    calendar,
+                    inputs,
+                    (&observed[value_column], &known, table.len()),
+                ))
             }
             None => None,
         };
@@ -578,9 +642,9 @@ impl Features {
                 }
                 match &self.base {
                     Some(fitted) => {
-                        let origin_error = fitted.error_at(self, o);
+                        let at_origin = fitted.origin_terms(o);
                         for (h, slot) in base.iter_mut().enumerate() {
-                            slot.write(fitted.base_at(self, start + h, o, origin_error));
+                            slot.write(fitted.base_at(self, start + h, o, at_origin));
                         }
                     }
                     None => {
@@ -629,25 +693,39 @@ impl Features {
 }
 
 impl FittedBase {
-    /// The regression's error at the origin: the (scaled) load there minus the regression with
-    /// the observed inputs; 0 where either is missing.
-    fn error_at(&self, features: &Features, origin: usize) -> f64 {
-        let inputs: Vec<f32> = self.inputs.iter().map(|&k| features.known[k][origin]).collect();
-        let error = f64::from(features.observed[features.value_column][origin])
-            - self.regression.predict(self.calendar[origin], &inputs);
-        if error.is_finite() { error } else { 0.0 }
+    /// The regression's mean error over the `hours` rows up to `origin`; 0 where none has one.
+    fn mean_error(&self, origin: usize, hours: usize) -> f64 {
+        let first = (origin + 1).saturating_sub(hours);
+        let count = self.error_count[origin + 1] - self.error_count[first];
+        if count == 0 { 0.0 } else { (self.error_sum[origin + 1] - self.error_sum[first]) / f64::from(count) }
     }
 
-    /// The base of target row `row` of the window at `origin`, with the inputs known at the
-    /// origin (as-issued forecasts where the table has them); the week-back naive where the
-    /// regression has no value.
-    fn base_at(&self, features: &Features, row: usize, origin: usize, origin_error: f64) -> f32 {
-        let naive = features.naive(row, origin, WEEK_LAG);
+    /// The regression's error at the origin and its mean over the last day and week.
+    fn origin_terms(&self, origin: usize) -> [f64; 3] {
+        let at = self.mean_error(origin, 1);
+        [at, self.mean_error(origin, 24), self.mean_error(origin, WEEK_LAG)]
+    }
+
+    /// What the base of target row `row` of the window at `origin` is built from, with the
+    /// inputs known at the origin (as-issued forecasts where the table has them).
+    fn terms(&self, features: &Features, row: usize, origin: usize, [at, day, week]: [f64; 3]) -> LeadTerms {
         let inputs: Vec<f32> =
             self.inputs.iter().map(|&k| features.known_at(k, row, origin).unwrap_or(features.known[k][row])).collect();
-        let regression = self.regression.predict(self.calendar[row], &inputs);
-        let base = self.regression.base(regression, origin_error, f64::from(naive), row - origin);
-        if base.is_finite() { base as f32 } else { naive }
+        LeadTerms {
+            regression: self.regression.predict(self.calendar[row], &inputs),
+            error_at_origin: at,
+            mean_error_day: day,
+            mean_error_week: week,
+            naive: f64::from(features.naive(row, origin, WEEK_LAG)),
+        }
+    }
+
+    /// The base of target row `row` of the window at `origin`; the week-back naive where the
+    /// regression has no value.
+    fn base_at(&self, features: &Features, row: usize, origin: usize, at_origin: [f64; 3]) -> f32 {
+        let terms = self.terms(features, row, origin, at_origin);
+        let base = self.regression.base(terms, row - origin);
+        if base.is_finite() { base as f32 } else { terms.naive as f32 }
     }
 }
 
@@ -991,7 +1069,7 @@ mod tests {
         use crate::features::base::BaseKind;
         let (table, week) = table();
         let train = 0..1700;
-        let scaler = Scaler::fit_model(table, train.clone(), BaseKind::Regression).unwrap();
+        let scaler = Scaler::fit_model(table, train.clone(), BaseKind::Regression, Protocol::Next24h).unwrap();
         let fitted = scaler.base.as_ref().unwrap();
         assert_eq!(fitted.inputs, vec!["temp".to_string()]);
         assert!(fitted.rows > 1400 && fitted.rows <= 1700, "{}", fitted.rows);
@@ -999,7 +1077,7 @@ mod tests {
         // training rows only: another load after them fits the same regression
         let mut later = table.clone();
         later.target[1700..].iter_mut().for_each(|v| *v *= 1.3);
-        assert_eq!(Scaler::fit_model(&later, train, BaseKind::Regression).unwrap(), scaler);
+        assert_eq!(Scaler::fit_model(&later, train, BaseKind::Regression, Protocol::Next24h).unwrap(), scaler);
 
         let spec = next24(168, 24);
         let test = 1800..table.len();
@@ -1039,34 +1117,47 @@ mod tests {
 
     /// With as-issued weather, a regression base window is bit-identical when everything the
     /// origin could not know changes: the load and observed temperature after it, forecasts
-    /// issued after it.
+    /// issued after it. Both protocols: day-ahead (the φ mix) and next-24h (per-lead weights,
+    /// which also use the regression's mean error over the last day and week).
     #[test]
     fn the_regression_base_does_not_see_past_the_origin() {
-        use crate::features::base::BaseKind;
-        let spec = WindowSpec { context: 48, horizon: 24, stride: 24, protocol: Protocol::DayAhead };
+        use crate::features::base::{BaseKind, FITTED_LEADS};
         let table = issued_table(|_, _, v| v);
-        let scaler = Scaler::fit_model(&table, 0..600, BaseKind::Regression).unwrap();
-        let windows = make_windows(&table, &scaler, &spec, 600..table.len()).unwrap();
-        let w = 5;
-        let origin = windows.origins[w];
-        let perturbed = issued_table(|name, k, v| {
-            let issued_after = |days: usize| k > origin + 24 * days;
-            match name {
-                "load" if k > origin => v * 1.2,
-                "temp" if k > origin => v + 7.0,
-                "temp_d1" if issued_after(1) => v - 5.0,
-                "temp_d2" if issued_after(2) => v + 3.0,
-                _ => v,
-            }
-        });
-        let again = make_windows(&perturbed, &scaler, &spec, 600..table.len()).unwrap();
-        let w_again = again.origins.iter().position(|o| *o == origin).unwrap();
-        assert_eq!(windows.bases[w * 24..(w + 1) * 24], again.bases[w_again * 24..(w_again + 1) * 24]);
-        // the forecast issued a day before the first target hour moves its base
-        let row = origin + spec.gap() + 1;
-        let changed = issued_table(|name, k, v| if name == "temp_d1" && k == row { v + 8.0 } else { v });
-        let moved = make_windows(&changed, &scaler, &spec, 600..table.len()).unwrap();
-        assert_ne!(moved.bases[w * 24], windows.bases[w * 24]);
+        for protocol in [Protocol::DayAhead, Protocol::Next24h] {
+            let spec = WindowSpec { context: 48, horizon: 24, stride: 24, protocol };
+            let scaler = Scaler::fit_model(&table, 0..600, BaseKind::Regression, protocol).unwrap();
+            let leads = scaler.base.as_ref().unwrap().leads.len();
+            assert_eq!(leads, if protocol == Protocol::Next24h { FITTED_LEADS } else { 0 });
+            let windows = make_windows(&table, &scaler, &spec, 600..table.len()).unwrap();
+            let w = 5;
+            let origin = windows.origins[w];
+            let perturbed = issued_table(|name, k, v| {
+                let issued_after = |days: usize| k > origin + 24 * days;
+                match name {
+                    "load" if k > origin => v * 1.2,
+                    "temp" if k > origin => v + 7.0,
+                    "temp_d1" if issued_after(1) => v - 5.0,
+                    "temp_d2" if issued_after(2) => v + 3.0,
+                    _ => v,
+                }
+            });
+            let again = make_windows(&perturbed, &scaler, &spec, 600..table.len()).unwrap();
+            let w_again = again.origins.iter().position(|o| *o == origin).unwrap();
+            assert_eq!(
+                windows.bases[w * 24..(w + 1) * 24],
+                again.bases[w_again * 24..(w_again + 1) * 24],
+                "{protocol:?}"
+            );
+            // the forecast issued a day before the first target hour moves its base, and so
+            // does the load at the origin
+            let row = origin + spec.gap() + 1;
+            let changed = issued_table(|name, k, v| if name == "temp_d1" && k == row { v + 8.0 } else { v });
+            let moved = make_windows(&changed, &scaler, &spec, 600..table.len()).unwrap();
+            assert_ne!(moved.bases[w * 24], windows.bases[w * 24], "{protocol:?}");
+            let changed = issued_table(|name, k, v| if name == "load" && k == origin { v * 1.1 } else { v });
+            let moved = make_windows(&changed, &scaler, &spec, 600..table.len()).unwrap();
+            assert_ne!(moved.bases[w * 24], windows.bases[w * 24], "{protocol:?}");
+        }
     }
 
     #[test]
