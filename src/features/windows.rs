@@ -345,6 +345,41 @@ impl FittedBase {
         }
         Self { regression, calendar, inputs, error_sum, error_count }
     }
+
+    /// The regression's mean error over the `hours` rows up to `origin`; 0 where none has one.
+    fn mean_error(&self, origin: usize, hours: usize) -> f64 {
+        let first = (origin + 1).saturating_sub(hours);
+        let count = self.error_count[origin + 1] - self.error_count[first];
+        if count == 0 { 0.0 } else { (self.error_sum[origin + 1] - self.error_sum[first]) / f64::from(count) }
+    }
+
+    /// The regression's error at the origin and its mean over the last day and week.
+    fn origin_terms(&self, origin: usize) -> [f64; 3] {
+        let at = self.mean_error(origin, 1);
+        [at, self.mean_error(origin, 24), self.mean_error(origin, WEEK_LAG)]
+    }
+
+    /// What the base of target row `row` of the window at `origin` is built from, with the
+    /// inputs known at the origin (as-issued forecasts where the table has them).
+    fn terms(&self, features: &Features, row: usize, origin: usize, [at, day, week]: [f64; 3]) -> LeadTerms {
+        let inputs: Vec<f32> =
+            self.inputs.iter().map(|&k| features.known_at(k, row, origin).unwrap_or(features.known[k][row])).collect();
+        LeadTerms {
+            regression: self.regression.predict(self.calendar[row], &inputs),
+            error_at_origin: at,
+            mean_error_day: day,
+            mean_error_week: week,
+            naive: f64::from(features.naive(row, origin, WEEK_LAG)),
+        }
+    }
+
+    /// The base of target row `row` of the window at `origin`; the week-back naive where the
+    /// regression has no value.
+    fn base_at(&self, features: &Features, row: usize, origin: usize, at_origin: [f64; 3]) -> f32 {
+        let terms = self.terms(features, row, origin, at_origin);
+        let base = self.regression.base(terms, row - origin);
+        if base.is_finite() { base as f32 } else { terms.naive as f32 }
+    }
 }
 
 /// Fit the regression base ([`super::base`]) on `rows` of the table, with the inputs scaled by
@@ -689,43 +724,6 @@ impl Features {
             origins,
             skipped_imputed,
         }
-    }
-}
-
-impl FittedBase {
-    /// The regression's mean error over the `hours` rows up to `origin`; 0 where none has one.
-    fn mean_error(&self, origin: usize, hours: usize) -> f64 {
-        let first = (origin + 1).saturating_sub(hours);
-        let count = self.error_count[origin + 1] - self.error_count[first];
-        if count == 0 { 0.0 } else { (self.error_sum[origin + 1] - self.error_sum[first]) / f64::from(count) }
-    }
-
-    /// The regression's error at the origin and its mean over the last day and week.
-    fn origin_terms(&self, origin: usize) -> [f64; 3] {
-        let at = self.mean_error(origin, 1);
-        [at, self.mean_error(origin, 24), self.mean_error(origin, WEEK_LAG)]
-    }
-
-    /// What the base of target row `row` of the window at `origin` is built from, with the
-    /// inputs known at the origin (as-issued forecasts where the table has them).
-    fn terms(&self, features: &Features, row: usize, origin: usize, [at, day, week]: [f64; 3]) -> LeadTerms {
-        let inputs: Vec<f32> =
-            self.inputs.iter().map(|&k| features.known_at(k, row, origin).unwrap_or(features.known[k][row])).collect();
-        LeadTerms {
-            regression: self.regression.predict(self.calendar[row], &inputs),
-            error_at_origin: at,
-            mean_error_day: day,
-            mean_error_week: week,
-            naive: f64::from(features.naive(row, origin, WEEK_LAG)),
-        }
-    }
-
-    /// The base of target row `row` of the window at `origin`; the week-back naive where the
-    /// regression has no value.
-    fn base_at(&self, features: &Features, row: usize, origin: usize, at_origin: [f64; 3]) -> f32 {
-        let terms = self.terms(features, row, origin, at_origin);
-        let base = self.regression.base(terms, row - origin);
-        if base.is_finite() { base as f32 } else { terms.naive as f32 }
     }
 }
 
