@@ -33,6 +33,8 @@ print("%-6s %8.2f %9.2f %10.2f %8.2f %9.2f %8.2f %8.0f%% %8s" % (
     s["seasonal naive (168 h)"]["mape_percent"], s["boosted trees"]["mape_percent"],
     s["operator day-ahead forecast"]["mape_percent"],
     m["mape_percent"] / s["seasonal naive (24 h)"]["mape_percent"], 100 * m["coverage_p10_p90"], sys.argv[3]))
+b = s.get("regression base (the model's starting point)")
+if b: print("       regression base alone: %.2f" % b["mape_percent"])
 print("       model coverage by lead hour %:", " ".join("%.0f" % (100 * c) for c in m["coverage_by_lead"]))
 PY
 done

@@ -37,6 +37,8 @@ print("%-8s %8.2f %9.2f %10.2f %8.2f %8.0f%% %8s" % (
     sys.argv[2], m["mape_percent"], s["seasonal naive (24 h)"]["mape_percent"],
     s["seasonal naive (168 h)"]["mape_percent"], s["boosted trees"]["mape_percent"],
     100 * m["coverage_p10_p90"], sys.argv[3]))
+b = s.get("regression base (the model's starting point)")
+if b: print("         regression base alone: %.2f" % b["mape_percent"])
 PY
 done
 python3 - "$work/temperature.json" "$work/none.json" <<'PY'

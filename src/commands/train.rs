@@ -703,7 +703,14 @@ pub(super) fn print_day_ahead_stride(stride: Option<usize>) {
 pub(super) fn print_base(base: Option<&RegressionBase>) {
     if let Some(base) = base {
         let inputs = if base.inputs.is_empty() { String::new() } else { format!(" and {}", base.inputs.join(", ")) };
-        let correction = if base.leads.is_empty() {
+        let correction = if let Some(lags) = &base.lags {
+            format!(
+                "then per lead hour a regression of the load's departure from last week's mean on the calendar, \
+                 the regression, its recent errors and the issue-time lags{} ({} origins)",
+                if lags.seasonal { " and the day of the year" } else { "" },
+                lags.samples
+            )
+        } else if base.leads.is_empty() {
             format!("plus its error at the origin decayed by {:.2} per hour, mixed with last week's value", base.phi)
         } else {
             "plus its recent errors and last week's value, weighted per lead hour as fitted on the training split"

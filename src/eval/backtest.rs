@@ -19,6 +19,8 @@ pub const NAIVE_DAY: &str = "seasonal naive (24 h)";
 pub const NAIVE_WEEK: &str = "seasonal naive (168 h)";
 /// Name of the operator forecast's row.
 pub const OPERATOR: &str = "operator day-ahead forecast";
+/// Name of the row of the model's regression base alone (what the network corrects).
+pub const BASE: &str = "regression base (the model's starting point)";
 
 /// The model could not forecast (a shape mismatch or an MLX failure).
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +60,15 @@ pub fn backtest(model: &mut Forecaster, windows: &Windows, setup: &BacktestSetup
         Some(trees) => Some(trees.predict(windows, setup.spec, setup.scaler)?),
         None => None,
     };
-    let others = Others { boosted: boosted.as_deref(), operator: setup.operator };
+    // the regression base alone: what the network's correction is measured against
+    let base: Option<Vec<Vec<f64>>> = setup.scaler.base.as_ref().map(|_| {
+        windows
+            .bases
+            .chunks(windows.horizon)
+            .map(|day| day.iter().map(|v| f64::from(setup.scaler.inverse(features::COL_VALUE, *v))).collect())
+            .collect()
+    });
+    let others = Others { boosted: boosted.as_deref(), operator: setup.operator, base: base.as_deref() };
     Ok(score_windows(setup.table, setup.spec, windows, &forecasts, &others, setup.mase_scale))
 }
 
@@ -69,6 +79,8 @@ pub struct Others<'a> {
     pub boosted: Option<&'a [Vec<f64>]>,
     /// The operator's forecast aligned to the table's rows.
     pub operator: Option<&'a [f64]>,
+    /// The model's regression base alone, `[window][hour]` in MW.
+    pub base: Option<&'a [Vec<f64>]>,
 }
 
 /// The MASE scale of a model: the in-sample MAE of the lag-24 naive forecast over the cleaned
@@ -129,12 +141,16 @@ pub fn score_windows(
     let mut actuals = Vec::new();
     let mut model = Vec::new();
     let (mut naive_day, mut naive_week, mut boosted, mut operator) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut base = Vec::new();
     for (w, &origin) in windows.origins.iter().enumerate() {
         let rows = target_rows(spec, origin);
         naive_day.extend(metrics::seasonal_naive(&observed, origin, rows.clone(), 24));
         naive_week.extend(metrics::seasonal_naive(&observed, origin, rows.clone(), 168));
         if let Some(b) = others.boosted {
             boosted.extend_from_slice(&b[w]);
+        }
+        if let Some(b) = others.base {
+            base.extend_from_slice(&b[w]);
         }
         for (h, row) in rows.enumerate() {
             let real = table.flags[row] & FLAGS_IMPUTED == 0;
@@ -160,6 +176,9 @@ pub fn score_windows(
     }
     if others.operator.is_some() {
         scores.push(points(OPERATOR, &operator));
+    }
+    if others.base.is_some() {
+        scores.push(points(BASE, &base));
     }
     scores
 }
@@ -217,11 +236,13 @@ mod tests {
         let scale = mase_scale(&table, 0..200);
         assert!(scale > 0.0);
         let boosted: Vec<Vec<f64>> = forecasts.iter().map(|w| w.iter().map(|q| q.p50 + 10.0).collect()).collect();
-        let others = Others { boosted: Some(&boosted), operator: Some(&truth) };
+        let base: Vec<Vec<f64>> = forecasts.iter().map(|w| w.iter().map(|q| q.p50 - 5.0).collect()).collect();
+        let others = Others { boosted: Some(&boosted), operator: Some(&truth), base: Some(&base) };
         let scores = score_windows(&table, &spec, &windows, &forecasts, &others, scale);
         let names: Vec<&str> = scores.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, [MODEL, NAIVE_DAY, NAIVE_WEEK, BOOSTED, OPERATOR]);
+        assert_eq!(names, [MODEL, NAIVE_DAY, NAIVE_WEEK, BOOSTED, OPERATOR, BASE]);
         assert!((scores[3].mae - 10.0).abs() < 1e-9);
+        assert!((scores[5].mae - 5.0).abs() < 1e-9);
         // every truth lies inside its ±1 MW interval, at every lead
         assert_eq!(scores[0].coverage_by_lead, vec![1.0; 24]);
         for s in &scores {

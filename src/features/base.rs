@@ -61,6 +61,8 @@ pub struct RowCalendar {
     pub weekday: usize,
     /// 1.0 on a holiday.
     pub holiday: f64,
+    /// Fraction of the year elapsed at the hour (local day of the year / 365.25).
+    pub year_fraction: f64,
 }
 
 /// A fitted regression base (see the module documentation).
@@ -80,6 +82,143 @@ pub struct RegressionBase {
     /// squares on the training rows; empty: the fixed φ^lead mix.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leads: Vec<[f64; LEAD_TERMS]>,
+    /// The day-ahead lag regression; none: the per-lead weights or the φ mix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lags: Option<LagRegression>,
+}
+
+/// Issue-time lags of the [`LagRegression`], all scaled load: the load at the target hour's
+/// 24-, 48-, 168- and 336-hour naives (moved back by whole days until known at the origin),
+/// the load at the origin, its means over the 11 and 24 hours up to the origin, over the same
+/// 11 hours a day earlier, and over the week before the last one.
+pub const LAGS: usize = 9;
+/// Terms of the [`LagRegression`] from the calendar-and-weather regression: the regression at
+/// the target hour minus its mean over the week up to the origin, and its error at the origin
+/// and its mean error over the last 24 hours, each minus its mean error over that week. All
+/// are free of a trend in the load's level, which the regression (fitted on years of a level
+/// that moves) would otherwise carry into the base.
+pub const REGRESSION_TERMS: usize = 3;
+/// Order of the day-of-year Fourier terms of a seasonal [`LagRegression`].
+pub const SEASONAL_ORDER: usize = 3;
+
+/// What the lag regression of one target hour is built from (scaled load).
+#[derive(Debug, Clone, Copy)]
+pub struct LagInputs {
+    pub terms: LeadTerms,
+    /// The mean load of the 168 hours up to the origin: the level everything is relative to.
+    pub level: f64,
+    /// See [`LAGS`]; NaN where the table has none.
+    pub lags: [f64; LAGS],
+    /// The target hour's calendar.
+    pub calendar: RowCalendar,
+}
+
+/// The **day-ahead lag regression**: per lead, a ridge regression of the load's departure from
+/// its level (the mean of the last week) on the target hour's calendar (hour × weekend,
+/// weekday, holiday), the calendar-and-weather regression's terms ([`REGRESSION_TERMS`]), the
+/// issue-time lags' departures ([`LAGS`]), and,
+/// when the training rows hold a whole year, the day of the year (Fourier terms of order
+/// [`SEASONAL_ORDER`]). Fitted on the training rows' day-ahead origins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LagRegression {
+    /// Whether the design holds the day-of-year terms.
+    pub seasonal: bool,
+    /// Per lead 1, 2, …: the coefficients; a lead past the last takes the last one's.
+    pub leads: Vec<Vec<f64>>,
+    /// Samples per lead the fit had (the first lead's).
+    pub samples: usize,
+}
+
+impl LagRegression {
+    /// Columns of the design.
+    pub fn dimension(seasonal: bool) -> usize {
+        CALENDAR_TERMS + REGRESSION_TERMS + LAGS + if seasonal { 2 * SEASONAL_ORDER } else { 0 }
+    }
+
+    /// The design row of `at` (departures from the level; a missing lag counts as the level).
+    pub fn design(seasonal: bool, at: &LagInputs) -> Vec<f64> {
+        let mut x = vec![0.0; Self::dimension(seasonal)];
+        x[at.calendar.hour_slot] = 1.0;
+        x[HOUR_SLOTS + at.calendar.weekday] = 1.0;
+        x[HOUR_SLOTS + WEEKDAYS] = at.calendar.holiday;
+        // the regression's terms, made free of the level's trend: its change from its mean over
+        // the last week, and its errors' departures from their mean over the last week
+        let t = &at.terms;
+        let first = CALENDAR_TERMS;
+        x[first] = t.regression - (at.level - t.mean_error_week);
+        x[first + 1] = t.error_at_origin - t.mean_error_week;
+        x[first + 2] = t.mean_error_day - t.mean_error_week;
+        for (slot, lag) in x[first + REGRESSION_TERMS..].iter_mut().zip(at.lags) {
+            *slot = if lag.is_finite() { lag - at.level } else { 0.0 };
+        }
+        if seasonal {
+            let angle = std::f64::consts::TAU * at.calendar.year_fraction;
+            for k in 0..SEASONAL_ORDER {
+                let a = angle * (k + 1) as f64;
+                x[first + REGRESSION_TERMS + LAGS + 2 * k] = a.sin();
+                x[first + REGRESSION_TERMS + LAGS + 2 * k + 1] = a.cos();
+            }
+        }
+        x
+    }
+
+    /// Fit one coefficient vector per lead 1..=`leads` on `samples` (lead, inputs, load at the
+    /// target hour). A lead with fewer than three samples per column keeps the coefficients of
+    /// the lead before it; `None` when the first lead has too few.
+    pub fn fit(seasonal: bool, leads: usize, samples: impl Iterator<Item = (usize, LagInputs, f64)>) -> Option<Self> {
+        let n = Self::dimension(seasonal);
+        let mut normal = vec![(vec![0.0; n * n], vec![0.0; n], 0usize); leads];
+        for (lead, at, target) in samples {
+            let Some((xtx, xty, count)) = lead.checked_sub(1).and_then(|i| normal.get_mut(i)) else { continue };
+            let y = target - at.level;
+            let x = Self::design(seasonal, &at);
+            if !y.is_finite() || x.iter().any(|v| !v.is_finite()) {
+                continue;
+            }
+            for i in 0..n {
+                if x[i] == 0.0 {
+                    continue;
+                }
+                xty[i] += x[i] * y;
+                for j in i..n {
+                    xtx[i * n + j] += x[i] * x[j];
+                }
+            }
+            *count += 1;
+        }
+        let samples = normal.first().map_or(0, |(_, _, count)| *count);
+        let mut fitted: Vec<Vec<f64>> = Vec::with_capacity(leads);
+        for (mut xtx, xty, count) in normal {
+            let solved = (count >= 3 * n)
+                .then(|| {
+                    for i in 0..n {
+                        for j in 0..i {
+                            xtx[i * n + j] = xtx[j * n + i];
+                        }
+                        xtx[i * n + i] += RIDGE_PER_ROW * count as f64 + f64::MIN_POSITIVE;
+                    }
+                    solve_positive_definite(xtx, xty, n)
+                })
+                .flatten();
+            match (solved, fitted.last().cloned()) {
+                (Some(weights), _) | (None, Some(weights)) => fitted.push(weights),
+                (None, None) => return None,
+            }
+        }
+        Some(Self { seasonal, leads: fitted, samples })
+    }
+
+    /// The base at `lead`: the level plus the fitted departure; `None` where the level is
+    /// unknown.
+    pub fn base(&self, at: &LagInputs, lead: usize) -> Option<f64> {
+        let weights = self.leads.get(lead.clamp(1, self.leads.len().max(1)) - 1)?;
+        if !at.level.is_finite() {
+            return None;
+        }
+        let x = Self::design(self.seasonal, at);
+        let value = at.level + weights.iter().zip(&x).map(|(w, x)| w * x).sum::<f64>();
+        value.is_finite().then_some(value)
+    }
 }
 
 /// Terms of the per-lead correction of the regression: its error at the origin, its mean error
@@ -180,7 +319,8 @@ impl RegressionBase {
         let beta = solve_positive_definite(xtx, xty, dim).ok_or_else(|| {
             FeatureError::Window("the regression base's normal equations are not positive definite".into())
         })?;
-        let mut base = Self { inputs: names.to_vec(), beta, phi: 0.0, rows: used.len(), rmse: 0.0, leads: Vec::new() };
+        let mut base =
+            Self { inputs: names.to_vec(), beta, phi: 0.0, rows: used.len(), rmse: 0.0, leads: Vec::new(), lags: None };
         let errors: Vec<(usize, f64)> = used
             .iter()
             .map(|&r| {
@@ -296,7 +436,12 @@ mod tests {
             .map(|r| {
                 let weekday = (r / 24) % 7;
                 let hour = r % 24;
-                RowCalendar { hour_slot: hour + if weekday >= 5 { 24 } else { 0 }, weekday, holiday: 0.0 }
+                RowCalendar {
+                    hour_slot: hour + if weekday >= 5 { 24 } else { 0 },
+                    weekday,
+                    holiday: 0.0,
+                    year_fraction: (r / 24) as f64 / 365.25,
+                }
             })
             .collect()
     }
@@ -324,7 +469,7 @@ mod tests {
         assert_eq!(base.rows, n);
         assert!((base.phi - 0.8).abs() < 0.05, "φ {}", base.phi);
         // the fitted response matches the truth where the data is: a Saturday 15:00 at 1.0
-        let probe = RowCalendar { hour_slot: 15 + 24, weekday: 5, holiday: 0.0 };
+        let probe = RowCalendar { hour_slot: 15 + 24, weekday: 5, holiday: 0.0, year_fraction: 0.0 };
         let truth = 15.0 / 24.0 - 0.3 + 0.5 * 0.5;
         assert!((base.predict(probe, &[1.0]) - truth).abs() < 0.03, "{} vs {truth}", base.predict(probe, &[1.0]));
         // the regression's error is the AR noise: s.d. 0.02/√(3·(1−0.64)) ≈ 0.019
@@ -364,7 +509,8 @@ mod tests {
         let at =
             LeadTerms { regression: 0.0, error_at_origin: 1.0, mean_error_day: 0.0, mean_error_week: 0.0, naive: 0.0 };
         samples.extend([(3, at, 5.0), (0, at, 5.0), (FITTED_LEADS + 1, at, 5.0)]);
-        let mut base = RegressionBase { inputs: vec![], beta: vec![], phi: 0.5, rows: 0, rmse: 0.0, leads: vec![] };
+        let mut base =
+            RegressionBase { inputs: vec![], beta: vec![], phi: 0.5, rows: 0, rmse: 0.0, leads: vec![], lags: None };
         base.fit_leads(samples.into_iter());
         assert_eq!(base.leads.len(), FITTED_LEADS);
         for (fitted, truth) in base.leads.iter().zip(&truth) {
@@ -380,6 +526,66 @@ mod tests {
         assert!((base.base(probe, 500) - base.base(probe, 2)).abs() < 1e-12);
     }
 
+    /// The lag regression recovers known per-lead coefficients of its design, measures
+    /// everything from the level, counts a missing lag as the level, and gives the next lead's
+    /// coefficients to a lead with too few samples.
+    #[test]
+    fn the_lag_regression_is_fitted_per_lead_on_departures_from_the_level() {
+        let mut state = 5u64;
+        let mut draw = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as f64 / (1u64 << 31) as f64 - 0.5
+        };
+        let dim = LagRegression::dimension(true);
+        let truth: Vec<Vec<f64>> =
+            (0..2).map(|lead| (0..dim).map(|i| ((i * 7 + lead * 3) % 11) as f64 / 10.0 - 0.5).collect()).collect();
+        let mut samples = Vec::new();
+        for lead in 1..=2 {
+            for s in 0..2000 {
+                let weekday = s % 7;
+                let at = LagInputs {
+                    terms: LeadTerms {
+                        regression: draw(),
+                        error_at_origin: draw(),
+                        mean_error_day: draw(),
+                        mean_error_week: draw(),
+                        naive: 0.0,
+                    },
+                    level: 3.0 + draw(),
+                    lags: std::array::from_fn(|_| 3.0 + draw()),
+                    calendar: RowCalendar {
+                        hour_slot: (s / 7) % 24 + if weekday >= 5 { 24 } else { 0 },
+                        weekday,
+                        holiday: f64::from(u8::from(s % 50 == 0)),
+                        year_fraction: (s % 365) as f64 / 365.25,
+                    },
+                };
+                let x = LagRegression::design(true, &at);
+                let target = at.level + truth[lead - 1].iter().zip(&x).map(|(w, x)| w * x).sum::<f64>();
+                samples.push((lead, at, target));
+            }
+        }
+        let fitted = LagRegression::fit(true, 3, samples.iter().copied()).unwrap();
+        assert_eq!((fitted.leads.len(), fitted.samples), (3, 2000));
+        assert_eq!(fitted.leads[2], fitted.leads[1]);
+        // the one-hot blocks are collinear (hour × weekend and weekday both sum to one), so
+        // compare what the fit predicts, not the coefficients
+        for (lead, at, target) in samples.iter().step_by(97) {
+            let got = fitted.base(at, *lead).unwrap();
+            assert!((got - target).abs() < 1e-3, "lead {lead}: {got} against {target}");
+        }
+        // a missing lag counts as the level; an unknown level gives no base
+        let (_, mut at, _) = samples[0];
+        at.lags[0] = at.level;
+        let as_level = fitted.base(&at, 1).unwrap();
+        at.lags[0] = f64::NAN;
+        assert!((fitted.base(&at, 1).unwrap() - as_level).abs() < 1e-12);
+        at.level = f64::NAN;
+        assert!(fitted.base(&at, 1).is_none());
+        // too few samples for the first lead: no regression
+        assert!(LagRegression::fit(true, 2, samples.iter().copied().take(10)).is_none());
+    }
+
     #[test]
     fn refuses_too_few_rows_and_skips_missing_ones() {
         let calendar = calendar(100);
@@ -389,7 +595,7 @@ mod tests {
         with_gaps[10] = f32::NAN;
         let base = RegressionBase::fit(&calendar, &with_gaps, &[], &[], 0..100).unwrap();
         assert_eq!(base.rows, 99);
-        let monday_noon = RowCalendar { hour_slot: 12, weekday: 0, holiday: 0.0 };
+        let monday_noon = RowCalendar { hour_slot: 12, weekday: 0, holiday: 0.0, year_fraction: 0.0 };
         assert!((base.predict(monday_noon, &[]) - 1.0).abs() < 0.01, "{}", base.predict(monday_noon, &[]));
         assert!((0.0..=MAX_PHI).contains(&base.phi));
     }

@@ -92,8 +92,9 @@ fn train_then_forecast_then_evaluate() {
     let evaluate = json(&out);
     assert!(evaluate["forecasts"].as_u64().unwrap() >= 8);
     let scores = evaluate["scores"].as_array().unwrap();
-    assert_eq!(scores.len(), 4);
+    assert_eq!(scores.len(), 5);
     assert_eq!(scores[3]["name"], "boosted trees");
+    assert_eq!(scores[4]["name"], "regression base (the model's starting point)");
     assert_eq!(scores[0]["hours"], evaluate["forecasts"].as_u64().unwrap() * 24);
     assert!(scores[0]["coverage_p10_p90"].as_f64().is_some());
     // the error per lead hour, for the model and every baseline

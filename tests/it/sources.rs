@@ -79,7 +79,14 @@ fn caiso_defaults_come_from_the_source() {
     assert_eq!(train["series"], "caiso:CA ISO-TAC:ACTUAL");
     assert_eq!(
         names(&train["test_scores"]),
-        ["model", "seasonal naive (24 h)", "seasonal naive (168 h)", "boosted trees", "operator day-ahead forecast"]
+        [
+            "model",
+            "seasonal naive (24 h)",
+            "seasonal naive (168 h)",
+            "boosted trees",
+            "operator day-ahead forecast",
+            "regression base (the model's starting point)"
+        ]
     );
     let out = energy(&store).args(["features", "--source", "caiso", "--json"]).output().unwrap();
     assert_eq!(json(&out)["series"], "caiso:CA ISO-TAC:ACTUAL");
@@ -116,7 +123,8 @@ fn a_file_source_scores_its_operator_forecast_and_mase_has_one_scale() {
     // without the flag a file has no operator forecast
     let plain =
         json(&energy(&store).args(train_args(model_arg, &["--source", "file", "--region", "HOME"])).output().unwrap());
-    assert_eq!(names(&plain["test_scores"]).last().unwrap(), "boosted trees");
+    // (the model's regression base is scored last, after the boosted trees)
+    assert_eq!(names(&plain["test_scores"])[3..], ["boosted trees", "regression base (the model's starting point)"]);
     // a kind the store lacks is refused
     energy(&store)
         .args(train_args(model_arg, &["--source", "file", "--region", "HOME", "--operator-kind", "XX"]))
@@ -141,7 +149,7 @@ fn a_file_source_scores_its_operator_forecast_and_mase_has_one_scale() {
             .output()
             .unwrap(),
     );
-    assert_eq!(names(&evaluate["scores"]).last().unwrap(), "operator day-ahead forecast");
+    assert_eq!(names(&evaluate["scores"])[4], "operator day-ahead forecast");
     assert_eq!(evaluate["mase_scale"].as_f64().unwrap(), scale);
     assert_eq!(evaluate["mase_scale_from"], "training split");
     for s in evaluate["scores"].as_array().unwrap() {
@@ -166,7 +174,7 @@ fn a_file_source_scores_its_operator_forecast_and_mase_has_one_scale() {
             .output()
             .unwrap(),
     );
-    assert_eq!(names(&evaluate["scores"]).len(), 4);
+    assert_eq!(names(&evaluate["scores"]).len(), 5);
     assert!(!names(&evaluate["scores"]).iter().any(|n| n == "operator day-ahead forecast"));
 }
 
