@@ -244,7 +244,31 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     let validation_forecasts = eval::predict(&mut model, &validation_windows, &scaler, model_config.batch_size)?;
     let calibration = eval::calibrate_intervals(&table, &spec, &validation_windows, &validation_forecasts);
 
-    // then the model (and the boosted baseline beside it) learns the validation split too
+    // then the model (and the boosted baseline beside it) learns the validation split too; a
+    // day-ahead lag regression base is fitted again on the training and validation rows first
+    let (scaler, refit_windows) = match refit_windows {
+        Some(all) if scaler.base.as_ref().is_some_and(|b| b.lags.is_some()) => {
+            let seen = splits.train.start..splits.validation.end;
+            let refitted = Scaler {
+                base: Some(features::windows::fit_base(&table, &scaler, seen, spec.protocol)?),
+                ..scaler.clone()
+            };
+            let windows = |rows: std::ops::Range<usize>| {
+                features::make_training_windows(&table, &refitted, &spec, rows, day_ahead_every)
+            };
+            let all_again = windows(splits.train.clone())?.concatenated(&windows(splits.validation.clone())?);
+            debug_assert_eq!(all_again.count, all.count);
+            test_windows = features::make_windows(
+                &table,
+                &refitted,
+                &WindowSpec { stride: TEST_STRIDE, ..spec },
+                splits.test.clone(),
+            )?;
+            test_windows.drop_perfect_weather();
+            (refitted, Some(Arc::new(all_again)))
+        }
+        other => (scaler, other),
+    };
     let refit = match &refit_windows {
         Some(all) => Some(refit(context, &mut model, &train_config, model_config.refit_epochs, all)?),
         None => None,
@@ -706,7 +730,8 @@ pub(super) fn print_base(base: Option<&RegressionBase>) {
         let correction = if let Some(lags) = &base.lags {
             format!(
                 "then per lead hour a regression of the load's departure from last week's mean on the calendar, \
-                 the regression, its recent errors and the issue-time lags{} ({} origins)",
+                 the regression, its recent errors and the issue-time lags{} ({} origins; with a refit, both were \
+                 fitted again on the training and validation splits)",
                 if lags.seasonal { " and the day of the year" } else { "" },
                 lags.samples
             )
@@ -717,7 +742,7 @@ pub(super) fn print_base(base: Option<&RegressionBase>) {
                 .to_string()
         };
         println!(
-            "base: regression on the calendar{inputs}, fitted on {} training hours (rms error {:.3} of the load's s.d.), \
+            "base: regression on the calendar{inputs}, fitted on {} hours (rms error {:.3} of the load's s.d.), \
              {correction} (`[model] base`)",
             base.rows, base.rmse
         );

@@ -93,11 +93,15 @@ pub struct RegressionBase {
 /// 11 hours a day earlier, and over the week before the last one.
 pub const LAGS: usize = 9;
 /// Terms of the [`LagRegression`] from the calendar-and-weather regression: the regression at
-/// the target hour minus its mean over the week up to the origin, and its error at the origin
-/// and its mean error over the last 24 hours, each minus its mean error over that week. All
-/// are free of a trend in the load's level, which the regression (fitted on years of a level
-/// that moves) would otherwise carry into the base.
-pub const REGRESSION_TERMS: usize = 3;
+/// the target hour minus its mean over the week up to the origin, and its error at the origin,
+/// its mean error over the last 24 hours and over the last [`LONG_ERROR_HOURS`], each minus
+/// its mean error over the last week. All are free of a trend in the load's level, which the
+/// regression (fitted on years of a level that moves) would otherwise carry into the base; the
+/// last lets the load revert towards the regression as corrected by the last half year.
+pub const REGRESSION_TERMS: usize = 4;
+/// The long window of the regression's mean error: 26 weeks (chosen among 4, 8, 13, 26 and
+/// 52 weeks on validation months of real CISO and PJM load, README "Forecast quality").
+pub const LONG_ERROR_HOURS: usize = 26 * 168;
 /// Order of the day-of-year Fourier terms of a seasonal [`LagRegression`].
 pub const SEASONAL_ORDER: usize = 3;
 
@@ -109,6 +113,9 @@ pub struct LagInputs {
     pub level: f64,
     /// See [`LAGS`]; NaN where the table has none.
     pub lags: [f64; LAGS],
+    /// The calendar-and-weather regression's mean error over the [`LONG_ERROR_HOURS`] up to
+    /// the origin.
+    pub mean_error_long: f64,
     /// The target hour's calendar.
     pub calendar: RowCalendar,
 }
@@ -148,6 +155,7 @@ impl LagRegression {
         x[first] = t.regression - (at.level - t.mean_error_week);
         x[first + 1] = t.error_at_origin - t.mean_error_week;
         x[first + 2] = t.mean_error_day - t.mean_error_week;
+        x[first + 3] = at.mean_error_long - t.mean_error_week;
         for (slot, lag) in x[first + REGRESSION_TERMS..].iter_mut().zip(at.lags) {
             *slot = if lag.is_finite() { lag - at.level } else { 0.0 };
         }
@@ -553,6 +561,7 @@ mod tests {
                     },
                     level: 3.0 + draw(),
                     lags: std::array::from_fn(|_| 3.0 + draw()),
+                    mean_error_long: draw(),
                     calendar: RowCalendar {
                         hour_slot: (s / 7) % 24 + if weekday >= 5 { 24 } else { 0 },
                         weekday,

@@ -30,7 +30,7 @@
 //! Windows are not made when they need rows outside the table, or when an input is NaN (the
 //! first 168 rows have no `lag_168`, no `roll168_*`). Windows with a target whose stored value
 //! was missing, out of bounds or an outlier are skipped and counted in `skipped_imputed`.
-use super::base::{FITTED_LEADS, LagInputs, LagRegression, LeadTerms, RegressionBase, RowCalendar};
+use super::base::{FITTED_LEADS, LONG_ERROR_HOURS, LagInputs, LagRegression, LeadTerms, RegressionBase, RowCalendar};
 use super::calendar::calendar_frame;
 use super::scaler::needs_scaling;
 use super::{CALENDAR_COLUMNS, COL_VALUE, FLAGS_IMPUTED, FeatureError, FeatureTable, Scaler};
@@ -380,7 +380,13 @@ impl FittedBase {
             origin.checked_sub(24).map_or(f64::NAN, |last| self.mean_load(last, 11)),
             origin.checked_sub(WEEK_LAG).map_or(f64::NAN, |last| self.mean_load(last, WEEK_LAG)),
         ];
-        LagInputs { terms, level: self.mean_load(origin, WEEK_LAG), lags, calendar: self.calendar[row] }
+        LagInputs {
+            terms,
+            level: self.mean_load(origin, WEEK_LAG),
+            lags,
+            mean_error_long: self.mean_error(origin, LONG_ERROR_HOURS),
+            calendar: self.calendar[row],
+        }
     }
 
     /// The regression's error at the origin and its mean over the last day and week.

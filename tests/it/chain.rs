@@ -39,7 +39,16 @@ fn train_then_forecast_then_evaluate() {
     assert_eq!(train["training"]["epochs"].as_array().unwrap().len(), 2);
     let names: Vec<&str> =
         train["test_scores"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["model", "seasonal naive (24 h)", "seasonal naive (168 h)", "boosted trees"]);
+    assert_eq!(
+        names,
+        [
+            "model",
+            "seasonal naive (24 h)",
+            "seasonal naive (168 h)",
+            "boosted trees",
+            "regression base (the model's starting point)"
+        ]
+    );
     assert!(model.join("boosted.json").is_file());
     for score in train["test_scores"].as_array().unwrap() {
         assert!(score["mape_percent"].as_f64().unwrap() > 0.0);
