@@ -317,14 +317,15 @@ pub(crate) fn meta_of(extra: serde_json::Value, dir: &Path) -> Result<ModelMeta>
 
 /// A table of scores for the terminal.
 pub(crate) fn print_scores(scores: &[Scores]) {
+    let width = scores.iter().map(|s| s.name.chars().count()).max().unwrap_or(0).max(30);
     println!(
-        "{:<30} {:>7} {:>9} {:>11} {:>7} {:>10} {:>9}",
+        "{:<width$} {:>7} {:>9} {:>11} {:>7} {:>10} {:>9}",
         "forecaster", "hours", "MAPE %", "MAE MW", "MASE", "pinball", "p10-p90"
     );
     for s in scores {
         let coverage = s.coverage_p10_p90.map_or("-".to_string(), |c| format!("{:.0} %", 100.0 * c));
         println!(
-            "{:<30} {:>7} {:>9.2} {:>11.1} {:>7.3} {:>10.1} {:>9}",
+            "{:<width$} {:>7} {:>9.2} {:>11.1} {:>7.3} {:>10.1} {:>9}",
             s.name, s.hours, s.mape_percent, s.mae, s.mase, s.pinball, coverage
         );
     }
