@@ -131,6 +131,7 @@ struct RegionData {
     table: FeatureTable,
     train_rows: std::ops::Range<usize>,
     validation_rows: std::ops::Range<usize>,
+    test_rows: std::ops::Range<usize>,
     scaler: Scaler,
     train: Windows,
     validation: Windows,
@@ -145,7 +146,8 @@ struct RegionSummary<'a> {
     rows: usize,
     windows: WindowCounts,
     /// The region's regression base (`[model] base = "regression"`), fitted on its training
-    /// split; absent: the week-back naive.
+    /// split (a day-ahead lag regression again on training and validation when the refit
+    /// runs); absent: the week-back naive.
     #[serde(skip_serializing_if = "Option::is_none")]
     regression_base: Option<&'a features::base::RegressionBase>,
     test_scores: &'a [Scores],
@@ -296,6 +298,34 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     }
     // then the model (and the boosted baseline beside it) learns every validation split too
     let fitted = if model_config.refit_epochs > 0 && validation_windows.count > 0 {
+        // a region's day-ahead lag regression base is fitted again on its training and
+        // validation rows first, as in a one-region run; its windows follow the new base
+        let mut rebuilt = false;
+        for s in &mut series {
+            if s.scaler.base.as_ref().is_some_and(|b| b.lags.is_some()) {
+                let seen = s.train_rows.start..s.validation_rows.end;
+                s.scaler.base = Some(features::windows::fit_base(&s.table, &s.scaler, seen, spec.protocol)?);
+                let block = RegionBlock::of(&columns, &s.region, &regions);
+                s.train =
+                    features::make_training_windows(&s.table, &s.scaler, &spec, s.train_rows.clone(), day_ahead_every)?;
+                s.test = features::make_windows(
+                    &s.table,
+                    &s.scaler,
+                    &WindowSpec { stride: TEST_STRIDE, ..spec },
+                    s.test_rows.clone(),
+                )?;
+                s.test.drop_perfect_weather();
+                for windows in [&mut s.train, &mut s.test] {
+                    block.append(windows);
+                }
+                rebuilt = true;
+            }
+        }
+        let train_windows = if rebuilt {
+            multi::concat(&series.iter().map(|s| s.train.clone()).collect::<Vec<_>>())
+        } else {
+            train_windows.clone()
+        };
         let mut recent = Vec::with_capacity(series.len());
         for s in &series {
             let mut windows = features::make_training_windows(
@@ -464,6 +494,7 @@ fn region_data(
         exogenous,
         train_rows: splits.train,
         validation_rows: splits.validation,
+        test_rows: splits.test,
         table,
         scaler,
         train,
