@@ -246,13 +246,13 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
 
     // then the model (and the boosted baseline beside it) learns the validation split too; a
     // day-ahead lag regression base is fitted again on the training and validation rows first
-    let (scaler, refit_windows) = match refit_windows {
-        Some(all) if scaler.base.as_ref().is_some_and(|b| b.lags.is_some()) => {
-            let seen = splits.train.start..splits.validation.end;
-            let refitted = Scaler {
-                base: Some(features::windows::fit_base(&table, &scaler, seen, spec.protocol)?),
-                ..scaler.clone()
-            };
+    let seen = splits.train.start..splits.validation.end;
+    let refitted = match &refit_windows {
+        Some(_) => scaler.refit_lag_base(&table, seen, spec.protocol)?,
+        None => None,
+    };
+    let (scaler, refit_windows) = match (refit_windows, refitted) {
+        (Some(all), Some(refitted)) => {
             let windows = |rows: std::ops::Range<usize>| {
                 features::make_training_windows(&table, &refitted, &spec, rows, day_ahead_every)
             };
@@ -267,7 +267,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
             test_windows.drop_perfect_weather();
             (refitted, Some(Arc::new(all_again)))
         }
-        other => (scaler, other),
+        (other, _) => (scaler, other),
     };
     let refit = match &refit_windows {
         Some(all) => Some(refit(context, &mut model, &train_config, model_config.refit_epochs, all)?),

@@ -302,9 +302,9 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         // validation rows first, as in a one-region run; its windows follow the new base
         let mut rebuilt = false;
         for s in &mut series {
-            if s.scaler.base.as_ref().is_some_and(|b| b.lags.is_some()) {
-                let seen = s.train_rows.start..s.validation_rows.end;
-                s.scaler.base = Some(features::windows::fit_base(&s.table, &s.scaler, seen, spec.protocol)?);
+            let seen = s.train_rows.start..s.validation_rows.end;
+            if let Some(refitted) = s.scaler.refit_lag_base(&s.table, seen, spec.protocol)? {
+                s.scaler = refitted;
                 let block = RegionBlock::of(&columns, &s.region, &regions);
                 s.train =
                     features::make_training_windows(&s.table, &s.scaler, &spec, s.train_rows.clone(), day_ahead_every)?;

@@ -9,17 +9,20 @@
 //!    hinges `max(0, b − x)`, `max(0, x − b)` at scaled values b = −2, −1.5, …, 2 plus `x`
 //!    itself: a piecewise-linear response to the weather. At a horizon hour `x` is the value
 //!    known at the origin (the as-issued forecast where the table holds one);
-//! 2. plus the regression's error at the origin decayed as `φ^lead`, φ being the lag-1
-//!    autocorrelation of the regression's errors on the training rows (the first hours after
-//!    the origin stay close to the current level);
-//! 3. mixed with the week-back naive with the weight `φ^lead` on the regression: far from the
-//!    origin, last week's value of the hour carries what the regression misses.
+//! 2. corrected by what the origin knows, in one of three ways:
+//!    - the **φ mix** (day-ahead with less than a year of training rows): the regression's
+//!      error at the origin decayed as `φ^lead` (φ, the lag-1 autocorrelation of its errors on
+//!      the training rows), mixed with the week-back naive with the weight `φ^lead` on the
+//!      regression: `a·(r(t) + a·e₀) + (1 − a)·naive_week(t)`, `a = φ^ℓ`;
+//!    - **per-lead weights** (next-24h): the regression plus fitted weights on its recent
+//!      errors and on the week-back naive's difference from it ([`LeadTerms`]);
+//!    - the **lag regression** (day-ahead with a year of training rows or more): per lead, the
+//!      load's departure from its last week's level regressed on the calendar, the issue-time
+//!      lags and the regression's trend-free terms ([`LagRegression`]).
 //!
-//! So the base at lead ℓ is `a·(r(t) + a·e₀) + (1 − a)·naive_week(t)`, `a = φ^ℓ`, with `r(t)`
-//! the regression at the target hour and `e₀` its error at the origin.
-//!
-//! It is fitted on the training split only (like the [`super::Scaler`], and saved with it in
-//! the checkpoint), so `forecast` and `evaluate` rebuild the very bases the model was trained
+//! It is fitted on the training split (like the [`super::Scaler`], and saved with it in the
+//! checkpoint; a lag regression is fitted again on the training and validation splits before
+//! the refit), so `forecast` and `evaluate` rebuild the very bases the model was trained
 //! on. Measured in the README ("Forecast quality").
 use super::FeatureError;
 use serde::{Deserialize, Serialize};
@@ -439,6 +442,14 @@ mod tests {
         assert!(solve_positive_definite(vec![1.0, 2.0, 2.0, 1.0], vec![1.0, 1.0], 2).is_none());
     }
 
+    /// A fixed pseudo-random sequence in [−0.5, 0.5) from `seed`.
+    fn draws(mut state: u64) -> impl FnMut() -> f64 {
+        move || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as f64 / (1u64 << 31) as f64 - 0.5
+        }
+    }
+
     fn calendar(hours: usize) -> Vec<RowCalendar> {
         (0..hours)
             .map(|r| {
@@ -460,12 +471,11 @@ mod tests {
         let calendar = calendar(n);
         let temp: Vec<f32> = (0..n).map(|r| (1.8 * ((r as f64) / 200.0).sin()) as f32).collect();
         // AR(1) errors with φ = 0.8, from a fixed pseudo-random sequence
-        let mut state = 7u64;
+        let mut draw = draws(7);
         let mut error = 0.0;
         let value: Vec<f32> = (0..n)
             .map(|r| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                let noise = ((state >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.04;
+                let noise = draw() * 0.04;
                 error = 0.8 * error + noise;
                 let shape = (r % 24) as f64 / 24.0 - if calendar[r].weekday >= 5 { 0.3 } else { 0.0 };
                 let t = f64::from(temp[r]);
@@ -493,11 +503,7 @@ mod tests {
     /// enough samples takes the lead before it; the base then applies them.
     #[test]
     fn per_lead_weights_are_fitted_by_least_squares() {
-        let mut state = 11u64;
-        let mut draw = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (state >> 33) as f64 / (1u64 << 31) as f64 - 0.5
-        };
+        let mut draw = draws(11);
         let truth = [[0.9, 0.0, 0.1, 0.0], [0.5, 0.2, 0.1, 0.3]];
         let mut samples = Vec::new();
         for lead in 1..=2 {
@@ -539,11 +545,7 @@ mod tests {
     /// coefficients to a lead with too few samples.
     #[test]
     fn the_lag_regression_is_fitted_per_lead_on_departures_from_the_level() {
-        let mut state = 5u64;
-        let mut draw = || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (state >> 33) as f64 / (1u64 << 31) as f64 - 0.5
-        };
+        let mut draw = draws(5);
         let dim = LagRegression::dimension(true);
         let truth: Vec<Vec<f64>> =
             (0..2).map(|lead| (0..dim).map(|i| ((i * 7 + lead * 3) % 11) as f64 / 10.0 - 0.5).collect()).collect();

@@ -91,6 +91,21 @@ impl Scaler {
         Ok(scaler)
     }
 
+    /// The scaler with its day-ahead lag regression base fitted again on `rows` (the refit's
+    /// training and validation rows); `None` for any other base, which stays as fitted.
+    pub fn refit_lag_base(
+        &self,
+        table: &FeatureTable,
+        rows: Range<usize>,
+        protocol: super::Protocol,
+    ) -> Result<Option<Self>, FeatureError> {
+        if self.base.as_ref().is_none_or(|b| b.lags.is_none()) {
+            return Ok(None);
+        }
+        let base = super::windows::fit_base(table, self, rows, protocol)?;
+        Ok(Some(Self { base: Some(base), ..self.clone() }))
+    }
+
     /// Fit on [`columns_to_scale`] of the table.
     pub fn fit_table(table: &FeatureTable, rows: Range<usize>) -> Result<Self, FeatureError> {
         Self::fit(table, &columns_to_scale(table), rows)

@@ -234,14 +234,9 @@ pub fn make_training_windows(
                 .filter_map(|o| usize::try_from(o).ok())
                 .collect()
         }
-        Protocol::DayAhead => (lowest..target_rows.end)
-            .filter(|&o| {
-                let local = from_us(table.timestamps[o]).with_timezone(&table.zone);
-                let since_issue =
-                    (local.hour() as usize + HOURS_PER_DAY - DAY_AHEAD_ISSUE_HOUR as usize) % HOURS_PER_DAY;
-                since_issue.is_multiple_of(day_ahead_every) && local.minute() == 0
-            })
-            .collect(),
+        Protocol::DayAhead => {
+            (lowest..target_rows.end).filter(|&o| is_day_ahead_origin(table, o, day_ahead_every)).collect()
+        }
     };
     let mut origins = Vec::with_capacity(candidates.len());
     let mut skipped_imputed = 0;
@@ -426,8 +421,9 @@ impl FittedBase {
 
 /// Fit the regression base ([`super::base`]) on `rows` of the table, with the inputs scaled by
 /// `scaler`: every exogenous known column (weather, …) gets a piecewise-linear response. For
-/// the `next-24h` protocol it also fits the per-lead weights of its terms; `day-ahead` keeps
-/// the fixed φ^lead mix, which measured better there (README, "Forecast quality").
+/// the `next-24h` protocol it also fits the per-lead weights of its terms; for `day-ahead`,
+/// the lag regression on rows of a year or more, else the fixed φ^lead mix, which measured
+/// better there (README, "Forecast quality").
 pub fn fit_base(
     table: &FeatureTable,
     scaler: &Scaler,
@@ -489,16 +485,9 @@ fn fit_lag_regression(
     if rows.len() < 365 * HOURS_PER_DAY {
         return fitted.regression;
     }
-    let every = HOURS_PER_DAY;
     let leads = DAY_AHEAD_GAP + HOURS_PER_DAY;
-    let origins: Vec<usize> = (rows.start + 2 * WEEK_LAG..rows.end)
-        .filter(|&o| {
-            let local = from_us(table.timestamps[o]).with_timezone(&table.zone);
-            let since_issue = (local.hour() as usize + HOURS_PER_DAY - DAY_AHEAD_ISSUE_HOUR as usize) % HOURS_PER_DAY;
-            since_issue.is_multiple_of(every) && local.minute() == 0
-        })
-        .collect();
-    let samples = origins.iter().flat_map(|&origin| {
+    let origins = (rows.start + 2 * WEEK_LAG..rows.end).filter(|&o| is_day_ahead_origin(table, o, HOURS_PER_DAY));
+    let samples = origins.flat_map(|origin| {
         let (fitted, features) = (&fitted, features);
         let at_origin = fitted.origin_terms(origin);
         (1..=leads).filter(move |lead| origin + lead < rows.end).map(move |lead| {
@@ -509,6 +498,14 @@ fn fit_lag_regression(
     });
     let lags = LagRegression::fit(true, leads, samples);
     RegressionBase { lags, ..fitted.regression }
+}
+
+/// Is row `o` a day-ahead origin: on the hour, a multiple of `every` hours after the issue
+/// hour (10:00 local)?
+fn is_day_ahead_origin(table: &FeatureTable, o: usize, every: usize) -> bool {
+    let local = from_us(table.timestamps[o]).with_timezone(&table.zone);
+    let since_issue = (local.hour() as usize + HOURS_PER_DAY - DAY_AHEAD_ISSUE_HOUR as usize) % HOURS_PER_DAY;
+    since_issue.is_multiple_of(every) && local.minute() == 0
 }
 
 /// Each row's calendar (local time of the hour's start), `extra_rows` hours past the table's
