@@ -28,7 +28,7 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 s = {x["name"]: x for x in r["scores"]}
 m = s["model"]
-print("%-6s %8.2f %9.2f %10.2f %8.2f %9.2f %8.2f %8.0f%% %8s" % (
+print("%-6s %8.2f %9.2f %10.2f %8.2f %9.2f %8.3f %8.0f%% %8s" % (
     sys.argv[2], m["mape_percent"], s["seasonal naive (24 h)"]["mape_percent"],
     s["seasonal naive (168 h)"]["mape_percent"], s["boosted trees"]["mape_percent"],
     s["operator day-ahead forecast"]["mape_percent"],

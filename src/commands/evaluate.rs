@@ -108,8 +108,9 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
     let first_target = table.timestamps[eval::target_rows(&spec, windows.origins[0]).start];
     let last_origin = *windows.origins.last().unwrap_or(&0);
     let last_target = table.timestamps[eval::target_rows(&spec, last_origin).end - 1];
-    // the training and validation splits cover the first part of the training range
-    let seen = meta.split.train + meta.split.validation;
+    // the training and validation splits cover the first part of the training range; a model
+    // that learnt its test split too has seen all of it
+    let seen = if meta.learnt_test { 1.0 } else { meta.split.train + meta.split.validation };
     let train_end = meta.data_range.start_us() + (meta.data_range.hours() as f64 * seen) as i64 * HOUR_US;
     let report = EvaluateReport {
         model_dir: args.model_dir.display().to_string(),
@@ -138,7 +139,11 @@ pub(crate) fn run(context: &Context, args: &EvaluateArgs) -> Result<()> {
         println!("{note}");
     }
     if report.overlaps_training {
-        println!("note: the range overlaps the model's training or validation data; scores there are in-sample");
+        println!(
+            "note: the range overlaps data the model learnt (its training and validation splits{}); scores there \
+             are in-sample",
+            if meta.learnt_test { ", and its test split" } else { "" }
+        );
     }
     modeling::print_scores(&scores);
     Ok(())

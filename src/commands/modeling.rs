@@ -30,6 +30,10 @@ pub(crate) struct ModelMeta {
     /// The chronological split the model was trained with.
     #[serde(default)]
     pub split: crate::config::SplitConfig,
+    /// Whether the saved model learnt the test split too (`[model] final_refit`), so that
+    /// every hour of `data_range` is in-sample for it; false in older models.
+    #[serde(default)]
+    pub learnt_test: bool,
     pub trained_at: DateTime<Utc>,
     pub seed: u64,
     /// Test-split scores at training time (model and baselines).

@@ -79,6 +79,10 @@ struct TrainSummary<'a> {
     /// refit_epochs`; absent when none ran): windows, epochs and seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     refit: Option<RefitSummary>,
+    /// The refit again over the whole range once the test split was scored (`[model]
+    /// final_refit`; absent when none ran): the saved model has learnt the test split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    final_refit: Option<RefitSummary>,
     /// Fitting the boosted-trees baseline on the windows the model learnt (training, and
     /// validation after a refit).
     boosted_seconds: f64,
@@ -291,6 +295,27 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     };
     let test_scores = eval::backtest(&mut model, &test_windows, &setup)?;
 
+    // then the saved model learns the test split too (`[model] final_refit`): the scores above
+    // stay those of the model before, out of sample
+    let (scaler, boosted, final_refit) = if refit.is_some() && model_config.final_refit && test_windows.count > 0 {
+        let all_rows = splits.train.start..splits.test.end;
+        let scaler = match scaler.refit_lag_base(&table, all_rows.clone(), spec.protocol)? {
+            Some(refitted) => refitted,
+            None => scaler,
+        };
+        let all = Arc::new(features::make_training_windows(&table, &scaler, &spec, all_rows, day_ahead_every)?);
+        let boosting = {
+            let all = Arc::clone(&all);
+            std::thread::spawn(move || fit_boosted(&all, &spec, seed))
+        };
+        let again = TrainConfig { seed: train_config.seed.wrapping_add(1), ..train_config.clone() };
+        let summary = self::refit(context, &mut model, &again, model_config.refit_epochs, &all)?;
+        let (boosted, _) = boosting.join().map_err(|_| anyhow::anyhow!("the boosted-trees fit panicked"))??;
+        (scaler, boosted, Some(summary))
+    } else {
+        (scaler, boosted, None)
+    };
+
     let meta = ModelMeta {
         source,
         region: region.clone(),
@@ -302,6 +327,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         feature_config,
         data_range: range,
         split: context.config.split.clone(),
+        learnt_test: final_refit.is_some(),
         trained_at: context.now,
         seed,
         test_scores: test_scores.clone(),
@@ -342,6 +368,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         training: &report,
         featurize_seconds,
         refit,
+        final_refit,
         boosted_seconds,
         boosted_trees: boosted.trees(),
         total_seconds: started.elapsed().as_secs_f64(),
@@ -723,6 +750,17 @@ pub(super) fn print_day_ahead_stride(stride: Option<usize>) {
     }
 }
 
+/// The refit over the whole range after the test scores (when one ran), for the terminal.
+pub(super) fn print_final_refit(again: Option<&RefitSummary>) {
+    if let Some(again) = again {
+        println!(
+            "then the saved model learnt the test split too (`[model] final_refit`): {} windows, {} epoch(s), {:.1} s, \
+             the boosted trees fitted again on them; the test scores below are of the model before",
+            again.windows, again.epochs, again.seconds
+        );
+    }
+}
+
 /// What the model's forecast corrects, when it is not the week-back naive.
 pub(super) fn print_base(base: Option<&RegressionBase>) {
     if let Some(base) = base {
@@ -778,6 +816,7 @@ fn print_summary(s: &TrainSummary) {
     print_base(s.regression_base);
     print_training(s.training, s.parameters, s.featurize_seconds, s.total_seconds);
     print_refit_and_boosted(s.refit.as_ref(), s.boosted_trees, s.boosted_seconds);
+    print_final_refit(s.final_refit.as_ref());
     match s.interval_calibration {
         Some(c) => println!(
             "p10-p90 intervals calibrated on {} validation hours: coverage {:.0} % -> {:.0} % (nominal {:.0} %), mean margin {:+.0} MW",

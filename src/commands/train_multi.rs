@@ -60,6 +60,10 @@ pub(crate) struct MultiMeta {
     pub feature_config: FeatureConfig,
     pub data_range: DateRange,
     pub split: SplitConfig,
+    /// Whether the saved model learnt every region's test split too (`[model] final_refit`);
+    /// false in older models.
+    #[serde(default)]
+    pub learnt_test: bool,
     pub trained_at: DateTime<Utc>,
     pub seed: u64,
     /// Test-split scores of all regions together (hour-weighted means).
@@ -173,6 +177,10 @@ struct MultiSummary<'a> {
     /// refit_epochs`; absent when none ran).
     #[serde(skip_serializing_if = "Option::is_none")]
     refit: Option<RefitSummary>,
+    /// The refit again over every region's whole range once the test splits were scored
+    /// (`[model] final_refit`; absent when none ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    final_refit: Option<RefitSummary>,
     /// Fitting the one boosted-trees baseline of all regions (each scaled on its own, the
     /// region block among its inputs) on the windows the model learnt.
     boosted_seconds: f64,
@@ -353,6 +361,33 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         trained.push(score_region(context, &mut model, s, &spec, scored)?);
     }
     let overall = overall_scores(&trained.iter().map(|r| r.test_scores.as_slice()).collect::<Vec<_>>());
+
+    // then the saved model learns every region's test split too (`[model] final_refit`), each
+    // region's day-ahead lag regression fitted again on its whole range first; the scores
+    // above stay those of the model before
+    let mut final_refit = None;
+    let mut boosted = boosted;
+    if fitted.is_some() && model_config.final_refit && series.iter().any(|s| s.test.count > 0) {
+        let mut all = Vec::with_capacity(series.len());
+        for (s, r) in series.iter().zip(&mut trained) {
+            let rows = s.train_rows.start..s.test_rows.end;
+            if let Some(refitted) = r.scaler.refit_lag_base(&s.table, rows.clone(), spec.protocol)? {
+                r.scaler = refitted;
+            }
+            let mut windows = features::make_training_windows(&s.table, &r.scaler, &spec, rows, day_ahead_every)?;
+            RegionBlock::of(&columns, &s.region, &regions).append(&mut windows);
+            all.push(windows);
+        }
+        let all = std::sync::Arc::new(multi::concat(&all));
+        let boosting = {
+            let all = std::sync::Arc::clone(&all);
+            std::thread::spawn(move || train::fit_boosted(&all, &spec, seed))
+        };
+        let again =
+            crate::model::train::TrainConfig { seed: train_config.seed.wrapping_add(1), ..train_config.clone() };
+        final_refit = Some(train::refit(context, &mut model, &again, model_config.refit_epochs, &all)?);
+        boosted = boosting.join().map_err(|_| anyhow::anyhow!("the boosted-trees fit panicked"))??.0;
+    }
     let meta = MultiMeta {
         source,
         regions: trained,
@@ -363,6 +398,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         feature_config,
         data_range: range,
         split: context.config.split.clone(),
+        learnt_test: final_refit.is_some(),
         trained_at: context.now,
         seed,
         overall_scores: overall,
@@ -382,6 +418,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         training: &report,
         featurize_seconds,
         refit: fitted.as_ref().map(|(_, summary)| *summary),
+        final_refit,
         boosted_seconds,
         boosted_trees: boosted.trees(),
         total_seconds: started.elapsed().as_secs_f64(),
@@ -615,6 +652,7 @@ fn print_summary(s: &MultiSummary) {
     }
     train::print_training(s.training, s.parameters, s.featurize_seconds, s.total_seconds);
     train::print_refit_and_boosted(s.refit.as_ref(), s.boosted_trees, s.boosted_seconds);
+    train::print_final_refit(s.final_refit.as_ref());
     println!("test split, one forecast per day, MAPE % by region:");
     let names: Vec<&str> = s.overall_scores.iter().map(|x| x.name.as_str()).collect();
     let mut header = format!("{:<14} {:>6} {:>6} {:>6} {:>6}", "region", "train", "test", "hours", "cover");
@@ -670,6 +708,7 @@ pub(crate) fn load_model(context: &Context, dir: &Path, select: &SelectArgs) -> 
     crate::ingest::check_name("region", &region).map_err(|e| BadInput(e.to_string()))?;
     let trained_regions: Vec<String> = meta.regions.iter().map(|r| r.region.clone()).collect();
     let block = RegionBlock::of(&meta.region_columns, &region, &trained_regions);
+    let learnt_test = meta.learnt_test && trained.contains(&region.as_str());
     let one = match meta.regions.iter().find(|r| r.region == region) {
         Some(one) => one.clone(),
         None => {
@@ -702,6 +741,7 @@ pub(crate) fn load_model(context: &Context, dir: &Path, select: &SelectArgs) -> 
             feature_config: meta.feature_config,
             data_range: meta.data_range,
             split: meta.split,
+            learnt_test,
             trained_at: meta.trained_at,
             seed: meta.seed,
             test_scores: one.test_scores,

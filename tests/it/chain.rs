@@ -65,6 +65,12 @@ fn train_then_forecast_then_evaluate() {
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
     assert_eq!(saved["extra"]["interval_calibration"], *calibration);
+    // the saved model learnt the test split too, after it was scored: one more epoch over the
+    // whole range's windows, more than the refit's training and validation windows
+    assert_eq!(train["final_refit"]["epochs"], 1);
+    let (refit, again) = (&train["refit"]["windows"], &train["final_refit"]["windows"]);
+    assert!(again.as_u64().unwrap() > refit.as_u64().unwrap(), "{refit} then {again}");
+    assert_eq!(saved["extra"]["learnt_test"], true);
     // a month of training days holds no whole year: the day of the year is not an input, and
     // the saved feature settings say so, for forecast and evaluate below to rebuild the same
     assert_eq!(train["day_of_year"], false);
@@ -113,6 +119,10 @@ fn train_then_forecast_then_evaluate() {
         let mean = by_lead.iter().map(|m| m.as_f64().unwrap()).sum::<f64>() / 24.0;
         assert!((mean - score["mape_percent"].as_f64().unwrap()).abs() < 1e-6, "{score}");
     }
+
+    // the last three days lie in the test split, which the saved model learnt: in-sample
+    let out = energy(&store).args(["evaluate", "--json", "--days", "3", "--model-dir", model_arg]).output().unwrap();
+    assert_eq!(json(&out)["overlaps_training"], true);
 
     // a model for another region is refused
     energy(&store)
