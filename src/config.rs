@@ -285,12 +285,12 @@ pub struct ModelConfig {
     /// validation windows together, so that it has seen the latest weeks before the test (or
     /// before forecasting); 0 skips it.
     pub refit_epochs: usize,
-    /// Whether the saved model learns the test split too, once it has been scored: the refit
-    /// runs again (`refit_epochs`, with a day-ahead lag regression fitted again on every row)
-    /// over the whole range, and the boosted trees are fitted again on the same windows. The
-    /// test scores `train` prints are those of the model before, which had not seen the test
-    /// split; what `forecast` and `evaluate` use has seen the range's latest weeks. Needs
-    /// `refit_epochs` ≥ 1.
+    /// Whether the saved model learns the test split too, once it has been scored: a day-ahead
+    /// lag regression is fitted again on every row, the model trains `refit_epochs` more over
+    /// the whole range's windows, and the boosted trees are fitted again on the same windows
+    /// (during training: what they need is known before). The test scores `train` prints are
+    /// those of the model before, which had not seen the test split; what `forecast` and
+    /// `evaluate` use has seen the range's latest weeks. Needs `refit_epochs` ≥ 1.
     pub final_refit: bool,
     /// Day-of-year inputs: `auto` (only when the training split covers a whole year,
     /// [`crate::features::day_of_year_learnable`]), `on` or `off`.

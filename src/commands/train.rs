@@ -213,9 +213,28 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     } else {
         None
     };
+    // The final refit (`[model] final_refit`): once the test split is scored, the saved model
+    // learns it too. Its scaler (a day-ahead lag regression fitted again on every row) and the
+    // whole range's windows are known now, so its boosted trees fit during training as well.
+    let every_row = splits.train.start..splits.test.end;
+    let final_scaler = match &refit_windows {
+        Some(_) if model_config.final_refit && test_windows.count > 0 => {
+            Some(scaler.refit_lag_base(&table, every_row.clone(), spec.protocol)?.unwrap_or_else(|| scaler.clone()))
+        }
+        _ => None,
+    };
+    let every_window = match &final_scaler {
+        Some(last) => Some(Arc::new(features::make_training_windows(&table, last, &spec, every_row, day_ahead_every)?)),
+        None => None,
+    };
     let boosting = leader.then(|| {
         let windows = refit_windows.clone().unwrap_or_else(|| Arc::new(train_windows.clone()));
-        std::thread::spawn(move || fit_boosted(&windows, &spec, seed))
+        let every_window = every_window.clone();
+        std::thread::spawn(move || {
+            let first = fit_boosted(&windows, &spec, seed)?;
+            let last = every_window.map(|all| fit_boosted(&all, &spec, seed)).transpose()?;
+            Ok::<_, anyhow::Error>((first, last))
+        })
     });
     let provenance = Provenance {
         source,
@@ -277,7 +296,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         Some(all) => Some(refit(context, &mut model, &train_config, model_config.refit_epochs, all)?),
         None => None,
     };
-    let (boosted, boosted_seconds) = boosting
+    let ((boosted, boosted_seconds), final_boosted) = boosting
         .ok_or_else(|| anyhow::anyhow!("the boosted-trees baseline was not started"))?
         .join()
         .map_err(|_| anyhow::anyhow!("the boosted-trees fit panicked"))??;
@@ -295,25 +314,16 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     };
     let test_scores = eval::backtest(&mut model, &test_windows, &setup)?;
 
-    // then the saved model learns the test split too (`[model] final_refit`): the scores above
-    // stay those of the model before, out of sample
-    let (scaler, boosted, final_refit) = if refit.is_some() && model_config.final_refit && test_windows.count > 0 {
-        let all_rows = splits.train.start..splits.test.end;
-        let scaler = match scaler.refit_lag_base(&table, all_rows.clone(), spec.protocol)? {
-            Some(refitted) => refitted,
-            None => scaler,
-        };
-        let all = Arc::new(features::make_training_windows(&table, &scaler, &spec, all_rows, day_ahead_every)?);
-        let boosting = {
-            let all = Arc::clone(&all);
-            std::thread::spawn(move || fit_boosted(&all, &spec, seed))
-        };
-        let again = TrainConfig { seed: train_config.seed.wrapping_add(1), ..train_config.clone() };
-        let summary = self::refit(context, &mut model, &again, model_config.refit_epochs, &all)?;
-        let (boosted, _) = boosting.join().map_err(|_| anyhow::anyhow!("the boosted-trees fit panicked"))??;
-        (scaler, boosted, Some(summary))
-    } else {
-        (scaler, boosted, None)
+    // then the saved model learns the test split too (`[model] final_refit`): the refit again,
+    // over the whole range's windows on the base fitted on every row; the scores above stay
+    // those of the model before, out of sample
+    let (scaler, boosted, final_refit) = match (final_scaler, final_boosted, &every_window) {
+        (Some(last), Some((last_boosted, _)), Some(all)) => {
+            let again = TrainConfig { seed: train_config.seed.wrapping_add(1), ..train_config.clone() };
+            let summary = self::refit(context, &mut model, &again, model_config.refit_epochs, all)?;
+            (last, last_boosted, Some(summary))
+        }
+        _ => (scaler, boosted, None),
     };
 
     let meta = ModelMeta {
@@ -624,8 +634,8 @@ pub(super) fn train_resumable(
     })
 }
 
-/// The refit of the trained `model` on `windows` (the training and validation windows): see
-/// [`refit_config`].
+/// The refit of the trained `model` on `windows` (the training and validation windows; for
+/// the final refit, the whole range's): see [`refit_config`].
 pub(super) fn refit(
     context: &Context,
     model: &mut Forecaster,
@@ -754,8 +764,9 @@ pub(super) fn print_day_ahead_stride(stride: Option<usize>) {
 pub(super) fn print_final_refit(again: Option<&RefitSummary>) {
     if let Some(again) = again {
         println!(
-            "then the saved model learnt the test split too (`[model] final_refit`): {} windows, {} epoch(s), {:.1} s, \
-             the boosted trees fitted again on them; the test scores below are of the model before",
+            "then the saved model learnt the test split too (`[model] final_refit`): the refit again over the whole \
+             range, {} windows, {} epoch(s), {:.1} s, and the boosted trees fitted again on them; the test scores \
+             below are of the model before",
             again.windows, again.epochs, again.seconds
         );
     }

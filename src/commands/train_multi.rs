@@ -362,13 +362,14 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     }
     let overall = overall_scores(&trained.iter().map(|r| r.test_scores.as_slice()).collect::<Vec<_>>());
 
-    // then the saved model learns every region's test split too (`[model] final_refit`), each
-    // region's day-ahead lag regression fitted again on its whole range first; the scores
-    // above stay those of the model before
+    // then the saved model learns every region's test split too (`[model] final_refit`), as
+    // one region's does: each region's day-ahead lag regression fitted again on its whole
+    // range, then the refit again and the boosted trees fitted again over every region's
+    // whole range; the scores above stay those of the model before
     let mut final_refit = None;
     let mut boosted = boosted;
     if fitted.is_some() && model_config.final_refit && series.iter().any(|s| s.test.count > 0) {
-        let mut all = Vec::with_capacity(series.len());
+        let mut every = Vec::with_capacity(series.len());
         for (s, r) in series.iter().zip(&mut trained) {
             let rows = s.train_rows.start..s.test_rows.end;
             if let Some(refitted) = r.scaler.refit_lag_base(&s.table, rows.clone(), spec.protocol)? {
@@ -376,9 +377,9 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
             }
             let mut windows = features::make_training_windows(&s.table, &r.scaler, &spec, rows, day_ahead_every)?;
             RegionBlock::of(&columns, &s.region, &regions).append(&mut windows);
-            all.push(windows);
+            every.push(windows);
         }
-        let all = std::sync::Arc::new(multi::concat(&all));
+        let all = std::sync::Arc::new(multi::concat(&every));
         let boosting = {
             let all = std::sync::Arc::clone(&all);
             std::thread::spawn(move || train::fit_boosted(&all, &spec, seed))
@@ -388,6 +389,7 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
         final_refit = Some(train::refit(context, &mut model, &again, model_config.refit_epochs, &all)?);
         boosted = boosting.join().map_err(|_| anyhow::anyhow!("the boosted-trees fit panicked"))??.0;
     }
+
     let meta = MultiMeta {
         source,
         regions: trained,

@@ -206,7 +206,7 @@ fn a_short_day_ahead_run_trains_on_more_origins_and_scores_the_same_days() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let daily_config = dir.path().join("daily.toml");
-    std::fs::write(&daily_config, "[model]\nday_ahead_stride = 24\n").unwrap();
+    std::fs::write(&daily_config, "[model]\nday_ahead_stride = 24\nfinal_refit = false\n").unwrap();
     let train = |config: Option<&std::path::Path>, model: &str| {
         let mut command = energy(&store);
         if let Some(config) = config {
@@ -236,6 +236,14 @@ fn a_short_day_ahead_run_trains_on_more_origins_and_scores_the_same_days() {
         (count(&auto, "validation"), count(&auto, "test")),
         (count(&daily, "validation"), count(&daily, "test"))
     );
+    // the final refit (the default) learns the test split too; `final_refit = false` leaves it
+    assert!(auto["final_refit"]["windows"].as_u64().unwrap() > auto["refit"]["windows"].as_u64().unwrap());
+    assert!(daily["final_refit"].is_null() && daily["refit"]["windows"].as_u64().is_some(), "{daily}");
+    let learnt = |model: &str| -> serde_json::Value {
+        let saved = std::fs::read_to_string(dir.path().join(model).join("config.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&saved).unwrap()["extra"]["learnt_test"].clone()
+    };
+    assert_eq!((learnt("auto"), learnt("daily")), (serde_json::json!(true), serde_json::json!(false)));
     for run in [&auto, &daily] {
         assert_eq!(run["protocol"], "day-ahead");
         assert!(run["test_scores"][0]["mape_percent"].as_f64().unwrap() > 0.0);
@@ -254,6 +262,8 @@ fn a_short_day_ahead_run_trains_on_more_origins_and_scores_the_same_days() {
         .unwrap();
     let two = json(&out);
     assert_eq!(two["day_ahead_stride"], 3, "{two}");
+    // and learns every region's test split too
+    assert!(two["final_refit"]["windows"].as_u64().unwrap() > two["refit"]["windows"].as_u64().unwrap(), "{two}");
 }
 
 /// The regression base (`[model] base = "regression"`, the default): fitted on the training
