@@ -216,20 +216,17 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     // The final refit (`[model] final_refit`): once the test split is scored, the saved model
     // learns it too. Its scaler (a day-ahead lag regression fitted again on every row) and the
     // whole range's windows are known now, so its boosted trees fit during training as well.
-    let every_row = splits.train.start..splits.test.end;
-    let final_scaler = match &refit_windows {
-        Some(_) if model_config.final_refit && test_windows.count > 0 => {
-            Some(scaler.refit_lag_base(&table, every_row.clone(), spec.protocol)?.unwrap_or_else(|| scaler.clone()))
-        }
-        _ => None,
-    };
-    let every_window = match &final_scaler {
-        Some(last) => Some(Arc::new(features::make_training_windows(&table, last, &spec, every_row, day_ahead_every)?)),
-        None => None,
+    let final_run = if refit_windows.is_some() && model_config.final_refit && test_windows.count > 0 {
+        let every_row = splits.train.start..splits.test.end;
+        let last = scaler.refit_lag_base(&table, every_row.clone(), spec.protocol)?.unwrap_or_else(|| scaler.clone());
+        let all = features::make_training_windows(&table, &last, &spec, every_row, day_ahead_every)?;
+        Some((last, Arc::new(all)))
+    } else {
+        None
     };
     let boosting = leader.then(|| {
         let windows = refit_windows.clone().unwrap_or_else(|| Arc::new(train_windows.clone()));
-        let every_window = every_window.clone();
+        let every_window = final_run.as_ref().map(|(_, all)| Arc::clone(all));
         std::thread::spawn(move || {
             let first = fit_boosted(&windows, &spec, seed)?;
             let last = every_window.map(|all| fit_boosted(&all, &spec, seed)).transpose()?;
@@ -317,10 +314,10 @@ pub(crate) fn run(context: &Context, args: &TrainArgs) -> Result<()> {
     // then the saved model learns the test split too (`[model] final_refit`): the refit again,
     // over the whole range's windows on the base fitted on every row; the scores above stay
     // those of the model before, out of sample
-    let (scaler, boosted, final_refit) = match (final_scaler, final_boosted, &every_window) {
-        (Some(last), Some((last_boosted, _)), Some(all)) => {
+    let (scaler, boosted, final_refit) = match (final_run, final_boosted) {
+        (Some((last, all)), Some((last_boosted, _))) => {
             let again = TrainConfig { seed: train_config.seed.wrapping_add(1), ..train_config.clone() };
-            let summary = self::refit(context, &mut model, &again, model_config.refit_epochs, all)?;
+            let summary = self::refit(context, &mut model, &again, model_config.refit_epochs, &all)?;
             (last, last_boosted, Some(summary))
         }
         _ => (scaler, boosted, None),
