@@ -432,6 +432,8 @@ pub fn predict(
     }
     let mut output = Vec::with_capacity(count * shape.horizon * shape.n_quantiles);
     let window = shape.window_len();
+    // parts on their own streams, one per core: matrix products on one thread each
+    let _blas = (streams::parts_for(batch_size.min(count)) > 1).then(crate::model::blas::one_thread);
     for start in (0..count).step_by(batch_size) {
         let end = (start + batch_size).min(count);
         let prediction = forward_in_parts(model, &inputs[start * window..end * window], end - start, &shape)?;
