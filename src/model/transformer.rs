@@ -99,7 +99,7 @@ const ERF_A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152, 1.
 ///   (Abramowitz & Stegun 7.1.26, error under 1.5·10⁻⁷): `1 − erf(z) ≈ q = t·P(t)·e^(−z²)`,
 ///   `t = 1/(1 + p·z)` for `z = |x|/√2`, so that `Φ(x) = 1 − q/2` for `x > 0` and `q/2` else
 ///   (in the left tail, where `1 + erf` cancels to 0 in f32, this stays within half a percent);
-/// - `e^(−x²/2)` is `2^(−x²·log₂e/2)` (glibc's `powf`, a quarter of MLX's `exp` here), and it
+/// - `e^(−x²/2)` is `2^(−x²·log₂e/2)` (glibc's `powf`, under half of MLX's `exp` here), and it
 ///   is also the normal density's shape, so the derivative `Φ(x) + x·φ(x)` costs three more
 ///   elementwise operations;
 /// - in a [`Pass::Training`], the derivative is given to autodiff directly: the output is
