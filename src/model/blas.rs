@@ -38,13 +38,11 @@ pub fn park_idle_threads() -> bool {
     }
 }
 
-/// OpenBLAS's `openblas_get_num_threads` and `openblas_set_num_threads`, where it is loaded.
 /// OpenBLAS's `int openblas_get_num_threads(void)`.
 #[cfg(target_os = "linux")]
-type GetThreads = unsafe extern "C" fn() -> libc::c_int;
+type GetThreads = unsafe extern "C" fn() -> std::ffi::c_int;
 /// OpenBLAS's `void openblas_set_num_threads(int)`.
-#[cfg(target_os = "linux")]
-type SetThreads = unsafe extern "C" fn(libc::c_int);
+type SetThreads = unsafe extern "C" fn(std::ffi::c_int);
 
 /// OpenBLAS's thread-count getter and setter, where it is loaded.
 #[cfg(target_os = "linux")]
@@ -72,7 +70,8 @@ fn thread_controls() -> Option<(GetThreads, SetThreads)> {
 /// between its batches' evaluations.
 #[must_use = "the thread count is restored when the guard is dropped"]
 pub struct OneThread {
-    previous: Option<i32>,
+    /// OpenBLAS's setter and the thread count to give back, when it was changed.
+    restore: Option<(SetThreads, std::ffi::c_int)>,
 }
 
 /// See [`OneThread`].
@@ -84,16 +83,15 @@ pub fn one_thread() -> OneThread {
         let previous = unsafe { get() };
         if previous > 1 {
             unsafe { set(1) };
-            return OneThread { previous: Some(previous) };
+            return OneThread { restore: Some((set, previous)) };
         }
     }
-    OneThread { previous: None }
+    OneThread { restore: None }
 }
 
 impl Drop for OneThread {
     fn drop(&mut self) {
-        #[cfg(target_os = "linux")]
-        if let (Some(previous), Some((_, set))) = (self.previous, thread_controls()) {
+        if let Some((set, previous)) = self.restore {
             // SAFETY: as in `one_thread`.
             unsafe { set(previous) };
         }

@@ -35,12 +35,16 @@ thread_local! {
 /// How many parts a batch of `rows` is split into: one per core (at most [`MAX_PARTS`]) on the
 /// CPU, with at least [`MIN_PART_ROWS`] rows each; 1 on a GPU.
 pub fn parts_for(rows: usize) -> usize {
-    let on_cpu = matches!(Device::default().get_type(), Ok(DeviceType::Cpu));
-    if !on_cpu {
+    if !on_cpu() {
         return 1;
     }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     cores.min(MAX_PARTS).min(rows / MIN_PART_ROWS).max(1)
+}
+
+/// Whether MLX's default device is the CPU.
+pub fn on_cpu() -> bool {
+    matches!(Device::default().get_type(), Ok(DeviceType::Cpu))
 }
 
 /// `[start, end)` row ranges of `rows` split into `parts` nearly equal parts (the first ones

@@ -58,7 +58,7 @@ impl Activation {
     fn apply(self, x: Array, pass: Pass) -> Result<Array, Exception> {
         match self {
             Self::Relu => nn::relu(x),
-            Self::Gelu if on_cpu() => gelu_cpu(&x, pass),
+            Self::Gelu if crate::model::streams::on_cpu() => gelu_cpu(&x, pass),
             Self::Gelu => nn::gelu(x),
             Self::QuickGelu => {
                 // sigmoid(1.702 x) = 1 / (1 + 2^(-1.702 log2(e) x)); the power is capped so that
@@ -79,11 +79,6 @@ impl Activation {
 pub enum Pass {
     Training,
     Inference,
-}
-
-/// Whether MLX's default device is the CPU.
-fn on_cpu() -> bool {
-    matches!(mlx_rs::Device::default().get_type(), Ok(mlx_rs::DeviceType::Cpu))
 }
 
 /// `P` of the erf approximation in [`gelu_cpu`] (Abramowitz & Stegun 7.1.26).
