@@ -1,21 +1,32 @@
-//! Parts of a batch computed side by side on their own MLX streams (inference).
+//! Parts of a batch computed side by side on their own MLX streams (training and inference).
 //!
 //! MLX's CPU kernels run one at a time on their stream's worker thread, and on the CPU build
-//! each elementwise kernel is scalar, so one stream keeps one core busy outside the matmuls
-//! (which OpenBLAS threads itself). Splitting a batch into parts, each built on its own stream,
-//! lets MLX's scheduler run the parts on separate worker threads, and so on separate cores.
+//! each elementwise kernel is scalar, so one stream keeps one core busy outside the matmuls.
+//! Splitting a batch into parts, each built on its own stream, lets MLX's scheduler run the
+//! parts on separate worker threads, and so on separate cores. Training
+//! ([`crate::model::train`]) builds each part's loss and gradients on its stream and sums them;
+//! inference and validation losses join the parts' outputs.
 //!
 //! The stream has to be MLX's *default* stream while a part's graph is built, not only
 //! mlx-rs's scoped one ([`mlx_rs::with_stream`]): the backward pass is built inside MLX
-//! (`vjp`), which places its operations on the default stream. [`on_default_stream`] sets it
-//! through mlx-c and restores the previous one afterwards.
+//! (`vjp`), which places some of its operations on the default stream. [`on_default_stream`]
+//! sets it through mlx-c and restores the previous one afterwards.
 //!
-//! Inference ([`crate::model::train::predict`]) uses it; training keeps whole batches, because
-//! there it measured no gain: on this 2-core machine, idle, dev build, `energy bench
-//! --model-only --quick` gave 68 training sequences/s either way (medians of 3), while inference
-//! went from about 196 to 218 sequences/s with 2 parts.
+//! Two settings make the parts really run side by side ([`widen_scheduling`] and
+//! [`crate::model::blas::one_thread`]):
+//! - MLX orders a graph for evaluation breadth first, but at most `MLX_BFS_MAX_WIDTH` arrays
+//!   wide (20 by default); past that it goes depth first down one branch. A training step's
+//!   graph is far wider, so with the default the order ran long stretches of one part's
+//!   operations, MLX's limit of 10 tasks in flight filled with them, and the other part's
+//!   stream waited. With a width of [`BFS_MAX_WIDTH`] the parts' operations alternate.
+//! - OpenBLAS runs one call at a time on its thread pool; with two parts calling it, its second
+//!   thread only competes with the other part for the two cores, so the parts' matrix products
+//!   run on one thread each.
 //!
-//! The arithmetic does not depend on the streams: the same parts give the same graph and the
+//! Measured with `energy bench --model-only --quick` on a 2-core machine (dev build): training
+//! 116 → 188–194 sequences/s, inference 303 → 391–452 sequences/s.
+//!
+//! The arithmetic does not depend on the scheduling: the same parts give the same graph and the
 //! same results every run. On a GPU (the Mac) a batch stays in one part.
 use mlx_rs::error::Exception;
 use mlx_rs::{Device, DeviceType, Stream};
@@ -40,6 +51,24 @@ pub fn parts_for(rows: usize) -> usize {
     }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     cores.min(MAX_PARTS).min(rows / MIN_PART_ROWS).max(1)
+}
+
+/// The breadth of MLX's evaluation order set by [`widen_scheduling`].
+pub const BFS_MAX_WIDTH: &str = "1024";
+
+/// Set `MLX_BFS_MAX_WIDTH` to [`BFS_MAX_WIDTH`] on the CPU, unless the user has set it (MLX
+/// reads it once, at its first evaluation). Returns whether it was set.
+///
+/// # Safety
+/// Changes the process environment: call it before any other thread may read or write the
+/// environment (first thing in `main`).
+pub unsafe fn widen_scheduling() -> bool {
+    if std::env::var_os("MLX_BFS_MAX_WIDTH").is_some() || !on_cpu() {
+        return false;
+    }
+    // SAFETY: the caller's contract: no other thread touches the environment now.
+    unsafe { std::env::set_var("MLX_BFS_MAX_WIDTH", BFS_MAX_WIDTH) };
+    true
 }
 
 /// Whether MLX's default device is the CPU.

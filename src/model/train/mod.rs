@@ -29,6 +29,7 @@ use crate::rng::SplitMix64;
 use mlx_rs::builder::Builder;
 use mlx_rs::error::Exception;
 use mlx_rs::module::{FlattenedModuleParam, Module, ModuleParameters};
+use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::optimizers::{AdamW, AdamWBuilder, Optimizer};
 use mlx_rs::{Array, nn, ops, random, transforms};
 use sequence::SequenceShard;
@@ -223,6 +224,10 @@ fn run(
     let mut train_seconds = 0.0;
     let mut interrupted = false;
     let mut finished = progress.stopped_early || progress.epoch >= config.epochs;
+    // parts on their own streams, one per core (see `Stepper::loss_and_gradients`): matrix
+    // products on one thread each, or OpenBLAS's second thread competes with the other part
+    let _blas = (stepper.splittable && streams::parts_for(config.batch_size.min(train.count)) > 1)
+        .then(crate::model::blas::one_thread);
     while !finished {
         let epoch = progress.epoch + 1;
         let epoch_started = Instant::now();
@@ -340,6 +345,9 @@ struct Stepper {
     optimizer: AdamW,
     value_and_grad: ValueAndGrad,
     clip_norm: f32,
+    /// Whether a batch may be split into parts on their own streams (not when the ranks split
+    /// the sequence: each part would then run the ring's collectives on its own).
+    splittable: bool,
 }
 
 impl Stepper {
@@ -350,13 +358,14 @@ impl Stepper {
             .build()
             .unwrap_or_else(|never: std::convert::Infallible| match never {});
         let quantiles = quantiles.to_vec();
+        let splittable = sequence.is_none();
         let loss = move |model: &mut Forecaster, (inputs, targets): (Array, Array)| -> Result<Array, Exception> {
             match &sequence {
                 Some(shard) => shard.loss(model, &inputs, &targets, &quantiles),
                 None => model.training_loss(&inputs, &targets, &quantiles),
             }
         };
-        Self { optimizer, value_and_grad: Box::new(nn::value_and_grad(loss)), clip_norm: config.clip_norm }
+        Self { optimizer, value_and_grad: Box::new(nn::value_and_grad(loss)), clip_norm: config.clip_norm, splittable }
     }
 
     /// One step on a batch at `learning_rate`; returns the batch's loss before the update.
@@ -388,7 +397,7 @@ impl Stepper {
         parallel: Option<(&DataParallel, f32)>,
     ) -> Result<f32, TrainError> {
         self.optimizer.lr = Array::from_f32(learning_rate as f32);
-        let (mut loss, mut gradients) = (self.value_and_grad)(model, (inputs, targets))?;
+        let (mut loss, mut gradients) = self.loss_and_gradients(model, inputs, targets)?;
         if let Some((parallel, share)) = parallel {
             (loss, gradients) = parallel.all_sum_gradients(&loss, gradients, share)?;
         }
@@ -397,6 +406,60 @@ impl Stepper {
         let parameters = model.parameters().flatten();
         transforms::eval(parameters.values().copied().chain([&loss]))?;
         Ok(loss.item_exact::<f32>())
+    }
+}
+
+impl Stepper {
+    /// The batch's mean loss and its gradients. On the CPU the batch's rows are split into one
+    /// part per core, each part's loss and gradients built on its own MLX stream (see
+    /// [`streams`]) and weighted by its share of the rows, then summed in part order: the same
+    /// parts give the same sums every run.
+    fn loss_and_gradients(
+        &mut self,
+        model: &mut Forecaster,
+        inputs: Array,
+        targets: Array,
+    ) -> Result<(Array, FlattenedModuleParam), Exception> {
+        let rows = usize::try_from(inputs.dim(0)).unwrap_or(0);
+        let parts = if self.splittable { streams::parts_for(rows) } else { 1 };
+        self.loss_and_gradients_in(parts, model, inputs, targets)
+    }
+
+    /// [`Stepper::loss_and_gradients`] in `parts` parts.
+    fn loss_and_gradients_in(
+        &mut self,
+        parts: usize,
+        model: &mut Forecaster,
+        inputs: Array,
+        targets: Array,
+    ) -> Result<(Array, FlattenedModuleParam), Exception> {
+        let rows = usize::try_from(inputs.dim(0)).unwrap_or(0);
+        if parts <= 1 {
+            return (self.value_and_grad)(model, (inputs, targets));
+        }
+        let mut total: Option<(Array, FlattenedModuleParam)> = None;
+        for (stream, (start, end)) in streams::part_streams(parts).iter().zip(streams::part_bounds(rows, parts)) {
+            let (loss, gradients) = streams::on_default_stream(stream, || {
+                let (start, end) = (to_i32(start)?, to_i32(end)?);
+                let share = Array::from_f32((end - start) as f32 / rows as f32);
+                let part = (inputs.index(start..end), targets.index(start..end));
+                let (loss, gradients) = (self.value_and_grad)(model, part)?;
+                Ok((loss.multiply(&share)?, scale_gradients(gradients, &share)?))
+            })?;
+            total = Some(match total {
+                None => (loss, gradients),
+                Some((loss_sum, mut sums)) => {
+                    for (key, gradient) in gradients {
+                        let sum = sums
+                            .get_mut(&key)
+                            .ok_or_else(|| Exception::custom(format!("the batch's parts differ in parameter {key}")))?;
+                        *sum = sum.add(&gradient)?;
+                    }
+                    (loss_sum.add(&loss)?, sums)
+                }
+            });
+        }
+        total.ok_or_else(|| Exception::custom("a batch without rows has no loss"))
     }
 }
 
@@ -436,7 +499,8 @@ pub fn predict(
     let _blas = (streams::parts_for(batch_size.min(count)) > 1).then(crate::model::blas::one_thread);
     for start in (0..count).step_by(batch_size) {
         let end = (start + batch_size).min(count);
-        let prediction = forward_in_parts(model, &inputs[start * window..end * window], end - start, &shape)?;
+        let batch = Array::from_slice(&inputs[start * window..end * window], &shape.input_dims(end - start)?);
+        let prediction = forward_in_parts(model, &batch)?;
         prediction.eval()?;
         let values = prediction.try_as_slice::<f32>().map_err(|error| Exception::custom(format!("{error:?}")))?;
         output.extend_from_slice(values);
@@ -444,23 +508,21 @@ pub fn predict(
     Ok(output)
 }
 
-/// The model's output for `rows` windows, their rows split into [`streams::parts_for`] parts
-/// built on their own MLX streams (see [`streams`]) and joined in order.
-fn forward_in_parts(
-    model: &mut Forecaster,
-    inputs: &[f32],
-    rows: usize,
-    shape: &DataShape,
-) -> Result<Array, Exception> {
-    let window = shape.window_len();
+/// The model's output for a batch, its rows split into [`streams::parts_for`] parts built on
+/// their own MLX streams (see [`streams`]) and joined in order.
+///
+/// # Shapes
+/// `inputs`: [rows, positions, n_features] → [rows, horizon, n_quantiles]
+fn forward_in_parts(model: &mut Forecaster, inputs: &Array) -> Result<Array, Exception> {
+    let rows = usize::try_from(inputs.dim(0)).unwrap_or(0);
     let parts = streams::parts_for(rows);
     if parts == 1 {
-        return model.forward(&Array::from_slice(inputs, &shape.input_dims(rows)?))?.contiguous();
+        return model.forward(inputs)?.contiguous();
     }
     let mut outputs = Vec::with_capacity(parts);
     for (stream, (start, end)) in streams::part_streams(parts).iter().zip(streams::part_bounds(rows, parts)) {
-        let part = Array::from_slice(&inputs[start * window..end * window], &shape.input_dims(end - start)?);
-        outputs.push(streams::on_default_stream(stream, || model.forward(&part))?);
+        outputs
+            .push(streams::on_default_stream(stream, || model.forward(&inputs.index(to_i32(start)?..to_i32(end)?)))?);
     }
     ops::concatenate(&outputs, 0)?.contiguous()
 }
@@ -481,7 +543,7 @@ fn evaluate_loss(
         let (inputs, targets) = shape.gather(data, batch)?;
         let loss = match sequence {
             Some((shard, parallel)) => shard.evaluate(model, parallel, &inputs, &targets, quantiles)?,
-            None => pinball_loss(&model.forward(&inputs)?, &targets, quantiles)?.item_exact::<f32>(),
+            None => pinball_loss(&forward_in_parts(model, &inputs)?, &targets, quantiles)?.item_exact::<f32>(),
         };
         sum += f64::from(loss) * batch.len() as f64;
     }

@@ -455,6 +455,47 @@ fn clipping_bounds_the_global_norm() -> Result<(), Exception> {
     Ok(())
 }
 
+#[test]
+fn a_batch_in_parts_gives_the_whole_batchs_loss_and_gradients() -> Result<(), Exception> {
+    let config = small_config();
+    let (inputs, targets) = synthetic(13, config.positions, config.horizon, 5);
+    let inputs = Array::from_slice(&inputs, &[13, config.positions as i32, FEATURES as i32]);
+    let targets = Array::from_slice(&targets, &[13, config.horizon as i32]);
+    let mut model = Forecaster::with_seed(&config, 3)?;
+    let mut stepper = Stepper::new(&train_config(1, 1), &config.quantiles, None);
+    let (loss, gradients) = stepper.loss_and_gradients_in(1, &mut model, inputs.clone(), targets.clone())?;
+    assert!(loss.item_exact::<f32>() > 0.01, "a fresh model has a loss");
+    // 13 rows: parts of unequal size (7 + 6, 5 + 4 + 4) weighted by their share of the rows
+    for parts in [2, 3] {
+        let (part_loss, part_gradients) =
+            stepper.loss_and_gradients_in(parts, &mut model, inputs.clone(), targets.clone())?;
+        assert!((part_loss.item_exact::<f32>() - loss.item_exact::<f32>()).abs() < 1e-6, "{parts} parts: loss");
+        assert_eq!(part_gradients.len(), gradients.len());
+        for (key, gradient) in &gradients {
+            let part_gradient = values(&part_gradients[key])?;
+            let gradient = values(gradient)?;
+            let scale = gradient.iter().fold(1e-3f32, |most, g| most.max(g.abs()));
+            for (a, b) in gradient.iter().zip(&part_gradient) {
+                assert!((a - b).abs() <= 1e-5 * scale, "{parts} parts: {key}: {a} against {b}");
+            }
+        }
+    }
+    // and the same parts give the same sums every time
+    let first = stepper.loss_and_gradients_in(2, &mut model, inputs.clone(), targets.clone())?.1;
+    let again = stepper.loss_and_gradients_in(2, &mut model, inputs, targets)?.1;
+    for (key, gradient) in &first {
+        assert_eq!(values(gradient)?, values(&again[key])?, "{key}");
+    }
+    Ok(())
+}
+
+/// An array's values in row-major order, whatever its layout.
+fn values(array: &Array) -> Result<Vec<f32>, Exception> {
+    let array = array.contiguous()?;
+    array.eval()?;
+    Ok(array.as_slice::<f32>().to_vec())
+}
+
 /// `name=value` from the environment, or `default`.
 fn setting(name: &str, default: &str) -> Vec<usize> {
     std::env::var(name).unwrap_or_else(|_| default.into()).split(',').map(|part| part.trim().parse().unwrap()).collect()
