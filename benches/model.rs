@@ -24,6 +24,9 @@ fn data(count: usize, positions: usize, horizon: usize) -> (Vec<f32>, Vec<f32>) 
 }
 
 fn bench(c: &mut Criterion) {
+    // MLX's evaluation order as the `energy` binary sets it (the batch's parts side by side)
+    // SAFETY: before any MLX evaluation and before criterion or this bench starts a thread.
+    unsafe { energy::model::streams::widen_scheduling() };
     let mut group = c.benchmark_group("model");
     group.noise_threshold(0.20).measurement_time(Duration::from_secs(20)).sample_size(10);
     // the main job's model (context 168) and the yardstick (context 336), horizon 24
