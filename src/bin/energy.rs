@@ -6,7 +6,7 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    // SAFETY: first thing in `main`: no other thread of ours exists yet, and MLX's reads its
+    // SAFETY: first thing in `main`: no other thread of ours exists yet, and MLX reads its
     // environment only when it evaluates.
     unsafe { energy::model::streams::widen_scheduling() };
     let cli = match energy::cli::Cli::try_parse() {

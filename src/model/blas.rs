@@ -62,12 +62,12 @@ fn thread_controls() -> Option<(GetThreads, SetThreads)> {
 }
 
 /// OpenBLAS runs each matrix product on one thread while this lives, and on as many as before
-/// once it is dropped. For work that already runs on one MLX stream per core (the parts of
-/// an inference batch, [`super::streams`]): OpenBLAS's second thread then only competes with
-/// the other stream for the cores (measured: inference 246–279 → 306 sequences/s at 192
-/// positions; training, on one stream, loses 6 % with it, so it keeps its threads). Nothing
-/// happens with another BLAS. Take it only while no BLAS call runs, as `predict` does
-/// between its batches' evaluations.
+/// once it is dropped. For work that already runs on one MLX stream per core (the parts of a
+/// training or inference batch, [`super::streams::one_blas_thread_for`]): OpenBLAS's second
+/// thread then only competes with the other stream for the cores (measured: inference
+/// 246–279 → 306 sequences/s at 192 positions; training in parts 139 → 190; training on one
+/// stream loses 6 % with it). Nothing happens with another BLAS. Take it only while no BLAS
+/// call runs, as `predict` and the training loop do between their evaluations.
 #[must_use = "the thread count is restored when the guard is dropped"]
 pub struct OneThread {
     /// OpenBLAS's setter and the thread count to give back, when it was changed.

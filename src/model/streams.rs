@@ -53,6 +53,13 @@ pub fn parts_for(rows: usize) -> usize {
     cores.min(MAX_PARTS).min(rows / MIN_PART_ROWS).max(1)
 }
 
+/// OpenBLAS on one thread ([`crate::model::blas::one_thread`]) while batches of `rows` run in
+/// parts, one per core: its second thread would only compete with the other parts for the
+/// cores. None when they stay whole. Take it while no BLAS call runs.
+pub fn one_blas_thread_for(rows: usize) -> Option<crate::model::blas::OneThread> {
+    (parts_for(rows) > 1).then(crate::model::blas::one_thread)
+}
+
 /// The breadth of MLX's evaluation order set by [`widen_scheduling`].
 pub const BFS_MAX_WIDTH: &str = "1024";
 

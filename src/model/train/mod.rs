@@ -224,10 +224,11 @@ fn run(
     let mut train_seconds = 0.0;
     let mut interrupted = false;
     let mut finished = progress.stopped_early || progress.epoch >= config.epochs;
-    // parts on their own streams, one per core (see `Stepper::loss_and_gradients`): matrix
-    // products on one thread each, or OpenBLAS's second thread competes with the other part
-    let _blas = (stepper.splittable && streams::parts_for(config.batch_size.min(train.count)) > 1)
-        .then(crate::model::blas::one_thread);
+    // the rows of one step on this rank, in parts on their own streams when they split
+    // (`Stepper::loss_and_gradients`)
+    let full_batch = &progress.order[..config.batch_size.min(progress.order.len())];
+    let step_rows = parallel.map_or(full_batch.len(), |parallel| parallel.shard(full_batch).0.len());
+    let _blas = if stepper.splittable { streams::one_blas_thread_for(step_rows) } else { None };
     while !finished {
         let epoch = progress.epoch + 1;
         let epoch_started = Instant::now();
@@ -407,9 +408,7 @@ impl Stepper {
         transforms::eval(parameters.values().copied().chain([&loss]))?;
         Ok(loss.item_exact::<f32>())
     }
-}
 
-impl Stepper {
     /// The batch's mean loss and its gradients. On the CPU the batch's rows are split into one
     /// part per core, each part's loss and gradients built on its own MLX stream (see
     /// [`streams`]) and weighted by its share of the rows, then summed in part order: the same
@@ -495,8 +494,7 @@ pub fn predict(
     }
     let mut output = Vec::with_capacity(count * shape.horizon * shape.n_quantiles);
     let window = shape.window_len();
-    // parts on their own streams, one per core: matrix products on one thread each
-    let _blas = (streams::parts_for(batch_size.min(count)) > 1).then(crate::model::blas::one_thread);
+    let _blas = streams::one_blas_thread_for(batch_size.min(count));
     for start in (0..count).step_by(batch_size) {
         let end = (start + batch_size).min(count);
         let batch = Array::from_slice(&inputs[start * window..end * window], &shape.input_dims(end - start)?);
