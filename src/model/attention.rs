@@ -23,6 +23,7 @@
 //! # Shapes
 //! `q`: [batch, heads, length_q, head_dim], `k`, `v`: [batch, heads, length_k, head_dim]
 //! → [batch, heads, length_q, head_dim] (ring attention needs `length_q == length_k`).
+use crate::model::cpu_kernels;
 use mlx_rs::error::Exception;
 use mlx_rs::ops::indexing::TryIndexOp;
 use mlx_rs::ops::{self, matmul};
@@ -367,15 +368,26 @@ impl QueryBlock {
             None
         };
         // The output does not depend on the shift, so no gradient needs to flow through it.
-        let max = stop_gradient(ops::maximum(&self.max, scores.max_axis(-1, true)?)?)?;
-        let mut weights = exp2(&scores.subtract(&max)?)?;
-        if let Some(visible) = &visible {
-            // A row with every key masked so far has max == MASKED_SCORE and exp(0) == 1 here.
-            weights = ops::select(visible, &weights, Array::from_f32(0.0))?;
-        }
+        let (max, weights, weight_sum) = match &visible {
+            // One fused pass over the scores on the CPU (see `cpu_kernels`).
+            None if cpu_kernels::available() => {
+                let (max, weights, weight_sum) = cpu_kernels::online_softmax_block(&scores, &self.max)?;
+                (stop_gradient(&max)?, weights, weight_sum)
+            }
+            _ => {
+                let max = stop_gradient(ops::maximum(&self.max, scores.max_axis(-1, true)?)?)?;
+                let mut weights = exp2(&scores.subtract(&max)?)?;
+                if let Some(visible) = &visible {
+                    // A row with every key masked so far has max == MASKED_SCORE and exp(0) == 1 here.
+                    weights = ops::select(visible, &weights, Array::from_f32(0.0))?;
+                }
+                let weight_sum = weights.sum_axis(-1, true)?;
+                (max, weights, weight_sum)
+            }
+        };
         let correction = exp2(&self.max.subtract(&max)?)?;
         self.numerator = self.numerator.multiply(&correction)?.add(matmul(&weights, value)?)?;
-        self.denominator = self.denominator.multiply(&correction)?.add(weights.sum_axis(-1, true)?)?;
+        self.denominator = self.denominator.multiply(&correction)?.add(weight_sum)?;
         self.max = max;
         Ok(())
     }

@@ -6,6 +6,7 @@
 pub mod attention;
 pub mod blas;
 pub mod checkpoint;
+pub mod cpu_kernels;
 pub mod distributed;
 pub mod memory;
 pub mod resume;

@@ -58,6 +58,9 @@ impl Activation {
     fn apply(self, x: Array, pass: Pass) -> Result<Array, Exception> {
         match self {
             Self::Relu => nn::relu(x),
+            Self::Gelu if crate::model::cpu_kernels::available() && x.dtype() == mlx_rs::Dtype::Float32 => {
+                Ok(crate::model::cpu_kernels::gelu(&x, pass == Pass::Training)?.0)
+            }
             Self::Gelu if crate::model::streams::on_cpu() => gelu_cpu(&x, pass),
             Self::Gelu => nn::gelu(x),
             Self::QuickGelu => {

@@ -1,0 +1,271 @@
+//! Fused CPU kernels of our own for the CPU build of MLX (Linux), written as MLX primitives in
+//! `cpu_kernels.cpp` (compiled by `build.rs` against the MLX wheel's headers).
+//!
+//! MLX's CPU build runs one scalar kernel per operation. The online softmax of one query block
+//! against one key block took five passes over its scores (row max, maximum, subtract, `2^x`
+//! by glibc's `powf` at about 5 ns an element, row sum), and the backward pass about four more;
+//! the GELU took about fifteen elementwise operations. Each kernel here does the same in one
+//! pass, with a vectorised `2^x` (a degree-6 polynomial and the exponent's bits, relative error
+//! about 1e-7), built for AVX-512, AVX2 or the x86-64 baseline and chosen at load time:
+//! - [`online_softmax_block`]: `(max_new, weights, weight_sum)` for one block pair;
+//! - [`gelu`]: the exact GELU `x·Φ(x)` with the erf approximation of MLX's CPU kernel, and in a
+//!   training pass its derivative from the same pass.
+//!
+//! Both define their vector-Jacobian products, run on the stream they are built on (mlx-rs's
+//! scoped stream or MLX's default one, as every other operation there), and are deterministic. They are
+//! used where [`available`] says so: Linux, on the CPU. On a Mac the model runs MLX's own
+//! operations on the GPU, and these are not built.
+use mlx_rs::Array;
+#[cfg(target_os = "linux")]
+use mlx_rs::Stream;
+use mlx_rs::error::Exception;
+
+#[cfg(target_os = "linux")]
+mod ffi {
+    use std::ffi::{c_char, c_int, c_void};
+
+    unsafe extern "C" {
+        pub fn energy_online_softmax_block(
+            stream: *mut c_void,
+            scores: *mut c_void,
+            max_old: *mut c_void,
+            max_new: *mut *mut c_void,
+            weights: *mut *mut c_void,
+            weight_sum: *mut *mut c_void,
+            error: *mut c_char,
+            error_len: usize,
+        ) -> c_int;
+        pub fn energy_gelu(
+            stream: *mut c_void,
+            x: *mut c_void,
+            with_slope: c_int,
+            y: *mut *mut c_void,
+            slope: *mut *mut c_void,
+            error: *mut c_char,
+            error_len: usize,
+        ) -> c_int;
+    }
+}
+
+/// Whether the kernels run here: on Linux (where `build.rs` compiles them) when MLX's default
+/// device is the CPU.
+pub fn available() -> bool {
+    cfg!(target_os = "linux") && crate::model::streams::on_cpu()
+}
+
+#[cfg(target_os = "linux")]
+fn call(f: impl FnOnce(*mut std::ffi::c_char, usize) -> std::ffi::c_int) -> Result<(), Exception> {
+    let mut error = [0 as std::ffi::c_char; 512];
+    if f(error.as_mut_ptr(), error.len()) == 0 {
+        return Ok(());
+    }
+    // SAFETY: the kernel wrote a NUL-terminated message into the buffer (it stays zeroed else).
+    let message = unsafe { std::ffi::CStr::from_ptr(error.as_ptr()) }.to_string_lossy().into_owned();
+    Err(Exception::custom(format!("energy's CPU kernel: {message}")))
+}
+
+/// Takes ownership of an `mlx::core::array*` the kernels returned.
+#[cfg(target_os = "linux")]
+fn owned(ctx: *mut std::ffi::c_void) -> Array {
+    // SAFETY: `ctx` is a new `mlx::core::array` allocated with `new`, which is what an mlx-c
+    // handle holds and what mlx-c's `mlx_array_free` deletes.
+    unsafe { Array::from_ptr(mlx_sys::mlx_array { ctx }) }
+}
+
+/// One block pair of the online softmax, in base 2, for every row `r` of `scores`:
+/// `max_new[r] = max(max_old[r], max_j scores[r, j])`, `weights[r, j] = 2^(scores[r, j] −
+/// max_new[r])` and `weight_sum[r] = Σ_j weights[r, j]`. Gradients flow to `scores` through the
+/// weights and their sum; none flows through the maxima (the attention does not depend on
+/// the shift).
+///
+/// # Shapes
+/// `scores`: [..., cols], `max_old`: [..., 1] (f32) → `max_new` [..., 1], `weights` [..., cols],
+/// `weight_sum` [..., 1]
+pub fn online_softmax_block(scores: &Array, max_old: &Array) -> Result<(Array, Array, Array), Exception> {
+    #[cfg(target_os = "linux")]
+    {
+        let stream = Stream::thread_local_or_default();
+        let mut outputs = [std::ptr::null_mut(); 3];
+        let [max_new, weights, weight_sum] = &mut outputs;
+        call(|error, len| unsafe {
+            // SAFETY: the inputs are live arrays; the outputs are written on success only.
+            ffi::energy_online_softmax_block(
+                stream.as_ptr().ctx,
+                scores.as_ptr().ctx,
+                max_old.as_ptr().ctx,
+                max_new,
+                weights,
+                weight_sum,
+                error,
+                len,
+            )
+        })?;
+        let [max_new, weights, weight_sum] = outputs.map(owned);
+        Ok((max_new, weights, weight_sum))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (scores, max_old);
+        Err(Exception::custom("energy's CPU kernels are built on Linux only"))
+    }
+}
+
+/// The exact GELU `x·Φ(x)` (f32), and with `with_slope` its derivative `Φ(x) + x·φ(x)` from the
+/// same pass; the gradient of the first output is the cotangent times the derivative.
+pub fn gelu(x: &Array, with_slope: bool) -> Result<(Array, Option<Array>), Exception> {
+    #[cfg(target_os = "linux")]
+    {
+        let stream = Stream::thread_local_or_default();
+        let (mut y, mut slope) = (std::ptr::null_mut(), std::ptr::null_mut());
+        call(|error, len| unsafe {
+            // SAFETY: as in `online_softmax_block`.
+            ffi::energy_gelu(stream.as_ptr().ctx, x.as_ptr().ctx, i32::from(with_slope), &mut y, &mut slope, error, len)
+        })?;
+        Ok((owned(y), with_slope.then(|| owned(slope))))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (x, with_slope);
+        Err(Exception::custom("energy's CPU kernels are built on Linux only"))
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use mlx_rs::ops;
+    use mlx_rs::transforms::grad;
+
+    fn values(a: &Array) -> Vec<f32> {
+        a.as_slice::<f32>().to_vec()
+    }
+
+    fn random(seed: u64, shape: &[i32], scale: f32) -> Array {
+        mlx_rs::random::seed(seed).unwrap();
+        mlx_rs::random::normal::<f32>(shape, None, None, None).unwrap().multiply(Array::from_f32(scale)).unwrap()
+    }
+
+    /// The weights, maxima and sums against f64 arithmetic, over rows of 1, 17 and 64 columns
+    /// (the lane loops' tails), a running maximum above every score, and masked scores.
+    #[test]
+    fn online_softmax_block_matches_f64() -> Result<(), Exception> {
+        for cols in [1, 17, 64] {
+            let scores = random(cols as u64, &[2, 3, 5, cols], 6.0);
+            let mut old = values(&random(99, &[2, 3, 5, 1], 4.0));
+            old[0] = 100.0; // above every score of row 0
+            old[1] = crate::model::attention::MASKED_SCORE;
+            let max_old = Array::from_slice(&old, &[2, 3, 5, 1]);
+            let (max_new, weights, sum) = online_softmax_block(&scores, &max_old)?;
+            let (s, m, w, l) = (values(&scores), values(&max_new), values(&weights), values(&sum));
+            let cols = cols as usize;
+            for r in 0..30 {
+                let row = &s[r * cols..(r + 1) * cols];
+                let expected_max = row.iter().fold(old[r], |a, &b| a.max(b));
+                assert_eq!(m[r], expected_max, "row {r}");
+                let mut expected_sum = 0.0f64;
+                for j in 0..cols {
+                    // The difference is rounded to f32 first, as MLX's `subtract` would.
+                    let expected = 2f64.powf(f64::from(row[j] - expected_max));
+                    expected_sum += expected;
+                    let got = f64::from(w[r * cols + j]);
+                    assert!((got - expected).abs() <= 2e-7 * expected + 1e-38, "row {r} col {j}: {got} vs {expected}");
+                }
+                let got = f64::from(l[r]);
+                assert!((got - expected_sum).abs() <= 1e-6 * expected_sum + 1e-38, "row {r}: {got} vs {expected_sum}");
+            }
+            // Row 0's running maximum of 100 is far above its scores.
+            assert!(w[0..cols].iter().all(|&x| x < 2f32.powi(-40)), "{:?}", &w[0..cols]);
+        }
+        Ok(())
+    }
+
+    /// `2^x` itself at its edges: exact powers of two, underflow to zero, NaN kept.
+    #[test]
+    fn exp2_edges() -> Result<(), Exception> {
+        let scores = Array::from_slice(&[0.0f32, -1.0, -10.0, -126.0, -200.0, -1e30, f32::NAN, 3.0], &[8, 1]);
+        let max_old = Array::from_slice(&[f32::MIN; 8], &[8, 1]);
+        let (_, weights, _) = online_softmax_block(&scores, &max_old)?;
+        let w = values(&weights);
+        // Each row's maximum is its own score, so every weight is 2^0 ...
+        assert!(w[..6].iter().all(|&x| x == 1.0), "{w:?}");
+        assert!(w[6].is_nan());
+        // ... and against a larger running maximum the weights are 2^(score − max).
+        let max_old = Array::from_slice(&[5.0f32; 8], &[8, 1]);
+        let w = values(&online_softmax_block(&scores, &max_old)?.1);
+        let expected = [2f32.powi(-5), 2f32.powi(-6), 2f32.powi(-15), 0.0, 0.0, 0.0];
+        for (got, want) in w.iter().zip(expected) {
+            assert!((got - want).abs() <= 1e-7 * want, "{got} vs {want}");
+        }
+        assert!(w[6].is_nan());
+        assert_eq!(w[7], 0.25);
+        Ok(())
+    }
+
+    /// The gradient of `Σ c·weights + Σ d·weight_sum` with respect to the scores, against the
+    /// same loss through MLX's own operations (with the maximum's gradient stopped).
+    #[test]
+    fn online_softmax_block_gradient_matches_mlx_ops() -> Result<(), Exception> {
+        let scores = random(1, &[2, 2, 8, 24], 3.0);
+        let max_old = random(2, &[2, 2, 8, 1], 3.0);
+        let c = random(3, &[2, 2, 8, 24], 1.0);
+        let d = random(4, &[2, 2, 8, 1], 1.0);
+        let loss = |weights: &Array, sum: &Array| -> Result<Array, Exception> {
+            weights.multiply(&c)?.sum(None)?.add(sum.multiply(&d)?.sum(None)?)
+        };
+        let fused = |s: &Array| -> Result<Array, Exception> {
+            let (_, weights, sum) = online_softmax_block(s, &max_old)?;
+            loss(&weights, &sum)
+        };
+        let reference = |s: &Array| -> Result<Array, Exception> {
+            let max = mlx_rs::stop_gradient(&ops::maximum(&max_old, s.max_axis(-1, true)?)?)?;
+            let weights = ops::power(Array::from_f32(2.0), &s.subtract(&max)?)?;
+            let sum = weights.sum_axis(-1, true)?;
+            loss(&weights, &sum)
+        };
+        let got = grad(fused)(&scores)?;
+        let want = grad(reference)(&scores)?;
+        let largest = values(&want).iter().fold(0.0f32, |a, b| a.max(b.abs()));
+        for (g, w) in values(&got).iter().zip(values(&want)) {
+            assert!((g - w).abs() <= 1e-5 * largest, "{g} vs {w}");
+        }
+        assert!(largest > 0.1);
+        Ok(())
+    }
+
+    /// The fused GELU against MLX's own (exact, `erf`) in value and gradient, with and without
+    /// the slope output, over the range a network's activations take.
+    #[test]
+    fn gelu_matches_mlx_gelu() -> Result<(), Exception> {
+        let x = Array::from_slice(&(0..2001).map(|i| (i as f32 - 1000.0) / 100.0).collect::<Vec<_>>(), &[2001]);
+        let want = values(&mlx_rs::nn::gelu(&x)?);
+        for with_slope in [false, true] {
+            let (y, slope) = gelu(&x, with_slope)?;
+            assert_eq!(slope.is_some(), with_slope);
+            for (g, w) in values(&y).iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-5, "{g} vs {w}");
+            }
+            let fused = |x: &Array| -> Result<Array, Exception> { gelu(x, with_slope)?.0.sum(None) };
+            let reference = |x: &Array| -> Result<Array, Exception> { mlx_rs::nn::gelu(x)?.sum(None) };
+            let (g, w) = (grad(fused)(&x)?, grad(reference)(&x)?);
+            for (g, w) in values(&g).iter().zip(values(&w)) {
+                assert!((g - w).abs() <= 1e-5, "gradient {g} vs {w}");
+            }
+            if let Some(slope) = slope {
+                assert_eq!(values(&slope), values(&g));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_other_dtypes_and_shapes() {
+        let scores = Array::from_slice(&[1i32, 2], &[1, 2]);
+        let max_old = Array::from_slice(&[0.0f32], &[1, 1]);
+        let error = online_softmax_block(&scores, &max_old).unwrap_err();
+        assert!(error.to_string().contains("the scores must be float32"), "{error}");
+        let scores = Array::from_slice(&[1.0f32, 2.0], &[1, 2]);
+        let max_old = Array::from_slice(&[0.0f32, 0.0], &[2, 1]);
+        let error = online_softmax_block(&scores, &max_old).unwrap_err();
+        assert!(error.to_string().contains("the running maximum must have"), "{error}");
+    }
+}
