@@ -78,6 +78,25 @@ inline __attribute__((always_inline)) float exp2_poly(float x) {
   return p * scale;
 }
 
+// Sum of n floats in LANES interleaved partial sums (vectorised, and the same order every run).
+inline __attribute__((always_inline)) float lane_sum(const float* x, size_t n) {
+  float lanes[LANES] = {};
+  size_t j = 0;
+  for (; j + LANES <= n; j += LANES) {
+    for (int l = 0; l < LANES; l++) {
+      lanes[l] += x[j + l];
+    }
+  }
+  float sum = 0.0f;
+  for (int l = 0; l < LANES; l++) {
+    sum += lanes[l];
+  }
+  for (; j < n; j++) {
+    sum += x[j];
+  }
+  return sum;
+}
+
 ENERGY_CLONES void online_softmax_rows(
     const float* scores,
     const float* max_old,
@@ -110,23 +129,7 @@ ENERGY_CLONES void online_softmax_rows(
     for (size_t k = 0; k < cols; k++) {
       w[k] = exp2_poly(s[k] - m);
     }
-    for (int l = 0; l < LANES; l++) {
-      lanes[l] = 0.0f;
-    }
-    j = 0;
-    for (; j + LANES <= cols; j += LANES) {
-      for (int l = 0; l < LANES; l++) {
-        lanes[l] += w[j + l];
-      }
-    }
-    float sum = 0.0f;
-    for (int l = 0; l < LANES; l++) {
-      sum += lanes[l];
-    }
-    for (; j < cols; j++) {
-      sum += w[j];
-    }
-    weight_sum[r] = sum;
+    weight_sum[r] = lane_sum(w, cols);
   }
 }
 
@@ -185,6 +188,80 @@ ENERGY_CLONES void gelu_elements(const float* x, float* y, float* slope, size_t 
     float cdf = v > 0.0f ? 1.0f - tail : tail;
     y[i] = v * cdf;
     slope[i] = cdf + v * gaussian * INV_SQRT_TAU;
+  }
+}
+
+// y = (x - mean) / sqrt(var + eps) * w + b over each row of `cols` (var without Bessel's
+// correction, as MLX's `fast::layer_norm`); `scratch` holds one row.
+ENERGY_CLONES void layer_norm_rows(
+    const float* x,
+    const float* w,
+    const float* b,
+    float* y,
+    float* scratch,
+    float eps,
+    size_t rows,
+    size_t cols) {
+  const float inv_cols = 1.0f / static_cast<float>(cols);
+  for (size_t r = 0; r < rows; r++) {
+    const float* xr = x + r * cols;
+    float* yr = y + r * cols;
+    const float mean = lane_sum(xr, cols) * inv_cols;
+    for (size_t j = 0; j < cols; j++) {
+      float centred = xr[j] - mean;
+      scratch[j] = centred * centred;
+    }
+    const float rstd = 1.0f / std::sqrt(lane_sum(scratch, cols) * inv_cols + eps);
+    for (size_t j = 0; j < cols; j++) {
+      yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
+    }
+  }
+}
+
+// The layer norm's vector-Jacobian product: with x̂ = (x - mean) * rstd and g = dy * w,
+// dx = rstd * (g - mean(g) - x̂ * mean(g * x̂)), dw = Σ_rows dy * x̂, db = Σ_rows dy (summed
+// row after row: deterministic). `scratch` holds three rows.
+ENERGY_CLONES void layer_norm_rows_vjp(
+    const float* x,
+    const float* w,
+    const float* dy,
+    float* dx,
+    float* dw,
+    float* db,
+    float* scratch,
+    float eps,
+    size_t rows,
+    size_t cols) {
+  const float inv_cols = 1.0f / static_cast<float>(cols);
+  float* xhat = scratch;
+  float* g = scratch + cols;
+  float* gx = scratch + 2 * cols;
+  for (size_t j = 0; j < cols; j++) {
+    dw[j] = 0.0f;
+    db[j] = 0.0f;
+  }
+  for (size_t r = 0; r < rows; r++) {
+    const float* xr = x + r * cols;
+    const float* dyr = dy + r * cols;
+    float* dxr = dx + r * cols;
+    const float mean = lane_sum(xr, cols) * inv_cols;
+    for (size_t j = 0; j < cols; j++) {
+      float centred = xr[j] - mean;
+      gx[j] = centred * centred;
+    }
+    const float rstd = 1.0f / std::sqrt(lane_sum(gx, cols) * inv_cols + eps);
+    for (size_t j = 0; j < cols; j++) {
+      xhat[j] = (xr[j] - mean) * rstd;
+      g[j] = dyr[j] * w[j];
+      gx[j] = g[j] * xhat[j];
+      dw[j] += dyr[j] * xhat[j];
+      db[j] += dyr[j];
+    }
+    const float mean_g = lane_sum(g, cols) * inv_cols;
+    const float mean_gx = lane_sum(gx, cols) * inv_cols;
+    for (size_t j = 0; j < cols; j++) {
+      dxr[j] = rstd * (g[j] - mean_g - xhat[j] * mean_gx);
+    }
   }
 }
 
@@ -356,6 +433,112 @@ class GeluCpu : public mx::Primitive {
   bool with_slope_;
 };
 
+class LayerNormCpuVjp : public mx::Primitive {
+ public:
+  LayerNormCpuVjp(mx::Stream stream, float eps) : mx::Primitive(stream), eps_(eps) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+    const auto& x = inputs[0];
+    const auto& w = inputs[1];
+    const auto& dy = inputs[2];
+    for (auto& out : outputs) {
+      out.set_data(mx::allocator::malloc(out.nbytes()));
+    }
+    size_t cols = x.shape().back();
+    size_t rows = cols == 0 ? 0 : x.size() / cols;
+    auto& encoder = mx::cpu::get_command_encoder(stream());
+    encoder.set_input_array(x);
+    encoder.set_input_array(w);
+    encoder.set_input_array(dy);
+    for (auto& out : outputs) {
+      encoder.set_output_array(out);
+    }
+    encoder.dispatch([x_ptr = x.data<float>(),
+                      w_ptr = w.data<float>(),
+                      dy_ptr = dy.data<float>(),
+                      dx = outputs[0].data<float>(),
+                      dw = outputs[1].data<float>(),
+                      db = outputs[2].data<float>(),
+                      eps = eps_,
+                      rows,
+                      cols]() {
+      std::vector<float> scratch(3 * cols);
+      layer_norm_rows_vjp(x_ptr, w_ptr, dy_ptr, dx, dw, db, scratch.data(), eps, rows, cols);
+    });
+  }
+
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
+    throw std::runtime_error("energy's LayerNormCpuVjp runs on the CPU only");
+  }
+
+  const char* name() const override {
+    return "EnergyLayerNormCpuVjp";
+  }
+
+ private:
+  float eps_;
+};
+
+class LayerNormCpu : public mx::UnaryPrimitive {
+ public:
+  LayerNormCpu(mx::Stream stream, float eps) : mx::UnaryPrimitive(stream), eps_(eps) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto& x = inputs[0];
+    const auto& w = inputs[1];
+    const auto& b = inputs[2];
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    size_t cols = x.shape().back();
+    size_t rows = cols == 0 ? 0 : x.size() / cols;
+    auto& encoder = mx::cpu::get_command_encoder(stream());
+    encoder.set_input_array(x);
+    encoder.set_input_array(w);
+    encoder.set_input_array(b);
+    encoder.set_output_array(out);
+    encoder.dispatch([x_ptr = x.data<float>(),
+                      w_ptr = w.data<float>(),
+                      b_ptr = b.data<float>(),
+                      y = out.data<float>(),
+                      eps = eps_,
+                      rows,
+                      cols]() {
+      std::vector<float> scratch(cols);
+      layer_norm_rows(x_ptr, w_ptr, b_ptr, y, scratch.data(), eps, rows, cols);
+    });
+  }
+
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("energy's LayerNormCpu runs on the CPU only");
+  }
+
+  std::vector<mx::array> vjp(
+      const std::vector<mx::array>& primals,
+      const std::vector<mx::array>& cotangents,
+      const std::vector<int>& argnums,
+      const std::vector<mx::array>&) override {
+    auto s = stream();
+    const auto& x = primals[0];
+    const auto& w = primals[1];
+    auto grads = mx::array::make_arrays(
+        {x.shape(), w.shape(), w.shape()},
+        {mx::float32, mx::float32, mx::float32},
+        std::make_shared<LayerNormCpuVjp>(s, eps_),
+        {x, w, row_major(cotangents[0], s)});
+    std::vector<mx::array> out;
+    for (int arg : argnums) {
+      out.push_back(grads[arg]);
+    }
+    return out;
+  }
+
+  const char* name() const override {
+    return "EnergyLayerNormCpu";
+  }
+
+ private:
+  float eps_;
+};
+
 void write_error(const std::exception& e, char* error, size_t error_len) {
   if (error != nullptr && error_len > 0) {
     std::strncpy(error, e.what(), error_len - 1);
@@ -426,6 +609,39 @@ int energy_gelu(void* stream, void* x, int with_slope, void** y, void** slope, c
     if (with_slope) {
       *slope = new mx::array(outputs[1]);
     }
+    return 0;
+  } catch (const std::exception& e) {
+    write_error(e, error, error_len);
+    return 1;
+  }
+}
+
+int energy_layer_norm(
+    void* stream,
+    void* x,
+    void* weight,
+    void* bias,
+    float eps,
+    void** y,
+    char* error,
+    size_t error_len) {
+  try {
+    auto s = cpu_stream(stream);
+    const auto& input = as_array(x);
+    const auto& w = as_array(weight);
+    const auto& b = as_array(bias);
+    check_f32(input, "the layer norm's input");
+    check_f32(w, "the layer norm's weight");
+    check_f32(b, "the layer norm's bias");
+    if (input.ndim() < 1 || w.ndim() != 1 || b.ndim() != 1 || w.shape(0) != input.shape(-1) ||
+        b.shape(0) != input.shape(-1)) {
+      throw std::invalid_argument("the layer norm's weight and bias must be vectors of the input's last axis");
+    }
+    *y = new mx::array(
+        input.shape(),
+        mx::float32,
+        std::make_shared<LayerNormCpu>(s, eps),
+        {row_major(input, s), row_major(w, s), row_major(b, s)});
     return 0;
   } catch (const std::exception& e) {
     write_error(e, error, error_len);

@@ -9,7 +9,9 @@
 //! about 1e-7), built for AVX-512, AVX2 or the x86-64 baseline and chosen at load time:
 //! - [`online_softmax_block`]: `(max_new, weights, weight_sum)` for one block pair;
 //! - [`gelu`]: the exact GELU `x·Φ(x)` with the erf approximation of MLX's CPU kernel, and in a
-//!   training pass its derivative from the same pass.
+//!   training pass its derivative from the same pass;
+//! - [`layer_norm`]: the layer norm MLX's CPU build computes as about ten operations, forward
+//!   and backward in one pass each.
 //!
 //! Both define their vector-Jacobian products, run on the stream they are built on (mlx-rs's
 //! scoped stream or MLX's default one, as every other operation there), and are deterministic. They are
@@ -41,6 +43,16 @@ mod ffi {
             with_slope: c_int,
             y: *mut *mut c_void,
             slope: *mut *mut c_void,
+            error: *mut c_char,
+            error_len: usize,
+        ) -> c_int;
+        pub fn energy_layer_norm(
+            stream: *mut c_void,
+            x: *mut c_void,
+            weight: *mut c_void,
+            bias: *mut c_void,
+            eps: f32,
+            y: *mut *mut c_void,
             error: *mut c_char,
             error_len: usize,
         ) -> c_int;
@@ -130,11 +142,44 @@ pub fn gelu(x: &Array, with_slope: bool) -> Result<(Array, Option<Array>), Excep
     }
 }
 
+/// Layer normalisation over the last axis, `(x − mean) / sqrt(var + eps) · weight + bias`
+/// (f32), as MLX's `fast::layer_norm`; its vector-Jacobian product gives the input's, the
+/// weight's and the bias's gradients from one pass over the rows.
+///
+/// # Shapes
+/// `x`: [..., d], `weight`, `bias`: [d] → [..., d]
+pub fn layer_norm(x: &Array, weight: &Array, bias: &Array, eps: f32) -> Result<Array, Exception> {
+    #[cfg(target_os = "linux")]
+    {
+        let stream = Stream::thread_local_or_default();
+        let mut y = std::ptr::null_mut();
+        call(|error, len| unsafe {
+            // SAFETY: as in `online_softmax_block`.
+            ffi::energy_layer_norm(
+                stream.as_ptr().ctx,
+                x.as_ptr().ctx,
+                weight.as_ptr().ctx,
+                bias.as_ptr().ctx,
+                eps,
+                &mut y,
+                error,
+                len,
+            )
+        })?;
+        Ok(owned(y))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (x, weight, bias, eps);
+        Err(Exception::custom("energy's CPU kernels are built on Linux only"))
+    }
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use mlx_rs::ops;
-    use mlx_rs::transforms::grad;
+    use mlx_rs::transforms::{grad, grad_with_argnums};
 
     fn values(a: &Array) -> Vec<f32> {
         a.as_slice::<f32>().to_vec()
@@ -254,6 +299,48 @@ mod tests {
                 assert_eq!(values(&slope), values(&g));
             }
         }
+        Ok(())
+    }
+
+    /// The fused layer norm against MLX's `fast::layer_norm` in value and in the gradients of
+    /// the input, the weight and the bias, over rows of 64 and 5 (the lane loops' tails).
+    #[test]
+    fn layer_norm_matches_mlx() -> Result<(), Exception> {
+        for d in [64, 5] {
+            let x = random(10 + d as u64, &[3, 7, d], 2.0).add(Array::from_f32(0.5))?;
+            let weight = random(20, &[d], 1.0);
+            let bias = random(30, &[d], 1.0);
+            let cotangent = random(40, &[3, 7, d], 1.0);
+            let fused = layer_norm(&x, &weight, &bias, 1e-5)?;
+            let reference = mlx_rs::fast::layer_norm(&x, Some(&weight), Some(&bias), 1e-5)?;
+            for (g, w) in values(&fused).iter().zip(values(&reference)) {
+                assert!((g - w).abs() <= 1e-5, "{g} vs {w}");
+            }
+            let loss = |ours: bool| {
+                let cotangent = cotangent.clone();
+                move |inputs: &[Array]| -> Result<Array, Exception> {
+                    let y = if ours {
+                        layer_norm(&inputs[0], &inputs[1], &inputs[2], 1e-5)?
+                    } else {
+                        mlx_rs::fast::layer_norm(&inputs[0], Some(&inputs[1]), Some(&inputs[2]), 1e-5)?
+                    };
+                    y.multiply(&cotangent)?.sum(None)
+                }
+            };
+            let inputs = [x.clone(), weight.clone(), bias.clone()];
+            for argnum in 0..3 {
+                let got = grad_with_argnums(loss(true), &[argnum])(&inputs)?;
+                let want = grad_with_argnums(loss(false), &[argnum])(&inputs)?;
+                assert_eq!(got.shape(), inputs[argnum as usize].shape());
+                let largest = values(&want).iter().fold(0.0f32, |a, b| a.max(b.abs()));
+                assert!(largest > 0.1);
+                for (g, w) in values(&got).iter().zip(values(&want)) {
+                    assert!((g - w).abs() <= 1e-5 * largest.max(1.0), "{g} vs {w}");
+                }
+            }
+        }
+        let error = layer_norm(&random(1, &[2, 4], 1.0), &random(2, &[3], 1.0), &random(3, &[4], 1.0), 1e-5).unwrap_err();
+        assert!(error.to_string().contains("vectors of the input's last axis"), "{error}");
         Ok(())
     }
 

@@ -368,10 +368,22 @@ impl Module<&Array> for EncoderBlock {
 
 impl EncoderBlock {
     fn apply(&mut self, x: &Array, attention: Attention, pass: Pass) -> Result<Array, Exception> {
-        let attended = self.attention.attend(&self.attention_norm.forward(x)?, attention)?;
+        let attended = self.attention.attend(&normalize(&mut self.attention_norm, x)?, attention)?;
         let x = x.add(&attended)?;
-        let hidden = self.activation.apply(self.mlp_in.forward(&self.mlp_norm.forward(&x)?)?, pass)?;
+        let hidden = self.activation.apply(self.mlp_in.forward(&normalize(&mut self.mlp_norm, &x)?)?, pass)?;
         x.add(self.mlp_out.forward(&hidden)?)
+    }
+}
+
+/// `norm(x)`: on the CPU the fused [`crate::model::cpu_kernels::layer_norm`] (MLX's CPU build
+/// runs a layer norm as about ten operations, forward and backward), else MLX's.
+fn normalize(norm: &mut LayerNorm, x: &Array) -> Result<Array, Exception> {
+    use crate::model::cpu_kernels;
+    match (norm.weight.value.as_ref(), norm.bias.value.as_ref()) {
+        (Some(weight), Some(bias)) if cpu_kernels::available() && x.dtype() == mlx_rs::Dtype::Float32 => {
+            cpu_kernels::layer_norm(x, weight, bias, norm.eps)
+        }
+        _ => norm.forward(x),
     }
 }
 
@@ -497,7 +509,7 @@ impl Member {
         for block in &mut self.blocks {
             hidden = block.apply(&hidden, attention, pass)?;
         }
-        let hidden = self.final_norm.forward(&hidden)?;
+        let hidden = normalize(&mut self.final_norm, &hidden)?;
         let first = horizon_start.max(start);
         let forecasts =
             if first < end { Some(self.head.forward(&hidden.try_index((.., first - start.., ..))?)?) } else { None };
