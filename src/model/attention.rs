@@ -34,7 +34,7 @@ use mlx_rs::{Array, Device, Dtype, Stream, stop_gradient, with_stream};
 pub const MASKED_SCORE: f32 = -1e30;
 
 /// `log2 e`: scores times this are exponentiated with [`exp2`].
-const LOG2_E: f32 = std::f32::consts::LOG2_E;
+pub(crate) const LOG2_E: f32 = std::f32::consts::LOG2_E;
 
 /// `2^x` elementwise (see the module documentation for why not `exp`).
 fn exp2(x: &Array) -> Result<Array, Exception> {

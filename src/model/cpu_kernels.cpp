@@ -27,6 +27,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <dlfcn.h>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -261,6 +262,114 @@ ENERGY_CLONES void layer_norm_rows_vjp(
     const float mean_gx = lane_sum(gx, cols) * inv_cols;
     for (size_t j = 0; j < cols; j++) {
       dxr[j] = rstd * (g[j] - mean_g - xhat[j] * mean_gx);
+    }
+  }
+}
+
+// cblas_sgemm of whichever BLAS the process loaded (OpenBLAS, or the wheel's reference BLAS),
+// looked up at run time so that the kernels link against neither.
+using SgemmFn = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*, int);
+constexpr int CBLAS_ROW_MAJOR = 101;
+constexpr int CBLAS_NO_TRANS = 111;
+constexpr int CBLAS_TRANS = 112;
+
+SgemmFn sgemm() {
+  static SgemmFn f = reinterpret_cast<SgemmFn>(dlsym(RTLD_DEFAULT, "cblas_sgemm"));
+  if (f == nullptr) {
+    throw std::runtime_error("no cblas_sgemm in the process (MLX's BLAS)");
+  }
+  return f;
+}
+
+// Rescales one query block's accumulators for a key block whose base-2 scores `s` ([rows, cols])
+// were just computed: the running maximum `m`, the weights 2^(s - m) in place of the scores,
+// the denominators `l` and the numerators `acc` ([rows, head_dim]) times 2^(m_old - m_new).
+ENERGY_CLONES void online_softmax_fold(
+    float* s,
+    float* m,
+    float* l,
+    float* acc,
+    size_t rows,
+    size_t cols,
+    size_t head_dim) {
+  for (size_t r = 0; r < rows; r++) {
+    float* sr = s + r * cols;
+    float lanes[LANES];
+    for (int i = 0; i < LANES; i++) {
+      lanes[i] = m[r];
+    }
+    size_t j = 0;
+    for (; j + LANES <= cols; j += LANES) {
+      for (int i = 0; i < LANES; i++) {
+        lanes[i] = sr[j + i] > lanes[i] ? sr[j + i] : lanes[i];
+      }
+    }
+    float m_new = m[r];
+    for (int i = 0; i < LANES; i++) {
+      m_new = lanes[i] > m_new ? lanes[i] : m_new;
+    }
+    for (; j < cols; j++) {
+      m_new = sr[j] > m_new ? sr[j] : m_new;
+    }
+    for (size_t k = 0; k < cols; k++) {
+      sr[k] = exp2_poly(sr[k] - m_new);
+    }
+    const float correction = exp2_poly(m[r] - m_new);
+    l[r] = l[r] * correction + lane_sum(sr, cols);
+    m[r] = m_new;
+    float* ar = acc + r * head_dim;
+    for (size_t d = 0; d < head_dim; d++) {
+      ar[d] *= correction;
+    }
+  }
+}
+
+// Exact blockwise attention with an online softmax, one (batch, head) after another, for
+// inference: q, k, v [bh, length, head_dim] → out, with base-2 scores `scale · q kᵀ`. Each block
+// pair's scores stay in a [block, block] buffer in cache; the two products are BLAS calls.
+void fused_attention(
+    const float* q,
+    const float* k,
+    const float* v,
+    float* out,
+    size_t bh,
+    size_t length_q,
+    size_t length_k,
+    size_t head_dim,
+    size_t block,
+    float scale) {
+  auto gemm = sgemm();
+  std::vector<float> scores(block * block);
+  std::vector<float> m(block);
+  std::vector<float> l(block);
+  const int hd = static_cast<int>(head_dim);
+  for (size_t p = 0; p < bh; p++) {
+    const float* qp = q + p * length_q * head_dim;
+    const float* kp = k + p * length_k * head_dim;
+    const float* vp = v + p * length_k * head_dim;
+    float* op = out + p * length_q * head_dim;
+    for (size_t qs = 0; qs < length_q; qs += block) {
+      const size_t rows = std::min(block, length_q - qs);
+      float* acc = op + qs * head_dim;
+      std::fill(acc, acc + rows * head_dim, 0.0f);
+      std::fill(m.begin(), m.end(), -1e30f);
+      std::fill(l.begin(), l.end(), 0.0f);
+      for (size_t ks = 0; ks < length_k; ks += block) {
+        const size_t cols = std::min(block, length_k - ks);
+        // scores = scale · q_block · k_blockᵀ
+        gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, static_cast<int>(rows), static_cast<int>(cols), hd, scale,
+             qp + qs * head_dim, hd, kp + ks * head_dim, hd, 0.0f, scores.data(), static_cast<int>(cols));
+        online_softmax_fold(scores.data(), m.data(), l.data(), acc, rows, cols, head_dim);
+        // acc += weights · v_block
+        gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, static_cast<int>(rows), hd, static_cast<int>(cols), 1.0f,
+             scores.data(), static_cast<int>(cols), vp + ks * head_dim, hd, 1.0f, acc, hd);
+      }
+      for (size_t r = 0; r < rows; r++) {
+        const float inv = 1.0f / std::max(l[r], 1.17549435e-38f);
+        for (size_t d = 0; d < head_dim; d++) {
+          acc[r * head_dim + d] *= inv;
+        }
+      }
     }
   }
 }
@@ -539,6 +648,62 @@ class LayerNormCpu : public mx::UnaryPrimitive {
   float eps_;
 };
 
+class FusedAttention : public mx::UnaryPrimitive {
+ public:
+  FusedAttention(mx::Stream stream, int block, float scale)
+      : mx::UnaryPrimitive(stream), block_(block), scale_(scale) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto& q = inputs[0];
+    const auto& k = inputs[1];
+    const auto& v = inputs[2];
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    const int nd = q.ndim();
+    size_t head_dim = q.shape(nd - 1);
+    size_t length_q = q.shape(nd - 2);
+    size_t length_k = k.shape(nd - 2);
+    size_t bh = (length_q == 0 || head_dim == 0) ? 0 : q.size() / (length_q * head_dim);
+    auto& encoder = mx::cpu::get_command_encoder(stream());
+    encoder.set_input_array(q);
+    encoder.set_input_array(k);
+    encoder.set_input_array(v);
+    encoder.set_output_array(out);
+    encoder.dispatch([q_ptr = q.data<float>(),
+                      k_ptr = k.data<float>(),
+                      v_ptr = v.data<float>(),
+                      o = out.data<float>(),
+                      bh,
+                      length_q,
+                      length_k,
+                      head_dim,
+                      block = static_cast<size_t>(block_),
+                      scale = scale_]() {
+      fused_attention(q_ptr, k_ptr, v_ptr, o, bh, length_q, length_k, head_dim, block, scale);
+    });
+  }
+
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("energy's FusedAttention runs on the CPU only");
+  }
+
+  std::vector<mx::array> vjp(
+      const std::vector<mx::array>&,
+      const std::vector<mx::array>&,
+      const std::vector<int>&,
+      const std::vector<mx::array>&) override {
+    throw std::runtime_error(
+        "energy's fused attention is for inference and has no gradient; training runs the blockwise graph");
+  }
+
+  const char* name() const override {
+    return "EnergyFusedAttention";
+  }
+
+ private:
+  int block_;
+  float scale_;
+};
+
 void write_error(const std::exception& e, char* error, size_t error_len) {
   if (error != nullptr && error_len > 0) {
     std::strncpy(error, e.what(), error_len - 1);
@@ -642,6 +807,45 @@ int energy_layer_norm(
         mx::float32,
         std::make_shared<LayerNormCpu>(s, eps),
         {row_major(input, s), row_major(w, s), row_major(b, s)});
+    return 0;
+  } catch (const std::exception& e) {
+    write_error(e, error, error_len);
+    return 1;
+  }
+}
+
+int energy_fused_attention(
+    void* stream,
+    void* q,
+    void* k,
+    void* v,
+    int block,
+    float scale,
+    void** out,
+    char* error,
+    size_t error_len) {
+  try {
+    auto s = cpu_stream(stream);
+    const auto& query = as_array(q);
+    const auto& key = as_array(k);
+    const auto& value = as_array(v);
+    check_f32(query, "the query");
+    check_f32(key, "the key");
+    check_f32(value, "the value");
+    const int nd = query.ndim();
+    if (nd < 2 || static_cast<int>(key.ndim()) != nd || value.shape() != key.shape() || query.shape(nd - 1) != key.shape(nd - 1) ||
+        !std::equal(query.shape().begin(), query.shape().end() - 2, key.shape().begin())) {
+      throw std::invalid_argument("the query, key and value must be [..., length, head_dim] with the same leading axes");
+    }
+    if (block < 1) {
+      throw std::invalid_argument("the attention block must be at least 1");
+    }
+    sgemm();
+    *out = new mx::array(
+        query.shape(),
+        mx::float32,
+        std::make_shared<FusedAttention>(s, block, scale),
+        {row_major(query, s), row_major(key, s), row_major(value, s)});
     return 0;
   } catch (const std::exception& e) {
     write_error(e, error, error_len);

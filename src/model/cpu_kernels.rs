@@ -10,6 +10,8 @@
 //! - [`online_softmax_block`]: `(max_new, weights, weight_sum)` for one block pair;
 //! - [`gelu`]: the exact GELU `x·Φ(x)` with the erf approximation of MLX's CPU kernel, and in a
 //!   training pass its derivative from the same pass;
+//! - [`fused_attention`]: for inference, the whole blockwise attention of a layer, each block
+//!   pair's scores kept in cache;
 //! - [`layer_norm`]: the layer norm MLX's CPU build computes as about ten operations, forward
 //!   and backward in one pass each.
 //!
@@ -43,6 +45,17 @@ mod ffi {
             with_slope: c_int,
             y: *mut *mut c_void,
             slope: *mut *mut c_void,
+            error: *mut c_char,
+            error_len: usize,
+        ) -> c_int;
+        pub fn energy_fused_attention(
+            stream: *mut c_void,
+            q: *mut c_void,
+            k: *mut c_void,
+            v: *mut c_void,
+            block: c_int,
+            scale: f32,
+            out: *mut *mut c_void,
             error: *mut c_char,
             error_len: usize,
         ) -> c_int;
@@ -138,6 +151,44 @@ pub fn gelu(x: &Array, with_slope: bool) -> Result<(Array, Option<Array>), Excep
     #[cfg(not(target_os = "linux"))]
     {
         let _ = (x, with_slope);
+        Err(Exception::custom("energy's CPU kernels are built on Linux only"))
+    }
+}
+
+/// Exact, non-causal blockwise attention for inference, in one primitive: for every (batch,
+/// head) and query block of `block` rows, the key blocks are folded in one after another with
+/// the online softmax of [`crate::model::attention`] (base-2 scores `scale · q kᵀ`, running
+/// maximum, rescaled sums), each block pair's scores kept in a `block × block` buffer in cache
+/// and the two products computed by BLAS. It has no gradient: training runs the same
+/// attention as a graph of MLX operations.
+///
+/// # Shapes
+/// `q`: [..., length_q, head_dim], `k`, `v`: [..., length_k, head_dim] (f32) → [..., length_q,
+/// head_dim]
+pub fn fused_attention(q: &Array, k: &Array, v: &Array, block: i32, scale: f32) -> Result<Array, Exception> {
+    #[cfg(target_os = "linux")]
+    {
+        let stream = Stream::thread_local_or_default();
+        let mut out = std::ptr::null_mut();
+        call(|error, len| unsafe {
+            // SAFETY: as in `online_softmax_block`.
+            ffi::energy_fused_attention(
+                stream.as_ptr().ctx,
+                q.as_ptr().ctx,
+                k.as_ptr().ctx,
+                v.as_ptr().ctx,
+                block,
+                scale,
+                &mut out,
+                error,
+                len,
+            )
+        })?;
+        Ok(owned(out))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (q, k, v, block, scale);
         Err(Exception::custom("energy's CPU kernels are built on Linux only"))
     }
 }
@@ -339,8 +390,39 @@ mod tests {
                 }
             }
         }
-        let error = layer_norm(&random(1, &[2, 4], 1.0), &random(2, &[3], 1.0), &random(3, &[4], 1.0), 1e-5).unwrap_err();
+        let error =
+            layer_norm(&random(1, &[2, 4], 1.0), &random(2, &[3], 1.0), &random(3, &[4], 1.0), 1e-5).unwrap_err();
         assert!(error.to_string().contains("vectors of the input's last axis"), "{error}");
+        Ok(())
+    }
+
+    /// The fused attention against the full reference, over block sizes that divide the
+    /// lengths, leave ragged blocks, or cover everything, with unequal query and key lengths.
+    #[test]
+    fn fused_attention_matches_reference() -> Result<(), Exception> {
+        use crate::model::attention::{LOG2_E, reference_attention};
+        for (length_q, length_k, block) in [(192, 192, 64), (50, 70, 16), (33, 20, 64), (8, 8, 1)] {
+            let q = random(1, &[2, 3, length_q, 16], 1.5);
+            let k = random(2, &[2, 3, length_k, 16], 1.5);
+            let v = random(3, &[2, 3, length_k, 16], 1.0);
+            let got = fused_attention(&q, &k, &v, block, LOG2_E / 4.0)?;
+            let want = reference_attention(&q, &k, &v, false)?;
+            assert_eq!(got.shape(), want.shape());
+            for (g, w) in values(&got).iter().zip(values(&want)) {
+                assert!((g - w).abs() <= 2e-5, "{length_q}×{length_k} block {block}: {g} vs {w}");
+            }
+        }
+        let bad = fused_attention(
+            &random(1, &[2, 4, 16], 1.0),
+            &random(2, &[3, 4, 16], 1.0),
+            &random(3, &[3, 4, 16], 1.0),
+            4,
+            1.0,
+        );
+        assert!(bad.unwrap_err().to_string().contains("same leading axes"));
+        let q = random(1, &[1, 4, 16], 1.0);
+        let grad = grad(|q: &Array| fused_attention(q, &q.clone(), &q.clone(), 4, 1.0)?.sum(None))(&q);
+        assert!(grad.is_err(), "the fused attention has no gradient");
         Ok(())
     }
 

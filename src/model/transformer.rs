@@ -274,7 +274,7 @@ impl Module<&Array> for SelfAttention {
     /// # Shapes
     /// `x`: [batch, positions, d_model] → [batch, positions, d_model]
     fn forward(&mut self, x: &Array) -> Result<Array, Exception> {
-        self.attend(x, Attention::Local)
+        self.attend(x, Attention::Local, Pass::Training)
     }
 
     fn training_mode(&mut self, _: bool) {}
@@ -293,7 +293,10 @@ enum Attention {
 impl SelfAttention {
     /// # Shapes
     /// `x`: [batch, positions, d_model] → [batch, positions, d_model]
-    fn attend(&mut self, x: &Array, attention: Attention) -> Result<Array, Exception> {
+    /// A [`Pass::Inference`] over the positions given runs the fused blockwise attention on the
+    /// CPU ([`crate::model::cpu_kernels::fused_attention`], the same exact attention without a
+    /// gradient); a [`Pass::Training`] builds the graph autodiff goes through.
+    fn attend(&mut self, x: &Array, attention: Attention, pass: Pass) -> Result<Array, Exception> {
         let (batch, positions, d_model) = match *x.shape() {
             [batch, positions, d_model] => (batch, positions, d_model),
             ref shape => {
@@ -309,6 +312,16 @@ impl SelfAttention {
         let parts = self.qkv.forward(x)?.split_equal(3, -1)?;
         let [query, key, value] = [heads(&parts[0])?, heads(&parts[1])?, heads(&parts[2])?];
         let attended = match attention {
+            Attention::Local
+                if pass == Pass::Inference
+                    && !self.causal
+                    && self.ring_shards <= 1
+                    && crate::model::cpu_kernels::available()
+                    && x.dtype() == mlx_rs::Dtype::Float32 =>
+            {
+                let scale = crate::model::attention::LOG2_E / (head_dim as f32).sqrt();
+                crate::model::cpu_kernels::fused_attention(&query, &key, &value, self.block_size, scale)?
+            }
             Attention::Local => ring_attention(&query, &key, &value, self.ring_shards, self.block_size, self.causal)?,
             Attention::AcrossRanks if self.causal => {
                 return Err(Exception::custom("the forecaster's attention across ranks is not causal"));
@@ -368,7 +381,7 @@ impl Module<&Array> for EncoderBlock {
 
 impl EncoderBlock {
     fn apply(&mut self, x: &Array, attention: Attention, pass: Pass) -> Result<Array, Exception> {
-        let attended = self.attention.attend(&normalize(&mut self.attention_norm, x)?, attention)?;
+        let attended = self.attention.attend(&normalize(&mut self.attention_norm, x)?, attention, pass)?;
         let x = x.add(&attended)?;
         let hidden = self.activation.apply(self.mlp_in.forward(&normalize(&mut self.mlp_norm, &x)?)?, pass)?;
         x.add(self.mlp_out.forward(&hidden)?)
