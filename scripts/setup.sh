@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent set-up step for building `energy` (safe to run again; does only what is missing).
 #
-# Linux:  apt packages (cmake, libclang-dev, OpenBLAS), the PyPI wheel `mlx-cpu==0.32.2` (MLX built
+# Linux:  apt packages (cmake, g++, libclang-dev, OpenBLAS), the PyPI wheel `mlx-cpu==0.32.2` (MLX built
 #         for CPU) unzipped into .mlx/wheel, and the patched mlx-sys crate in .mlx/mlx-sys-0.7.0.
 # macOS:  only the mlx-sys crate; the patch changes nothing there (every change is behind
 #         cfg(target_os = "linux") / cfg(not(target_arch = "aarch64"))), so upstream code builds.
@@ -22,6 +22,7 @@ say() { printf 'setup: %s\n' "$*" >&2; }
 if [ "$(uname -s)" = "Linux" ]; then
   missing=()
   command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+  command -v g++ >/dev/null 2>&1 || missing+=(g++)
   dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
   dpkg -s libopenblas0-pthread >/dev/null 2>&1 || missing+=(libopenblas0-pthread)
   command -v patch >/dev/null 2>&1 || missing+=(patch)

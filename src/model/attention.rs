@@ -14,7 +14,11 @@
 //! in any base (`2^(s·log2 e) = e^s`), so the result is the same exact attention; what changes is
 //! speed on the CPU build of MLX, whose `exp` is a scalar polynomial of seven out-of-line `fmaf`
 //! calls (about 28 ns an element here) while `power` calls glibc's `powf` (about 13 ns) — the
-//! same trick FlashAttention-2 uses for `exp2` on GPUs.
+//! same trick FlashAttention-2 uses for `exp2` on GPUs. On Linux's CPU build, the non-causal
+//! block update runs through a fused kernel of our own instead
+//! ([`crate::model::cpu_kernels::online_softmax_block`]: max, `2^x` and row sum in one
+//! vectorised pass), and the forecaster's inference passes run the whole blockwise attention as
+//! one ([`crate::model::cpu_kernels::fused_attention`]); both compute this same online softmax.
 //!
 //! Masked scores are set to a large finite negative number ([`MASKED_SCORE`]) rather than
 //! `-inf`, and their probabilities are zeroed explicitly, so a row that sees no key never
