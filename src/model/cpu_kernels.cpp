@@ -385,6 +385,35 @@ mx::array row_major(const mx::array& a, mx::Stream s) {
   return mx::contiguous(a, false, s);
 }
 
+// Allocates `outputs` and hands `task` (a kernel over the arrays' raw pointers, made by
+// `make_task` once the outputs have memory) to the stream's CPU encoder, which runs it on the
+// stream's thread after the work already queued there, as MLX's own CPU kernels do.
+template <typename MakeTask>
+void dispatch(
+    mx::Stream stream,
+    const std::vector<mx::array>& inputs,
+    std::vector<mx::array>& outputs,
+    MakeTask make_task) {
+  for (auto& out : outputs) {
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+  }
+  auto& encoder = mx::cpu::get_command_encoder(stream);
+  for (const auto& in : inputs) {
+    encoder.set_input_array(in);
+  }
+  for (auto& out : outputs) {
+    encoder.set_output_array(out);
+  }
+  encoder.dispatch(make_task());
+}
+
+// The same for a primitive with one output.
+template <typename MakeTask>
+void dispatch(mx::Stream stream, const std::vector<mx::array>& inputs, mx::array& out, MakeTask make_task) {
+  std::vector<mx::array> outputs{out};
+  dispatch(stream, inputs, outputs, make_task);
+}
+
 // The stream the Rust caller builds on (mlx-rs's scoped stream or MLX's default), which must
 // be a CPU stream.
 mx::Stream cpu_stream(void* stream) {
@@ -403,20 +432,16 @@ class OnlineSoftmaxBlockVjp : public mx::UnaryPrimitive {
     const auto& weights = inputs[0];
     const auto& d_weights = inputs[1];
     const auto& d_sum = inputs[2];
-    out.set_data(mx::allocator::malloc(out.nbytes()));
     size_t cols = weights.shape().back();
     size_t rows = cols == 0 ? 0 : weights.size() / cols;
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(weights);
-    encoder.set_input_array(d_weights);
-    encoder.set_input_array(d_sum);
-    encoder.set_output_array(out);
-    encoder.dispatch([w = weights.data<float>(),
-                      dw = d_weights.data<float>(),
-                      ds = d_sum.data<float>(),
-                      o = out.data<float>(),
-                      rows,
-                      cols]() { online_softmax_rows_vjp(w, dw, ds, o, rows, cols); });
+    dispatch(stream(), inputs, out, [&] {
+      return [w = weights.data<float>(),
+              dw = d_weights.data<float>(),
+              ds = d_sum.data<float>(),
+              o = out.data<float>(),
+              rows,
+              cols]() { online_softmax_rows_vjp(w, dw, ds, o, rows, cols); };
+    });
   }
 
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
@@ -435,24 +460,17 @@ class OnlineSoftmaxBlock : public mx::Primitive {
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
     const auto& scores = inputs[0];
     const auto& max_old = inputs[1];
-    for (auto& out : outputs) {
-      out.set_data(mx::allocator::malloc(out.nbytes()));
-    }
     size_t cols = scores.shape().back();
     size_t rows = cols == 0 ? 0 : scores.size() / cols;
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(scores);
-    encoder.set_input_array(max_old);
-    for (auto& out : outputs) {
-      encoder.set_output_array(out);
-    }
-    encoder.dispatch([s = scores.data<float>(),
-                      m_old = max_old.data<float>(),
-                      m_new = outputs[0].data<float>(),
-                      w = outputs[1].data<float>(),
-                      l = outputs[2].data<float>(),
-                      rows,
-                      cols]() { online_softmax_rows(s, m_old, m_new, w, l, rows, cols); });
+    dispatch(stream(), inputs, outputs, [&] {
+      return [s = scores.data<float>(),
+              m_old = max_old.data<float>(),
+              m_new = outputs[0].data<float>(),
+              w = outputs[1].data<float>(),
+              l = outputs[2].data<float>(),
+              rows,
+              cols]() { online_softmax_rows(s, m_old, m_new, w, l, rows, cols); };
+    });
   }
 
   void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
@@ -495,18 +513,12 @@ class GeluCpu : public mx::Primitive {
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
     const auto& x = inputs[0];
-    for (auto& out : outputs) {
-      out.set_data(mx::allocator::malloc(out.nbytes()));
-    }
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(x);
-    for (auto& out : outputs) {
-      encoder.set_output_array(out);
-    }
-    encoder.dispatch([x_ptr = x.data<float>(),
-                      y = outputs[0].data<float>(),
-                      slope = with_slope_ ? outputs[1].data<float>() : nullptr,
-                      n = x.size()]() { gelu_elements(x_ptr, y, slope, n); });
+    dispatch(stream(), inputs, outputs, [&] {
+      return [x_ptr = x.data<float>(),
+              y = outputs[0].data<float>(),
+              slope = with_slope_ ? outputs[1].data<float>() : nullptr,
+              n = x.size()]() { gelu_elements(x_ptr, y, slope, n); };
+    });
   }
 
   void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
@@ -550,29 +562,21 @@ class LayerNormCpuVjp : public mx::Primitive {
     const auto& x = inputs[0];
     const auto& w = inputs[1];
     const auto& dy = inputs[2];
-    for (auto& out : outputs) {
-      out.set_data(mx::allocator::malloc(out.nbytes()));
-    }
     size_t cols = x.shape().back();
     size_t rows = cols == 0 ? 0 : x.size() / cols;
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(x);
-    encoder.set_input_array(w);
-    encoder.set_input_array(dy);
-    for (auto& out : outputs) {
-      encoder.set_output_array(out);
-    }
-    encoder.dispatch([x_ptr = x.data<float>(),
-                      w_ptr = w.data<float>(),
-                      dy_ptr = dy.data<float>(),
-                      dx = outputs[0].data<float>(),
-                      dw = outputs[1].data<float>(),
-                      db = outputs[2].data<float>(),
-                      eps = eps_,
-                      rows,
-                      cols]() {
+    dispatch(stream(), inputs, outputs, [&] {
+      return [x_ptr = x.data<float>(),
+              w_ptr = w.data<float>(),
+              dy_ptr = dy.data<float>(),
+              dx = outputs[0].data<float>(),
+              dw = outputs[1].data<float>(),
+              db = outputs[2].data<float>(),
+              eps = eps_,
+              rows,
+              cols]() {
       std::vector<float> scratch(3 * cols);
       layer_norm_rows_vjp(x_ptr, w_ptr, dy_ptr, dx, dw, db, scratch.data(), eps, rows, cols);
+    };
     });
   }
 
@@ -596,23 +600,19 @@ class LayerNormCpu : public mx::UnaryPrimitive {
     const auto& x = inputs[0];
     const auto& w = inputs[1];
     const auto& b = inputs[2];
-    out.set_data(mx::allocator::malloc(out.nbytes()));
     size_t cols = x.shape().back();
     size_t rows = cols == 0 ? 0 : x.size() / cols;
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(x);
-    encoder.set_input_array(w);
-    encoder.set_input_array(b);
-    encoder.set_output_array(out);
-    encoder.dispatch([x_ptr = x.data<float>(),
-                      w_ptr = w.data<float>(),
-                      b_ptr = b.data<float>(),
-                      y = out.data<float>(),
-                      eps = eps_,
-                      rows,
-                      cols]() {
+    dispatch(stream(), inputs, out, [&] {
+      return [x_ptr = x.data<float>(),
+              w_ptr = w.data<float>(),
+              b_ptr = b.data<float>(),
+              y = out.data<float>(),
+              eps = eps_,
+              rows,
+              cols]() {
       std::vector<float> scratch(cols);
       layer_norm_rows(x_ptr, w_ptr, b_ptr, y, scratch.data(), eps, rows, cols);
+    };
     });
   }
 
@@ -657,28 +657,24 @@ class FusedAttention : public mx::UnaryPrimitive {
     const auto& q = inputs[0];
     const auto& k = inputs[1];
     const auto& v = inputs[2];
-    out.set_data(mx::allocator::malloc(out.nbytes()));
     const int nd = q.ndim();
     size_t head_dim = q.shape(nd - 1);
     size_t length_q = q.shape(nd - 2);
     size_t length_k = k.shape(nd - 2);
     size_t bh = (length_q == 0 || head_dim == 0) ? 0 : q.size() / (length_q * head_dim);
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(q);
-    encoder.set_input_array(k);
-    encoder.set_input_array(v);
-    encoder.set_output_array(out);
-    encoder.dispatch([q_ptr = q.data<float>(),
-                      k_ptr = k.data<float>(),
-                      v_ptr = v.data<float>(),
-                      o = out.data<float>(),
-                      bh,
-                      length_q,
-                      length_k,
-                      head_dim,
-                      block = static_cast<size_t>(block_),
-                      scale = scale_]() {
+    dispatch(stream(), inputs, out, [&] {
+      return [q_ptr = q.data<float>(),
+              k_ptr = k.data<float>(),
+              v_ptr = v.data<float>(),
+              o = out.data<float>(),
+              bh,
+              length_q,
+              length_k,
+              head_dim,
+              block = static_cast<size_t>(block_),
+              scale = scale_]() {
       fused_attention(q_ptr, k_ptr, v_ptr, o, bh, length_q, length_k, head_dim, block, scale);
+    };
     });
   }
 
