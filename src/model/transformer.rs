@@ -307,9 +307,14 @@ impl SelfAttention {
         // [batch, positions, 3·d_model] → 3 × [batch, heads, positions, head_dim]. Split, not an
         // integer index: mlx-rs indexes with an integer through `take` (a gather, and a scatter
         // in the backward pass).
-        let heads =
-            |part: &Array| part.reshape(&[batch, positions, self.n_heads, head_dim])?.transpose_axes(&[0, 2, 1, 3]);
-        let parts = self.qkv.forward(x)?.split_equal(3, -1)?;
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape(&[batch, positions, 3, self.n_heads, head_dim])?
+            .transpose_axes(&[2, 0, 3, 1, 4])?
+            .contiguous()?;
+        let parts = qkv.split_equal(3, 0)?;
+        let heads = |part: &Array| part.squeeze_axes(&[0]);
         let [query, key, value] = [heads(&parts[0])?, heads(&parts[1])?, heads(&parts[2])?];
         let attended = match attention {
             Attention::Local
