@@ -332,6 +332,7 @@ void fused_attention(
     const float* k,
     const float* v,
     float* out,
+    float* lse,
     size_t bh,
     size_t length_q,
     size_t length_k,
@@ -365,10 +366,104 @@ void fused_attention(
              scores.data(), static_cast<int>(cols), vp + ks * head_dim, hd, 1.0f, acc, hd);
       }
       for (size_t r = 0; r < rows; r++) {
-        const float inv = 1.0f / std::max(l[r], 1.17549435e-38f);
+        const float denominator = std::max(l[r], 1.17549435e-38f);
+        const float inv = 1.0f / denominator;
         for (size_t d = 0; d < head_dim; d++) {
           acc[r * head_dim + d] *= inv;
         }
+        lse[p * length_q + qs + r] = m[r] + std::log2(denominator);
+      }
+    }
+  }
+}
+
+// p = 2^(s - lse[row]) in place: a block's softmax probabilities from the rows' base-2
+// log-sum-exp; then, given dp = dO · v_blockᵀ in `dp`, ds = p · (dp - delta[row]) in place.
+ENERGY_CLONES void probabilities_and_score_gradients(
+    float* s,
+    float* dp,
+    const float* lse,
+    const float* delta,
+    size_t rows,
+    size_t cols) {
+  for (size_t r = 0; r < rows; r++) {
+    float* sr = s + r * cols;
+    float* dr = dp + r * cols;
+    const float shift = lse[r];
+    const float d = delta[r];
+    for (size_t k = 0; k < cols; k++) {
+      const float prob = exp2_poly(sr[k] - shift);
+      sr[k] = prob;
+      dr[k] = prob * (dr[k] - d);
+    }
+  }
+}
+
+// The gradients of fused_attention (FlashAttention-2's backward pass, on blocks): with
+// delta = rowsum(dO ∘ O) and each block pair's probabilities recomputed from the saved
+// log-sum-exp, dV += Pᵀ dO, dS = P ∘ (dO Vᵀ − delta), dQ += c · dS K, dK += c · dSᵀ Q, where
+// c = scale · ln 2 turns base-2 scores back into the natural scale's 1/sqrt(head_dim). Blocks
+// are visited in a fixed order: the sums are the same every run.
+void fused_attention_vjp(
+    const float* q,
+    const float* k,
+    const float* v,
+    const float* out,
+    const float* lse,
+    const float* d_out,
+    float* dq,
+    float* dk,
+    float* dv,
+    size_t bh,
+    size_t length_q,
+    size_t length_k,
+    size_t head_dim,
+    size_t block,
+    float scale) {
+  auto gemm = sgemm();
+  std::vector<float> probs(block * block);
+  std::vector<float> dp(block * block);
+  std::vector<float> delta(block);
+  const int hd = static_cast<int>(head_dim);
+  const float c = scale * LN2;
+  std::fill(dq, dq + bh * length_q * head_dim, 0.0f);
+  std::fill(dk, dk + bh * length_k * head_dim, 0.0f);
+  std::fill(dv, dv + bh * length_k * head_dim, 0.0f);
+  for (size_t p = 0; p < bh; p++) {
+    const size_t q_off = p * length_q * head_dim;
+    const size_t k_off = p * length_k * head_dim;
+    for (size_t qs = 0; qs < length_q; qs += block) {
+      const size_t rows = std::min(block, length_q - qs);
+      const int m = static_cast<int>(rows);
+      const float* qb = q + q_off + qs * head_dim;
+      const float* dob = d_out + q_off + qs * head_dim;
+      const float* ob = out + q_off + qs * head_dim;
+      float* dqb = dq + q_off + qs * head_dim;
+      const float* lse_b = lse + p * length_q + qs;
+      for (size_t r = 0; r < rows; r++) {
+        float sum = 0.0f;
+        for (size_t d = 0; d < head_dim; d++) {
+          sum += dob[r * head_dim + d] * ob[r * head_dim + d];
+        }
+        delta[r] = sum;
+      }
+      for (size_t ks = 0; ks < length_k; ks += block) {
+        const size_t cols = std::min(block, length_k - ks);
+        const int n = static_cast<int>(cols);
+        const float* kb = k + k_off + ks * head_dim;
+        const float* vb = v + k_off + ks * head_dim;
+        // scores = scale · q_block · k_blockᵀ, dp = dO_block · v_blockᵀ
+        gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, m, n, hd, scale, qb, hd, kb, hd, 0.0f, probs.data(), n);
+        gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, m, n, hd, 1.0f, dob, hd, vb, hd, 0.0f, dp.data(), n);
+        probabilities_and_score_gradients(probs.data(), dp.data(), lse_b, delta.data(), rows, cols);
+        // dV_block += Pᵀ dO_block
+        gemm(CBLAS_ROW_MAJOR, CBLAS_TRANS, CBLAS_NO_TRANS, n, hd, m, 1.0f, probs.data(), n, dob, hd, 1.0f,
+             dv + k_off + ks * head_dim, hd);
+        // dQ_block += c · dS K_block
+        gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, m, hd, n, c, dp.data(), n, kb, hd, 1.0f, dqb, hd);
+        // dK_block += c · dSᵀ Q_block
+        gemm(CBLAS_ROW_MAJOR, CBLAS_TRANS, CBLAS_NO_TRANS, n, hd, m, c, dp.data(), n, qb, hd, 1.0f,
+             dk + k_off + ks * head_dim, hd);
       }
     }
   }
@@ -648,47 +743,103 @@ class LayerNormCpu : public mx::UnaryPrimitive {
   float eps_;
 };
 
-class FusedAttention : public mx::UnaryPrimitive {
- public:
-  FusedAttention(mx::Stream stream, int block, float scale)
-      : mx::UnaryPrimitive(stream), block_(block), scale_(scale) {}
-
-  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+// The attention's sizes from its inputs: (batch · heads, length_q, length_k, head_dim).
+struct AttentionDims {
+  size_t bh, length_q, length_k, head_dim;
+  explicit AttentionDims(const std::vector<mx::array>& inputs) {
     const auto& q = inputs[0];
-    const auto& k = inputs[1];
-    const auto& v = inputs[2];
     const int nd = q.ndim();
-    size_t head_dim = q.shape(nd - 1);
-    size_t length_q = q.shape(nd - 2);
-    size_t length_k = k.shape(nd - 2);
-    size_t bh = (length_q == 0 || head_dim == 0) ? 0 : q.size() / (length_q * head_dim);
-    dispatch(stream(), inputs, out, [&] {
-      return [q_ptr = q.data<float>(),
-              k_ptr = k.data<float>(),
-              v_ptr = v.data<float>(),
-              o = out.data<float>(),
-              bh,
-              length_q,
-              length_k,
-              head_dim,
+    head_dim = q.shape(nd - 1);
+    length_q = q.shape(nd - 2);
+    length_k = inputs[1].shape(nd - 2);
+    bh = (length_q == 0 || head_dim == 0) ? 0 : q.size() / (length_q * head_dim);
+  }
+};
+
+class FusedAttentionVjp : public mx::Primitive {
+ public:
+  FusedAttentionVjp(mx::Stream stream, int block, float scale)
+      : mx::Primitive(stream), block_(block), scale_(scale) {}
+
+  // inputs: q, k, v, out, lse, d_out; outputs: dq, dk, dv
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+    AttentionDims dims(inputs);
+    dispatch(stream(), inputs, outputs, [&] {
+      return [q = inputs[0].data<float>(),
+              k = inputs[1].data<float>(),
+              v = inputs[2].data<float>(),
+              out = inputs[3].data<float>(),
+              lse = inputs[4].data<float>(),
+              d_out = inputs[5].data<float>(),
+              dq = outputs[0].data<float>(),
+              dk = outputs[1].data<float>(),
+              dv = outputs[2].data<float>(),
+              dims,
               block = static_cast<size_t>(block_),
               scale = scale_]() {
-      fused_attention(q_ptr, k_ptr, v_ptr, o, bh, length_q, length_k, head_dim, block, scale);
-    };
+        fused_attention_vjp(q, k, v, out, lse, d_out, dq, dk, dv, dims.bh, dims.length_q, dims.length_k,
+                            dims.head_dim, block, scale);
+      };
     });
   }
 
-  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
+    throw std::runtime_error("energy's FusedAttentionVjp runs on the CPU only");
+  }
+
+  const char* name() const override {
+    return "EnergyFusedAttentionVjp";
+  }
+
+ private:
+  int block_;
+  float scale_;
+};
+
+// outputs: the attention [..., length_q, head_dim] and the rows' base-2 log-sum-exp
+// [..., length_q], which the backward pass recomputes the probabilities from.
+class FusedAttention : public mx::Primitive {
+ public:
+  FusedAttention(mx::Stream stream, int block, float scale)
+      : mx::Primitive(stream), block_(block), scale_(scale) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+    AttentionDims dims(inputs);
+    dispatch(stream(), inputs, outputs, [&] {
+      return [q = inputs[0].data<float>(),
+              k = inputs[1].data<float>(),
+              v = inputs[2].data<float>(),
+              out = outputs[0].data<float>(),
+              lse = outputs[1].data<float>(),
+              dims,
+              block = static_cast<size_t>(block_),
+              scale = scale_]() {
+        fused_attention(q, k, v, out, lse, dims.bh, dims.length_q, dims.length_k, dims.head_dim, block, scale);
+      };
+    });
+  }
+
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
     throw std::runtime_error("energy's FusedAttention runs on the CPU only");
   }
 
   std::vector<mx::array> vjp(
-      const std::vector<mx::array>&,
-      const std::vector<mx::array>&,
-      const std::vector<int>&,
-      const std::vector<mx::array>&) override {
-    throw std::runtime_error(
-        "energy's fused attention is for inference and has no gradient; training runs the blockwise graph");
+      const std::vector<mx::array>& primals,
+      const std::vector<mx::array>& cotangents,
+      const std::vector<int>& argnums,
+      const std::vector<mx::array>& outputs) override {
+    auto s = stream();
+    // The log-sum-exp output is internal: its cotangent (zeros) is ignored.
+    auto grads = mx::array::make_arrays(
+        {primals[0].shape(), primals[1].shape(), primals[2].shape()},
+        {mx::float32, mx::float32, mx::float32},
+        std::make_shared<FusedAttentionVjp>(s, block_, scale_),
+        {primals[0], primals[1], primals[2], outputs[0], outputs[1], row_major(cotangents[0], s)});
+    std::vector<mx::array> out;
+    for (int arg : argnums) {
+      out.push_back(grads[arg]);
+    }
+    return out;
   }
 
   const char* name() const override {
@@ -837,11 +988,14 @@ int energy_fused_attention(
       throw std::invalid_argument("the attention block must be at least 1");
     }
     sgemm();
-    *out = new mx::array(
-        query.shape(),
-        mx::float32,
+    auto lse_shape = query.shape();
+    lse_shape.pop_back();
+    auto outputs = mx::array::make_arrays(
+        {query.shape(), lse_shape},
+        {mx::float32, mx::float32},
         std::make_shared<FusedAttention>(s, block, scale),
         {row_major(query, s), row_major(key, s), row_major(value, s)});
+    *out = new mx::array(outputs[0]);
     return 0;
   } catch (const std::exception& e) {
     write_error(e, error, error_len);

@@ -274,7 +274,7 @@ impl Module<&Array> for SelfAttention {
     /// # Shapes
     /// `x`: [batch, positions, d_model] → [batch, positions, d_model]
     fn forward(&mut self, x: &Array) -> Result<Array, Exception> {
-        self.attend(x, Attention::Local, Pass::Training)
+        self.attend(x, Attention::Local)
     }
 
     fn training_mode(&mut self, _: bool) {}
@@ -293,10 +293,11 @@ enum Attention {
 impl SelfAttention {
     /// # Shapes
     /// `x`: [batch, positions, d_model] → [batch, positions, d_model]
-    /// A [`Pass::Inference`] over the positions given runs the fused blockwise attention on the
-    /// CPU ([`crate::model::cpu_kernels::fused_attention`], the same exact attention without a
-    /// gradient); a [`Pass::Training`] builds the graph autodiff goes through.
-    fn attend(&mut self, x: &Array, attention: Attention, pass: Pass) -> Result<Array, Exception> {
+    /// Over the positions given, on the CPU, the blockwise attention runs as one fused
+    /// primitive with its own backward pass ([`crate::model::cpu_kernels::fused_attention`]:
+    /// the same exact online softmax as [`ring_attention`] with one shard); causal blocks,
+    /// several shards and other devices build [`ring_attention`]'s graph of MLX operations.
+    fn attend(&mut self, x: &Array, attention: Attention) -> Result<Array, Exception> {
         let (batch, positions, d_model) = match *x.shape() {
             [batch, positions, d_model] => (batch, positions, d_model),
             ref shape => {
@@ -318,8 +319,7 @@ impl SelfAttention {
         let [query, key, value] = [heads(&parts[0])?, heads(&parts[1])?, heads(&parts[2])?];
         let attended = match attention {
             Attention::Local
-                if pass == Pass::Inference
-                    && !self.causal
+                if !self.causal
                     && self.ring_shards <= 1
                     && crate::model::cpu_kernels::available()
                     && x.dtype() == mlx_rs::Dtype::Float32 =>
@@ -386,7 +386,7 @@ impl Module<&Array> for EncoderBlock {
 
 impl EncoderBlock {
     fn apply(&mut self, x: &Array, attention: Attention, pass: Pass) -> Result<Array, Exception> {
-        let attended = self.attention.attend(&normalize(&mut self.attention_norm, x)?, attention, pass)?;
+        let attended = self.attention.attend(&normalize(&mut self.attention_norm, x)?, attention)?;
         let x = x.add(&attended)?;
         let hidden = self.activation.apply(self.mlp_in.forward(&normalize(&mut self.mlp_norm, &x)?)?, pass)?;
         x.add(self.mlp_out.forward(&hidden)?)
