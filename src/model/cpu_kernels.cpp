@@ -756,10 +756,24 @@ struct AttentionDims {
   }
 };
 
-class FusedAttentionVjp : public mx::Primitive {
+// What the attention's two primitives share: their block size and score scale, and the CPU.
+class AttentionPrimitive : public mx::Primitive {
  public:
-  FusedAttentionVjp(mx::Stream stream, int block, float scale)
+  AttentionPrimitive(mx::Stream stream, int block, float scale)
       : mx::Primitive(stream), block_(block), scale_(scale) {}
+
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
+    throw std::runtime_error(std::string("energy's ") + name() + " runs on the CPU only");
+  }
+
+ protected:
+  int block_;
+  float scale_;
+};
+
+class FusedAttentionVjp : public AttentionPrimitive {
+ public:
+  using AttentionPrimitive::AttentionPrimitive;
 
   // inputs: q, k, v, out, lse, d_out; outputs: dq, dk, dv
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
@@ -783,25 +797,16 @@ class FusedAttentionVjp : public mx::Primitive {
     });
   }
 
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("energy's FusedAttentionVjp runs on the CPU only");
-  }
-
   const char* name() const override {
     return "EnergyFusedAttentionVjp";
   }
-
- private:
-  int block_;
-  float scale_;
 };
 
 // outputs: the attention [..., length_q, head_dim] and the rows' base-2 log-sum-exp
 // [..., length_q], which the backward pass recomputes the probabilities from.
-class FusedAttention : public mx::Primitive {
+class FusedAttention : public AttentionPrimitive {
  public:
-  FusedAttention(mx::Stream stream, int block, float scale)
-      : mx::Primitive(stream), block_(block), scale_(scale) {}
+  using AttentionPrimitive::AttentionPrimitive;
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
     AttentionDims dims(inputs);
@@ -817,10 +822,6 @@ class FusedAttention : public mx::Primitive {
         fused_attention(q, k, v, out, lse, dims.bh, dims.length_q, dims.length_k, dims.head_dim, block, scale);
       };
     });
-  }
-
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("energy's FusedAttention runs on the CPU only");
   }
 
   std::vector<mx::array> vjp(
@@ -845,10 +846,6 @@ class FusedAttention : public mx::Primitive {
   const char* name() const override {
     return "EnergyFusedAttention";
   }
-
- private:
-  int block_;
-  float scale_;
 };
 
 void write_error(const std::exception& e, char* error, size_t error_len) {
