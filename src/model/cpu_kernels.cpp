@@ -289,6 +289,7 @@ ENERGY_CLONES void online_softmax_fold(
     float* m,
     float* l,
     float* acc,
+    size_t ld_acc,
     size_t rows,
     size_t cols,
     size_t head_dim) {
@@ -317,61 +318,101 @@ ENERGY_CLONES void online_softmax_fold(
     const float correction = exp2_poly(m[r] - m_new);
     l[r] = l[r] * correction + lane_sum(sr, cols);
     m[r] = m_new;
-    float* ar = acc + r * head_dim;
+    float* ar = acc + r * ld_acc;
     for (size_t d = 0; d < head_dim; d++) {
       ar[d] *= correction;
     }
   }
 }
 
-// Exact blockwise attention with an online softmax, one (batch, head) after another, for
-// inference: q, k, v [bh, length, head_dim] → out, with base-2 scores `scale · q kᵀ`. Each block
-// pair's scores stay in a [block, block] buffer in cache; the two products are BLAS calls.
+// Where the attention's rows live. Separate: q, k, v and the output are [bh, length, head_dim],
+// each (batch, head) a contiguous matrix. Packed: q, k and v are the three thirds of each row of
+// one [batch, length, 3, heads, head_dim] array (the QKV projection's output as it is) and the
+// output is [batch, length, heads, head_dim] (what the output projection takes), so that no
+// transpose is copied on either side; each (batch, head) is then a strided matrix, which BLAS
+// reads through its leading dimension.
+struct Layout {
+  bool packed;
+  size_t bh, heads, length_q, length_k, head_dim;
+
+  size_t ld_in() const {
+    return packed ? 3 * heads * head_dim : head_dim;
+  }
+  size_t ld_out() const {
+    return packed ? heads * head_dim : head_dim;
+  }
+  // offsets of (batch, head) `p`'s first row in q, k, v (the same array when packed) and out
+  size_t q(size_t p) const {
+    return packed ? (p / heads) * length_q * ld_in() + (p % heads) * head_dim : p * length_q * head_dim;
+  }
+  size_t k(size_t p) const {
+    return packed ? q(p) + heads * head_dim : p * length_k * head_dim;
+  }
+  size_t v(size_t p) const {
+    return packed ? q(p) + 2 * heads * head_dim : p * length_k * head_dim;
+  }
+  size_t out(size_t p) const {
+    return packed ? (p / heads) * length_q * ld_out() + (p % heads) * head_dim : p * length_q * head_dim;
+  }
+  size_t q_size() const {
+    return packed ? (bh / heads) * length_q * ld_in() : bh * length_q * head_dim;
+  }
+  size_t k_size() const {
+    return packed ? q_size() : bh * length_k * head_dim;
+  }
+};
+
+// Exact blockwise attention with an online softmax, one (batch, head) after another, with
+// base-2 scores `scale · q kᵀ`: each block pair's scores stay in a [block, block] buffer in
+// cache, and the two products are BLAS calls. Also writes each row's base-2 log-sum-exp `lse`
+// [bh, length_q], from which the backward pass recomputes the probabilities.
 void fused_attention(
     const float* q,
     const float* k,
     const float* v,
     float* out,
     float* lse,
-    size_t bh,
-    size_t length_q,
-    size_t length_k,
-    size_t head_dim,
+    const Layout& layout,
     size_t block,
     float scale) {
   auto gemm = sgemm();
   std::vector<float> scores(block * block);
   std::vector<float> m(block);
   std::vector<float> l(block);
+  const size_t head_dim = layout.head_dim;
   const int hd = static_cast<int>(head_dim);
-  for (size_t p = 0; p < bh; p++) {
-    const float* qp = q + p * length_q * head_dim;
-    const float* kp = k + p * length_k * head_dim;
-    const float* vp = v + p * length_k * head_dim;
-    float* op = out + p * length_q * head_dim;
-    for (size_t qs = 0; qs < length_q; qs += block) {
-      const size_t rows = std::min(block, length_q - qs);
-      float* acc = op + qs * head_dim;
-      std::fill(acc, acc + rows * head_dim, 0.0f);
+  const int ld_in = static_cast<int>(layout.ld_in());
+  const size_t ld_out = layout.ld_out();
+  for (size_t p = 0; p < layout.bh; p++) {
+    const float* qp = q + layout.q(p);
+    const float* kp = k + layout.k(p);
+    const float* vp = v + layout.v(p);
+    float* op = out + layout.out(p);
+    for (size_t qs = 0; qs < layout.length_q; qs += block) {
+      const size_t rows = std::min(block, layout.length_q - qs);
+      float* acc = op + qs * ld_out;
+      for (size_t r = 0; r < rows; r++) {
+        std::fill(acc + r * ld_out, acc + r * ld_out + head_dim, 0.0f);
+      }
       std::fill(m.begin(), m.end(), -1e30f);
       std::fill(l.begin(), l.end(), 0.0f);
-      for (size_t ks = 0; ks < length_k; ks += block) {
-        const size_t cols = std::min(block, length_k - ks);
+      for (size_t ks = 0; ks < layout.length_k; ks += block) {
+        const size_t cols = std::min(block, layout.length_k - ks);
         // scores = scale · q_block · k_blockᵀ
         gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, static_cast<int>(rows), static_cast<int>(cols), hd, scale,
-             qp + qs * head_dim, hd, kp + ks * head_dim, hd, 0.0f, scores.data(), static_cast<int>(cols));
-        online_softmax_fold(scores.data(), m.data(), l.data(), acc, rows, cols, head_dim);
+             qp + qs * ld_in, ld_in, kp + ks * ld_in, ld_in, 0.0f, scores.data(), static_cast<int>(cols));
+        online_softmax_fold(scores.data(), m.data(), l.data(), acc, ld_out, rows, cols, head_dim);
         // acc += weights · v_block
         gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, static_cast<int>(rows), hd, static_cast<int>(cols), 1.0f,
-             scores.data(), static_cast<int>(cols), vp + ks * head_dim, hd, 1.0f, acc, hd);
+             scores.data(), static_cast<int>(cols), vp + ks * ld_in, ld_in, 1.0f, acc, static_cast<int>(ld_out));
       }
       for (size_t r = 0; r < rows; r++) {
         const float denominator = std::max(l[r], 1.17549435e-38f);
         const float inv = 1.0f / denominator;
         for (size_t d = 0; d < head_dim; d++) {
-          acc[r * head_dim + d] *= inv;
+          acc[r * ld_out + d] *= inv;
         }
-        lse[p * length_q + qs + r] = m[r] + std::log2(denominator);
+        lse[p * layout.length_q + qs + r] = m[r] + std::log2(denominator);
       }
     }
   }
@@ -402,8 +443,9 @@ ENERGY_CLONES void probabilities_and_score_gradients(
 // The gradients of fused_attention (FlashAttention-2's backward pass, on blocks): with
 // delta = rowsum(dO ∘ O) and each block pair's probabilities recomputed from the saved
 // log-sum-exp, dV += Pᵀ dO, dS = P ∘ (dO Vᵀ − delta), dQ += c · dS K, dK += c · dSᵀ Q, where
-// c = scale · ln 2 turns base-2 scores back into the natural scale's 1/sqrt(head_dim). Blocks
-// are visited in a fixed order: the sums are the same every run.
+// c = scale · ln 2 turns base-2 scores back into the natural scale's 1/sqrt(head_dim). dq, dk
+// and dv have q's, k's and v's layout (one array when packed). Blocks are visited in a fixed
+// order: the sums are the same every run.
 void fused_attention_vjp(
     const float* q,
     const float* k,
@@ -414,56 +456,57 @@ void fused_attention_vjp(
     float* dq,
     float* dk,
     float* dv,
-    size_t bh,
-    size_t length_q,
-    size_t length_k,
-    size_t head_dim,
+    const Layout& layout,
     size_t block,
     float scale) {
   auto gemm = sgemm();
   std::vector<float> probs(block * block);
   std::vector<float> dp(block * block);
   std::vector<float> delta(block);
+  const size_t head_dim = layout.head_dim;
   const int hd = static_cast<int>(head_dim);
+  const int ld_in = static_cast<int>(layout.ld_in());
+  const size_t ld_out = layout.ld_out();
+  const int ldo = static_cast<int>(ld_out);
   const float c = scale * LN2;
-  std::fill(dq, dq + bh * length_q * head_dim, 0.0f);
-  std::fill(dk, dk + bh * length_k * head_dim, 0.0f);
-  std::fill(dv, dv + bh * length_k * head_dim, 0.0f);
-  for (size_t p = 0; p < bh; p++) {
-    const size_t q_off = p * length_q * head_dim;
-    const size_t k_off = p * length_k * head_dim;
-    for (size_t qs = 0; qs < length_q; qs += block) {
-      const size_t rows = std::min(block, length_q - qs);
+  std::fill(dq, dq + layout.q_size(), 0.0f);
+  if (!layout.packed) {
+    std::fill(dk, dk + layout.k_size(), 0.0f);
+    std::fill(dv, dv + layout.k_size(), 0.0f);
+  }
+  for (size_t p = 0; p < layout.bh; p++) {
+    for (size_t qs = 0; qs < layout.length_q; qs += block) {
+      const size_t rows = std::min(block, layout.length_q - qs);
       const int m = static_cast<int>(rows);
-      const float* qb = q + q_off + qs * head_dim;
-      const float* dob = d_out + q_off + qs * head_dim;
-      const float* ob = out + q_off + qs * head_dim;
-      float* dqb = dq + q_off + qs * head_dim;
-      const float* lse_b = lse + p * length_q + qs;
+      const float* qb = q + layout.q(p) + qs * ld_in;
+      const float* dob = d_out + layout.out(p) + qs * ld_out;
+      const float* ob = out + layout.out(p) + qs * ld_out;
+      float* dqb = dq + layout.q(p) + qs * ld_in;
+      const float* lse_b = lse + p * layout.length_q + qs;
       for (size_t r = 0; r < rows; r++) {
         float sum = 0.0f;
         for (size_t d = 0; d < head_dim; d++) {
-          sum += dob[r * head_dim + d] * ob[r * head_dim + d];
+          sum += dob[r * ld_out + d] * ob[r * ld_out + d];
         }
         delta[r] = sum;
       }
-      for (size_t ks = 0; ks < length_k; ks += block) {
-        const size_t cols = std::min(block, length_k - ks);
+      for (size_t ks = 0; ks < layout.length_k; ks += block) {
+        const size_t cols = std::min(block, layout.length_k - ks);
         const int n = static_cast<int>(cols);
-        const float* kb = k + k_off + ks * head_dim;
-        const float* vb = v + k_off + ks * head_dim;
+        const float* kb = k + layout.k(p) + ks * ld_in;
+        const float* vb = v + layout.v(p) + ks * ld_in;
         // scores = scale · q_block · k_blockᵀ, dp = dO_block · v_blockᵀ
-        gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, m, n, hd, scale, qb, hd, kb, hd, 0.0f, probs.data(), n);
-        gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, m, n, hd, 1.0f, dob, hd, vb, hd, 0.0f, dp.data(), n);
+        gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, m, n, hd, scale, qb, ld_in, kb, ld_in, 0.0f, probs.data(), n);
+        gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, m, n, hd, 1.0f, dob, ldo, vb, ld_in, 0.0f, dp.data(), n);
         probabilities_and_score_gradients(probs.data(), dp.data(), lse_b, delta.data(), rows, cols);
         // dV_block += Pᵀ dO_block
-        gemm(CBLAS_ROW_MAJOR, CBLAS_TRANS, CBLAS_NO_TRANS, n, hd, m, 1.0f, probs.data(), n, dob, hd, 1.0f,
-             dv + k_off + ks * head_dim, hd);
+        gemm(CBLAS_ROW_MAJOR, CBLAS_TRANS, CBLAS_NO_TRANS, n, hd, m, 1.0f, probs.data(), n, dob, ldo, 1.0f,
+             dv + layout.v(p) + ks * ld_in, ld_in);
         // dQ_block += c · dS K_block
-        gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, m, hd, n, c, dp.data(), n, kb, hd, 1.0f, dqb, hd);
+        gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, m, hd, n, c, dp.data(), n, kb, ld_in, 1.0f, dqb, ld_in);
         // dK_block += c · dSᵀ Q_block
-        gemm(CBLAS_ROW_MAJOR, CBLAS_TRANS, CBLAS_NO_TRANS, n, hd, m, c, dp.data(), n, qb, hd, 1.0f,
-             dk + k_off + ks * head_dim, hd);
+        gemm(CBLAS_ROW_MAJOR, CBLAS_TRANS, CBLAS_NO_TRANS, n, hd, m, c, dp.data(), n, qb, ld_in, 1.0f,
+             dk + layout.k(p) + ks * ld_in, ld_in);
       }
     }
   }
@@ -743,57 +786,74 @@ class LayerNormCpu : public mx::UnaryPrimitive {
   float eps_;
 };
 
-// The attention's sizes from its inputs: (batch · heads, length_q, length_k, head_dim).
-struct AttentionDims {
-  size_t bh, length_q, length_k, head_dim;
-  explicit AttentionDims(const std::vector<mx::array>& inputs) {
-    const auto& q = inputs[0];
-    const int nd = q.ndim();
-    head_dim = q.shape(nd - 1);
-    length_q = q.shape(nd - 2);
-    length_k = inputs[1].shape(nd - 2);
-    bh = (length_q == 0 || head_dim == 0) ? 0 : q.size() / (length_q * head_dim);
-  }
-};
-
-// What the attention's two primitives share: their block size and score scale, and the CPU.
+// What the attention's two primitives share: their block size, score scale and layout (`heads`
+// > 0: packed, see `Layout`), and the CPU.
 class AttentionPrimitive : public mx::Primitive {
  public:
-  AttentionPrimitive(mx::Stream stream, int block, float scale)
-      : mx::Primitive(stream), block_(block), scale_(scale) {}
+  AttentionPrimitive(mx::Stream stream, int block, float scale, int heads)
+      : mx::Primitive(stream), block_(block), scale_(scale), heads_(heads) {}
 
   void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
     throw std::runtime_error(std::string("energy's ") + name() + " runs on the CPU only");
   }
 
  protected:
+  // The layout from the primitive's first inputs: q, k (separate) or qkv (packed).
+  Layout layout(const std::vector<mx::array>& inputs) const {
+    const auto& q = inputs[0];
+    const int nd = q.ndim();
+    Layout l{};
+    l.packed = heads_ > 0;
+    if (l.packed) {
+      l.heads = heads_;
+      l.head_dim = q.shape(nd - 1) / (3 * heads_);
+      l.length_q = l.length_k = q.shape(nd - 2);
+      l.bh = (q.size() / std::max<size_t>(1, q.shape(nd - 1) * l.length_q)) * l.heads;
+      if (l.length_q == 0) {
+        l.bh = 0;
+      }
+    } else {
+      l.heads = 1;
+      l.head_dim = q.shape(nd - 1);
+      l.length_q = q.shape(nd - 2);
+      l.length_k = inputs[1].shape(nd - 2);
+      l.bh = (l.length_q == 0 || l.head_dim == 0) ? 0 : q.size() / (l.length_q * l.head_dim);
+    }
+    return l;
+  }
+
   int block_;
   float scale_;
+  int heads_;
 };
 
+// inputs: q, k, v, out, lse, d_out → dq, dk, dv; packed: qkv, out, lse, d_out → d_qkv
 class FusedAttentionVjp : public AttentionPrimitive {
  public:
   using AttentionPrimitive::AttentionPrimitive;
 
-  // inputs: q, k, v, out, lse, d_out; outputs: dq, dk, dv
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    AttentionDims dims(inputs);
+    const Layout l = layout(inputs);
+    const size_t first = l.packed ? 1 : 3;  // index of `out` among the inputs
     dispatch(stream(), inputs, outputs, [&] {
-      return [q = inputs[0].data<float>(),
-              k = inputs[1].data<float>(),
-              v = inputs[2].data<float>(),
-              out = inputs[3].data<float>(),
-              lse = inputs[4].data<float>(),
-              d_out = inputs[5].data<float>(),
-              dq = outputs[0].data<float>(),
-              dk = outputs[1].data<float>(),
-              dv = outputs[2].data<float>(),
-              dims,
+      const float* q = inputs[0].data<float>();
+      const float* k = l.packed ? q : inputs[1].data<float>();
+      const float* v = l.packed ? q : inputs[2].data<float>();
+      float* dq = outputs[0].data<float>();
+      float* dk = l.packed ? dq : outputs[1].data<float>();
+      float* dv = l.packed ? dq : outputs[2].data<float>();
+      return [q,
+              k,
+              v,
+              out = inputs[first].data<float>(),
+              lse = inputs[first + 1].data<float>(),
+              d_out = inputs[first + 2].data<float>(),
+              dq,
+              dk,
+              dv,
+              l,
               block = static_cast<size_t>(block_),
-              scale = scale_]() {
-        fused_attention_vjp(q, k, v, out, lse, d_out, dq, dk, dv, dims.bh, dims.length_q, dims.length_k,
-                            dims.head_dim, block, scale);
-      };
+              scale = scale_]() { fused_attention_vjp(q, k, v, out, lse, d_out, dq, dk, dv, l, block, scale); };
     });
   }
 
@@ -802,25 +862,25 @@ class FusedAttentionVjp : public AttentionPrimitive {
   }
 };
 
-// outputs: the attention [..., length_q, head_dim] and the rows' base-2 log-sum-exp
-// [..., length_q], which the backward pass recomputes the probabilities from.
+// inputs: q, k, v (or qkv, packed); outputs: the attention (or, packed, [batch, length,
+// heads · head_dim]) and the rows' base-2 log-sum-exp [batch · heads, length_q], which the
+// backward pass recomputes the probabilities from.
 class FusedAttention : public AttentionPrimitive {
  public:
   using AttentionPrimitive::AttentionPrimitive;
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    AttentionDims dims(inputs);
+    const Layout l = layout(inputs);
     dispatch(stream(), inputs, outputs, [&] {
-      return [q = inputs[0].data<float>(),
-              k = inputs[1].data<float>(),
-              v = inputs[2].data<float>(),
+      const float* q = inputs[0].data<float>();
+      return [q,
+              k = l.packed ? q : inputs[1].data<float>(),
+              v = l.packed ? q : inputs[2].data<float>(),
               out = outputs[0].data<float>(),
               lse = outputs[1].data<float>(),
-              dims,
+              l,
               block = static_cast<size_t>(block_),
-              scale = scale_]() {
-        fused_attention(q, k, v, out, lse, dims.bh, dims.length_q, dims.length_k, dims.head_dim, block, scale);
-      };
+              scale = scale_]() { fused_attention(q, k, v, out, lse, l, block, scale); };
     });
   }
 
@@ -831,11 +891,17 @@ class FusedAttention : public AttentionPrimitive {
       const std::vector<mx::array>& outputs) override {
     auto s = stream();
     // The log-sum-exp output is internal: its cotangent (zeros) is ignored.
+    std::vector<mx::array> inputs(primals);
+    inputs.push_back(outputs[0]);
+    inputs.push_back(outputs[1]);
+    inputs.push_back(row_major(cotangents[0], s));
+    std::vector<mx::Shape> shapes;
+    for (const auto& primal : primals) {
+      shapes.push_back(primal.shape());
+    }
+    std::vector<mx::Dtype> dtypes(shapes.size(), mx::float32);
     auto grads = mx::array::make_arrays(
-        {primals[0].shape(), primals[1].shape(), primals[2].shape()},
-        {mx::float32, mx::float32, mx::float32},
-        std::make_shared<FusedAttentionVjp>(s, block_, scale_),
-        {primals[0], primals[1], primals[2], outputs[0], outputs[1], row_major(cotangents[0], s)});
+        shapes, dtypes, std::make_shared<FusedAttentionVjp>(s, block_, scale_, heads_), inputs);
     std::vector<mx::array> out;
     for (int arg : argnums) {
       out.push_back(grads[arg]);
@@ -990,8 +1056,44 @@ int energy_fused_attention(
     auto outputs = mx::array::make_arrays(
         {query.shape(), lse_shape},
         {mx::float32, mx::float32},
-        std::make_shared<FusedAttention>(s, block, scale),
+        std::make_shared<FusedAttention>(s, block, scale, 0),
         {row_major(query, s), row_major(key, s), row_major(value, s)});
+    *out = new mx::array(outputs[0]);
+    return 0;
+  } catch (const std::exception& e) {
+    write_error(e, error, error_len);
+    return 1;
+  }
+}
+
+int energy_fused_attention_packed(
+    void* stream,
+    void* qkv,
+    int heads,
+    int block,
+    float scale,
+    void** out,
+    char* error,
+    size_t error_len) {
+  try {
+    auto s = cpu_stream(stream);
+    const auto& packed = as_array(qkv);
+    check_f32(packed, "the packed query, key and value");
+    if (packed.ndim() != 3 || heads < 1 || packed.shape(2) % (3 * heads) != 0) {
+      throw std::invalid_argument("the packed query, key and value must be [batch, length, 3 · heads · head_dim]");
+    }
+    if (block < 1) {
+      throw std::invalid_argument("the attention block must be at least 1");
+    }
+    sgemm();
+    const int batch = packed.shape(0);
+    const int length = packed.shape(1);
+    const int width = packed.shape(2) / 3;
+    auto outputs = mx::array::make_arrays(
+        {mx::Shape{batch, length, width}, mx::Shape{batch * heads, length}},
+        {mx::float32, mx::float32},
+        std::make_shared<FusedAttention>(s, block, scale, heads),
+        {row_major(packed, s)});
     *out = new mx::array(outputs[0]);
     return 0;
   } catch (const std::exception& e) {

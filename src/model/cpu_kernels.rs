@@ -59,6 +59,16 @@ mod ffi {
             error: *mut c_char,
             error_len: usize,
         ) -> c_int;
+        pub fn energy_fused_attention_packed(
+            stream: *mut c_void,
+            qkv: *mut c_void,
+            heads: c_int,
+            block: c_int,
+            scale: f32,
+            out: *mut *mut c_void,
+            error: *mut c_char,
+            error_len: usize,
+        ) -> c_int;
         pub fn energy_layer_norm(
             stream: *mut c_void,
             x: *mut c_void,
@@ -190,6 +200,32 @@ pub fn fused_attention(q: &Array, k: &Array, v: &Array, block: i32, scale: f32) 
     #[cfg(not(target_os = "linux"))]
     {
         let _ = (q, k, v, block, scale);
+        Err(Exception::custom("energy's CPU kernels are built on Linux only"))
+    }
+}
+
+/// [`fused_attention`] on the QKV projection's output as it is: each row of `qkv` holds the
+/// queries, then the keys, then the values of every head (`[3, heads, head_dim]`), and the
+/// result holds each head's attention side by side (`[heads, head_dim]`), which is what the
+/// output projection takes. The kernel reads and writes the heads through BLAS's leading
+/// dimensions, so no transpose is copied before or after it, nor in its backward pass.
+///
+/// # Shapes
+/// `qkv`: [batch, length, 3 · heads · head_dim] (f32) → [batch, length, heads · head_dim]
+pub fn fused_attention_packed(qkv: &Array, heads: i32, block: i32, scale: f32) -> Result<Array, Exception> {
+    #[cfg(target_os = "linux")]
+    {
+        let stream = Stream::thread_local_or_default();
+        let mut out = std::ptr::null_mut();
+        call(|error, len| unsafe {
+            // SAFETY: as in `online_softmax_block`.
+            ffi::energy_fused_attention_packed(stream.as_ptr().ctx, qkv.as_ptr().ctx, heads, block, scale, &mut out, error, len)
+        })?;
+        Ok(owned(out))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (qkv, heads, block, scale);
         Err(Exception::custom("energy's CPU kernels are built on Linux only"))
     }
 }
@@ -459,6 +495,44 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The packed attention against the reference on the heads taken apart, in value and in the
+    /// gradient with respect to the packed input, with ragged blocks.
+    #[test]
+    fn packed_attention_matches_reference() -> Result<(), Exception> {
+        use crate::model::attention::{LOG2_E, reference_attention};
+        let (batch, length, heads, head_dim) = (2, 40, 3, 8);
+        let qkv = random(8, &[batch, length, 3 * heads * head_dim], 1.5);
+        let cotangent = random(9, &[batch, length, heads * head_dim], 1.0);
+        let attend = move |qkv: &Array, ours: bool| -> Result<Array, Exception> {
+            if ours {
+                return fused_attention_packed(qkv, heads, 16, LOG2_E / (head_dim as f32).sqrt());
+            }
+            let parts = qkv.reshape(&[batch, length, 3, heads, head_dim])?.transpose_axes(&[2, 0, 3, 1, 4])?;
+            let part = |i: i32| parts.take_axis(Array::from_int(i), 0);
+            reference_attention(&part(0)?, &part(1)?, &part(2)?, false)?
+                .swap_axes(1, 2)?
+                .reshape(&[batch, length, heads * head_dim])
+        };
+        for (g, w) in values(&attend(&qkv, true)?).iter().zip(values(&attend(&qkv, false)?)) {
+            assert!((g - w).abs() <= 2e-5, "{g} vs {w}");
+        }
+        let loss = |ours: bool| {
+            let cotangent = cotangent.clone();
+            move |qkv: &Array| -> Result<Array, Exception> { attend(qkv, ours)?.multiply(&cotangent)?.sum(None) }
+        };
+        let got = grad(loss(true))(&qkv)?;
+        let want = grad(loss(false))(&qkv)?;
+        let largest = values(&want).iter().fold(0.0f32, |a, b| a.max(b.abs()));
+        assert!(largest > 0.1);
+        for (g, w) in values(&got).iter().zip(values(&want)) {
+            assert!((g - w).abs() <= 1e-5 * largest.max(1.0), "{g} vs {w}");
+        }
+        let out = fused_attention_packed(&qkv, heads, 16, 1.0)?;
+        assert_eq!(out.shape(), &[batch, length, heads * head_dim]);
+        assert!(fused_attention_packed(&qkv, 5, 16, 1.0).is_err(), "72 columns are not 3 × 5 heads");
         Ok(())
     }
 

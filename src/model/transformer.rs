@@ -294,7 +294,7 @@ impl SelfAttention {
     /// # Shapes
     /// `x`: [batch, positions, d_model] → [batch, positions, d_model]
     /// Over the positions given, on the CPU, the blockwise attention runs as one fused
-    /// primitive with its own backward pass ([`crate::model::cpu_kernels::fused_attention`]:
+    /// primitive with its own backward pass ([`crate::model::cpu_kernels::fused_attention_packed`]:
     /// the same exact online softmax as [`ring_attention`] with one shard); causal blocks,
     /// several shards and other devices build [`ring_attention`]'s graph of MLX operations.
     fn attend(&mut self, x: &Array, attention: Attention) -> Result<Array, Exception> {
@@ -305,12 +305,25 @@ impl SelfAttention {
             }
         };
         let head_dim = d_model / self.n_heads;
-        // [batch, positions, 3·d_model] → 3 × [batch, heads, positions, head_dim]. Split, not an
-        // integer index: mlx-rs indexes with an integer through `take` (a gather, and a scatter
-        // in the backward pass).
-        let qkv = self
-            .qkv
-            .forward(x)?
+        let qkv = self.qkv.forward(x)?;
+        if attention == Attention::Local
+            && !self.causal
+            && self.ring_shards <= 1
+            && crate::model::cpu_kernels::available()
+            && qkv.dtype() == mlx_rs::Dtype::Float32
+        {
+            // The fused kernel reads the heads out of the projection and writes them side by
+            // side: no transpose is copied on either side.
+            let scale = crate::model::attention::LOG2_E / (head_dim as f32).sqrt();
+            let attended = crate::model::cpu_kernels::fused_attention_packed(&qkv, self.n_heads, self.block_size, scale)?;
+            return self.output.forward(&attended);
+        }
+        // [batch, positions, 3·d_model] → 3 × [batch, heads, positions, head_dim], laid out
+        // row-major by one copy: MLX's CPU matmul copies any operand whose rows are not
+        // contiguous, and strided views of the heads were copied again for every block pair.
+        // Split, not an integer index: mlx-rs indexes with an integer through `take` (a gather,
+        // and a scatter in the backward pass).
+        let qkv = qkv
             .reshape(&[batch, positions, 3, self.n_heads, head_dim])?
             .transpose_axes(&[2, 0, 3, 1, 4])?
             .contiguous()?;
@@ -318,15 +331,6 @@ impl SelfAttention {
         let heads = |part: &Array| part.squeeze_axes(&[0]);
         let [query, key, value] = [heads(&parts[0])?, heads(&parts[1])?, heads(&parts[2])?];
         let attended = match attention {
-            Attention::Local
-                if !self.causal
-                    && self.ring_shards <= 1
-                    && crate::model::cpu_kernels::available()
-                    && x.dtype() == mlx_rs::Dtype::Float32 =>
-            {
-                let scale = crate::model::attention::LOG2_E / (head_dim as f32).sqrt();
-                crate::model::cpu_kernels::fused_attention(&query, &key, &value, self.block_size, scale)?
-            }
             Attention::Local => ring_attention(&query, &key, &value, self.ring_shards, self.block_size, self.causal)?,
             Attention::AcrossRanks if self.causal => {
                 return Err(Exception::custom("the forecaster's attention across ranks is not causal"));
