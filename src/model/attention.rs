@@ -17,8 +17,9 @@
 //! same trick FlashAttention-2 uses for `exp2` on GPUs. On Linux's CPU build, the non-causal
 //! block update runs through a fused kernel of our own instead
 //! ([`crate::model::cpu_kernels::online_softmax_block`]: max, `2^x` and row sum in one
-//! vectorised pass), and the forecaster's inference passes run the whole blockwise attention as
-//! one ([`crate::model::cpu_kernels::fused_attention`]); both compute this same online softmax.
+//! vectorised pass), and the forecaster in one process runs the whole blockwise attention as one
+//! primitive with its own backward pass ([`crate::model::cpu_kernels::fused_attention_packed`]);
+//! both compute this same online softmax.
 //!
 //! Masked scores are set to a large finite negative number ([`MASKED_SCORE`]) rather than
 //! `-inf`, and their probabilities are zeroed explicitly, so a row that sees no key never

@@ -219,7 +219,16 @@ pub fn fused_attention_packed(qkv: &Array, heads: i32, block: i32, scale: f32) -
         let mut out = std::ptr::null_mut();
         call(|error, len| unsafe {
             // SAFETY: as in `online_softmax_block`.
-            ffi::energy_fused_attention_packed(stream.as_ptr().ctx, qkv.as_ptr().ctx, heads, block, scale, &mut out, error, len)
+            ffi::energy_fused_attention_packed(
+                stream.as_ptr().ctx,
+                qkv.as_ptr().ctx,
+                heads,
+                block,
+                scale,
+                &mut out,
+                error,
+                len,
+            )
         })?;
         Ok(owned(out))
     }
@@ -512,9 +521,11 @@ mod tests {
             }
             let parts = qkv.reshape(&[batch, length, 3, heads, head_dim])?.transpose_axes(&[2, 0, 3, 1, 4])?;
             let part = |i: i32| parts.take_axis(Array::from_int(i), 0);
-            reference_attention(&part(0)?, &part(1)?, &part(2)?, false)?
-                .swap_axes(1, 2)?
-                .reshape(&[batch, length, heads * head_dim])
+            reference_attention(&part(0)?, &part(1)?, &part(2)?, false)?.swap_axes(1, 2)?.reshape(&[
+                batch,
+                length,
+                heads * head_dim,
+            ])
         };
         for (g, w) in values(&attend(&qkv, true)?).iter().zip(values(&attend(&qkv, false)?)) {
             assert!((g - w).abs() <= 2e-5, "{g} vs {w}");

@@ -315,7 +315,8 @@ impl SelfAttention {
             // The fused kernel reads the heads out of the projection and writes them side by
             // side: no transpose is copied on either side.
             let scale = crate::model::attention::LOG2_E / (head_dim as f32).sqrt();
-            let attended = crate::model::cpu_kernels::fused_attention_packed(&qkv, self.n_heads, self.block_size, scale)?;
+            let attended =
+                crate::model::cpu_kernels::fused_attention_packed(&qkv, self.n_heads, self.block_size, scale)?;
             return self.output.forward(&attended);
         }
         // [batch, positions, 3·d_model] → 3 × [batch, heads, positions, head_dim], laid out
