@@ -18,7 +18,7 @@
 //! block update runs through a fused kernel of our own instead
 //! ([`crate::model::cpu_kernels::online_softmax_block`]: max, `2^x` and row sum in one
 //! vectorised pass), and the forecaster in one process runs the whole blockwise attention as one
-//! primitive with its own backward pass ([`crate::model::cpu_kernels::fused_attention_packed`]);
+//! primitive with its own backward pass ([`crate::model::cpu_kernels::fused_attention`]);
 //! both compute this same online softmax.
 //!
 //! Masked scores are set to a large finite negative number ([`MASKED_SCORE`]) rather than

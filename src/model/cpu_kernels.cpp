@@ -98,6 +98,33 @@ inline __attribute__((always_inline)) float lane_sum(const float* x, size_t n) {
   return sum;
 }
 
+// One row of the online softmax: m_new = max(m_old, max_j s[j]), w[j] = 2^(s[j] - m_new) (`w`
+// may be `s`); returns m_new and writes Σ_j w[j] to `sum`.
+inline __attribute__((always_inline)) float softmax_row(const float* s, float* w, size_t cols, float m_old, float* sum) {
+  float lanes[LANES];
+  for (int l = 0; l < LANES; l++) {
+    lanes[l] = m_old;
+  }
+  size_t j = 0;
+  for (; j + LANES <= cols; j += LANES) {
+    for (int l = 0; l < LANES; l++) {
+      lanes[l] = s[j + l] > lanes[l] ? s[j + l] : lanes[l];
+    }
+  }
+  float m = m_old;
+  for (int l = 0; l < LANES; l++) {
+    m = lanes[l] > m ? lanes[l] : m;
+  }
+  for (; j < cols; j++) {
+    m = s[j] > m ? s[j] : m;
+  }
+  for (size_t k = 0; k < cols; k++) {
+    w[k] = exp2_poly(s[k] - m);
+  }
+  *sum = lane_sum(w, cols);
+  return m;
+}
+
 ENERGY_CLONES void online_softmax_rows(
     const float* scores,
     const float* max_old,
@@ -107,30 +134,7 @@ ENERGY_CLONES void online_softmax_rows(
     size_t rows,
     size_t cols) {
   for (size_t r = 0; r < rows; r++) {
-    const float* s = scores + r * cols;
-    float* w = weights + r * cols;
-    float lanes[LANES];
-    for (int l = 0; l < LANES; l++) {
-      lanes[l] = max_old[r];
-    }
-    size_t j = 0;
-    for (; j + LANES <= cols; j += LANES) {
-      for (int l = 0; l < LANES; l++) {
-        lanes[l] = s[j + l] > lanes[l] ? s[j + l] : lanes[l];
-      }
-    }
-    float m = max_old[r];
-    for (int l = 0; l < LANES; l++) {
-      m = lanes[l] > m ? lanes[l] : m;
-    }
-    for (; j < cols; j++) {
-      m = s[j] > m ? s[j] : m;
-    }
-    max_new[r] = m;
-    for (size_t k = 0; k < cols; k++) {
-      w[k] = exp2_poly(s[k] - m);
-    }
-    weight_sum[r] = lane_sum(w, cols);
+    max_new[r] = softmax_row(scores + r * cols, weights + r * cols, cols, max_old[r], weight_sum + r);
   }
 }
 
@@ -295,28 +299,10 @@ ENERGY_CLONES void online_softmax_fold(
     size_t head_dim) {
   for (size_t r = 0; r < rows; r++) {
     float* sr = s + r * cols;
-    float lanes[LANES];
-    for (int i = 0; i < LANES; i++) {
-      lanes[i] = m[r];
-    }
-    size_t j = 0;
-    for (; j + LANES <= cols; j += LANES) {
-      for (int i = 0; i < LANES; i++) {
-        lanes[i] = sr[j + i] > lanes[i] ? sr[j + i] : lanes[i];
-      }
-    }
-    float m_new = m[r];
-    for (int i = 0; i < LANES; i++) {
-      m_new = lanes[i] > m_new ? lanes[i] : m_new;
-    }
-    for (; j < cols; j++) {
-      m_new = sr[j] > m_new ? sr[j] : m_new;
-    }
-    for (size_t k = 0; k < cols; k++) {
-      sr[k] = exp2_poly(sr[k] - m_new);
-    }
+    float block_sum;
+    const float m_new = softmax_row(sr, sr, cols, m[r], &block_sum);
     const float correction = exp2_poly(m[r] - m_new);
-    l[r] = l[r] * correction + lane_sum(sr, cols);
+    l[r] = l[r] * correction + block_sum;
     m[r] = m_new;
     float* ar = acc + r * ld_acc;
     for (size_t d = 0; d < head_dim; d++) {
@@ -325,56 +311,48 @@ ENERGY_CLONES void online_softmax_fold(
   }
 }
 
-// Where the attention's rows live. Separate: q, k, v and the output are [bh, length, head_dim],
-// each (batch, head) a contiguous matrix. Packed: q, k and v are the three thirds of each row of
-// one [batch, length, 3, heads, head_dim] array (the QKV projection's output as it is) and the
+// Where the attention's rows live: q, k and v are the three thirds of each row of one
+// [batch, length, 3, heads, head_dim] array (the QKV projection's output as it is) and the
 // output is [batch, length, heads, head_dim] (what the output projection takes), so that no
-// transpose is copied on either side; each (batch, head) is then a strided matrix, which BLAS
+// transpose is copied on either side; each (batch, head) `p` is a strided matrix, which BLAS
 // reads through its leading dimension.
 struct Layout {
-  bool packed;
-  size_t bh, heads, length_q, length_k, head_dim;
+  size_t batch, heads, length, head_dim;
 
+  // from the packed input [batch, length, 3 · heads · head_dim]
+  static Layout of(const mx::array& qkv, size_t heads) {
+    return {static_cast<size_t>(qkv.shape(0)), heads, static_cast<size_t>(qkv.shape(1)),
+            static_cast<size_t>(qkv.shape(2)) / (3 * heads)};
+  }
+  size_t bh() const {
+    return batch * heads;
+  }
   size_t ld_in() const {
-    return packed ? 3 * heads * head_dim : head_dim;
+    return 3 * heads * head_dim;
   }
   size_t ld_out() const {
-    return packed ? heads * head_dim : head_dim;
+    return heads * head_dim;
   }
-  // offsets of (batch, head) `p`'s first row in q, k, v (the same array when packed) and out
+  // offsets of `p`'s first row in the packed input (q, k, v) and in the output
   size_t q(size_t p) const {
-    return packed ? (p / heads) * length_q * ld_in() + (p % heads) * head_dim : p * length_q * head_dim;
+    return (p / heads) * length * ld_in() + (p % heads) * head_dim;
   }
   size_t k(size_t p) const {
-    return packed ? q(p) + heads * head_dim : p * length_k * head_dim;
+    return q(p) + heads * head_dim;
   }
   size_t v(size_t p) const {
-    return packed ? q(p) + 2 * heads * head_dim : p * length_k * head_dim;
+    return q(p) + 2 * heads * head_dim;
   }
   size_t out(size_t p) const {
-    return packed ? (p / heads) * length_q * ld_out() + (p % heads) * head_dim : p * length_q * head_dim;
-  }
-  size_t q_size() const {
-    return packed ? (bh / heads) * length_q * ld_in() : bh * length_q * head_dim;
-  }
-  size_t k_size() const {
-    return packed ? q_size() : bh * length_k * head_dim;
+    return (p / heads) * length * ld_out() + (p % heads) * head_dim;
   }
 };
 
 // Exact blockwise attention with an online softmax, one (batch, head) after another, with
 // base-2 scores `scale · q kᵀ`: each block pair's scores stay in a [block, block] buffer in
 // cache, and the two products are BLAS calls. Also writes each row's base-2 log-sum-exp `lse`
-// [bh, length_q], from which the backward pass recomputes the probabilities.
-void fused_attention(
-    const float* q,
-    const float* k,
-    const float* v,
-    float* out,
-    float* lse,
-    const Layout& layout,
-    size_t block,
-    float scale) {
+// [batch · heads, length], from which the backward pass recomputes the probabilities.
+void fused_attention(const float* qkv, float* out, float* lse, const Layout& layout, size_t block, float scale) {
   auto gemm = sgemm();
   std::vector<float> scores(block * block);
   std::vector<float> m(block);
@@ -383,21 +361,21 @@ void fused_attention(
   const int hd = static_cast<int>(head_dim);
   const int ld_in = static_cast<int>(layout.ld_in());
   const size_t ld_out = layout.ld_out();
-  for (size_t p = 0; p < layout.bh; p++) {
-    const float* qp = q + layout.q(p);
-    const float* kp = k + layout.k(p);
-    const float* vp = v + layout.v(p);
+  for (size_t p = 0; p < layout.bh(); p++) {
+    const float* qp = qkv + layout.q(p);
+    const float* kp = qkv + layout.k(p);
+    const float* vp = qkv + layout.v(p);
     float* op = out + layout.out(p);
-    for (size_t qs = 0; qs < layout.length_q; qs += block) {
-      const size_t rows = std::min(block, layout.length_q - qs);
+    for (size_t qs = 0; qs < layout.length; qs += block) {
+      const size_t rows = std::min(block, layout.length - qs);
       float* acc = op + qs * ld_out;
       for (size_t r = 0; r < rows; r++) {
         std::fill(acc + r * ld_out, acc + r * ld_out + head_dim, 0.0f);
       }
       std::fill(m.begin(), m.end(), -1e30f);
       std::fill(l.begin(), l.end(), 0.0f);
-      for (size_t ks = 0; ks < layout.length_k; ks += block) {
-        const size_t cols = std::min(block, layout.length_k - ks);
+      for (size_t ks = 0; ks < layout.length; ks += block) {
+        const size_t cols = std::min(block, layout.length - ks);
         // scores = scale · q_block · k_blockᵀ
         gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, static_cast<int>(rows), static_cast<int>(cols), hd, scale,
              qp + qs * ld_in, ld_in, kp + ks * ld_in, ld_in, 0.0f, scores.data(), static_cast<int>(cols));
@@ -412,7 +390,7 @@ void fused_attention(
         for (size_t d = 0; d < head_dim; d++) {
           acc[r * ld_out + d] *= inv;
         }
-        lse[p * layout.length_q + qs + r] = m[r] + std::log2(denominator);
+        lse[p * layout.length + qs + r] = m[r] + std::log2(denominator);
       }
     }
   }
@@ -443,19 +421,15 @@ ENERGY_CLONES void probabilities_and_score_gradients(
 // The gradients of fused_attention (FlashAttention-2's backward pass, on blocks): with
 // delta = rowsum(dO ∘ O) and each block pair's probabilities recomputed from the saved
 // log-sum-exp, dV += Pᵀ dO, dS = P ∘ (dO Vᵀ − delta), dQ += c · dS K, dK += c · dSᵀ Q, where
-// c = scale · ln 2 turns base-2 scores back into the natural scale's 1/sqrt(head_dim). dq, dk
-// and dv have q's, k's and v's layout (one array when packed). Blocks are visited in a fixed
-// order: the sums are the same every run.
+// c = scale · ln 2 turns base-2 scores back into the natural scale's 1/sqrt(head_dim). d_qkv
+// has the packed input's layout. Blocks are visited in a fixed order: the sums are the same
+// every run.
 void fused_attention_vjp(
-    const float* q,
-    const float* k,
-    const float* v,
+    const float* qkv,
     const float* out,
     const float* lse,
     const float* d_out,
-    float* dq,
-    float* dk,
-    float* dv,
+    float* d_qkv,
     const Layout& layout,
     size_t block,
     float scale) {
@@ -469,20 +443,16 @@ void fused_attention_vjp(
   const size_t ld_out = layout.ld_out();
   const int ldo = static_cast<int>(ld_out);
   const float c = scale * LN2;
-  std::fill(dq, dq + layout.q_size(), 0.0f);
-  if (!layout.packed) {
-    std::fill(dk, dk + layout.k_size(), 0.0f);
-    std::fill(dv, dv + layout.k_size(), 0.0f);
-  }
-  for (size_t p = 0; p < layout.bh; p++) {
-    for (size_t qs = 0; qs < layout.length_q; qs += block) {
-      const size_t rows = std::min(block, layout.length_q - qs);
+  std::fill(d_qkv, d_qkv + layout.batch * layout.length * layout.ld_in(), 0.0f);
+  for (size_t p = 0; p < layout.bh(); p++) {
+    for (size_t qs = 0; qs < layout.length; qs += block) {
+      const size_t rows = std::min(block, layout.length - qs);
       const int m = static_cast<int>(rows);
-      const float* qb = q + layout.q(p) + qs * ld_in;
+      const float* qb = qkv + layout.q(p) + qs * ld_in;
       const float* dob = d_out + layout.out(p) + qs * ld_out;
       const float* ob = out + layout.out(p) + qs * ld_out;
-      float* dqb = dq + layout.q(p) + qs * ld_in;
-      const float* lse_b = lse + p * layout.length_q + qs;
+      float* dqb = d_qkv + layout.q(p) + qs * ld_in;
+      const float* lse_b = lse + p * layout.length + qs;
       for (size_t r = 0; r < rows; r++) {
         float sum = 0.0f;
         for (size_t d = 0; d < head_dim; d++) {
@@ -490,23 +460,23 @@ void fused_attention_vjp(
         }
         delta[r] = sum;
       }
-      for (size_t ks = 0; ks < layout.length_k; ks += block) {
-        const size_t cols = std::min(block, layout.length_k - ks);
+      for (size_t ks = 0; ks < layout.length; ks += block) {
+        const size_t cols = std::min(block, layout.length - ks);
         const int n = static_cast<int>(cols);
-        const float* kb = k + layout.k(p) + ks * ld_in;
-        const float* vb = v + layout.v(p) + ks * ld_in;
+        const float* kb = qkv + layout.k(p) + ks * ld_in;
+        const float* vb = qkv + layout.v(p) + ks * ld_in;
         // scores = scale · q_block · k_blockᵀ, dp = dO_block · v_blockᵀ
         gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, m, n, hd, scale, qb, ld_in, kb, ld_in, 0.0f, probs.data(), n);
         gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, m, n, hd, 1.0f, dob, ldo, vb, ld_in, 0.0f, dp.data(), n);
         probabilities_and_score_gradients(probs.data(), dp.data(), lse_b, delta.data(), rows, cols);
         // dV_block += Pᵀ dO_block
         gemm(CBLAS_ROW_MAJOR, CBLAS_TRANS, CBLAS_NO_TRANS, n, hd, m, 1.0f, probs.data(), n, dob, ldo, 1.0f,
-             dv + layout.v(p) + ks * ld_in, ld_in);
+             d_qkv + layout.v(p) + ks * ld_in, ld_in);
         // dQ_block += c · dS K_block
         gemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_NO_TRANS, m, hd, n, c, dp.data(), n, kb, ld_in, 1.0f, dqb, ld_in);
         // dK_block += c · dSᵀ Q_block
         gemm(CBLAS_ROW_MAJOR, CBLAS_TRANS, CBLAS_NO_TRANS, n, hd, m, c, dp.data(), n, qb, ld_in, 1.0f,
-             dk + layout.k(p) + ks * ld_in, ld_in);
+             d_qkv + layout.k(p) + ks * ld_in, ld_in);
       }
     }
   }
@@ -786,8 +756,8 @@ class LayerNormCpu : public mx::UnaryPrimitive {
   float eps_;
 };
 
-// What the attention's two primitives share: their block size, score scale and layout (`heads`
-// > 0: packed, see `Layout`), and the CPU.
+// What the attention's two primitives share: their block size, score scale and head count, and
+// the CPU.
 class AttentionPrimitive : public mx::Primitive {
  public:
   AttentionPrimitive(mx::Stream stream, int block, float scale, int heads)
@@ -798,62 +768,26 @@ class AttentionPrimitive : public mx::Primitive {
   }
 
  protected:
-  // The layout from the primitive's first inputs: q, k (separate) or qkv (packed).
-  Layout layout(const std::vector<mx::array>& inputs) const {
-    const auto& q = inputs[0];
-    const int nd = q.ndim();
-    Layout l{};
-    l.packed = heads_ > 0;
-    if (l.packed) {
-      l.heads = heads_;
-      l.head_dim = q.shape(nd - 1) / (3 * heads_);
-      l.length_q = l.length_k = q.shape(nd - 2);
-      l.bh = (q.size() / std::max<size_t>(1, q.shape(nd - 1) * l.length_q)) * l.heads;
-      if (l.length_q == 0) {
-        l.bh = 0;
-      }
-    } else {
-      l.heads = 1;
-      l.head_dim = q.shape(nd - 1);
-      l.length_q = q.shape(nd - 2);
-      l.length_k = inputs[1].shape(nd - 2);
-      l.bh = (l.length_q == 0 || l.head_dim == 0) ? 0 : q.size() / (l.length_q * l.head_dim);
-    }
-    return l;
-  }
-
   int block_;
   float scale_;
   int heads_;
 };
 
-// inputs: q, k, v, out, lse, d_out → dq, dk, dv; packed: qkv, out, lse, d_out → d_qkv
+// inputs: qkv, out, lse, d_out → d_qkv
 class FusedAttentionVjp : public AttentionPrimitive {
  public:
   using AttentionPrimitive::AttentionPrimitive;
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    const Layout l = layout(inputs);
-    const size_t first = l.packed ? 1 : 3;  // index of `out` among the inputs
     dispatch(stream(), inputs, outputs, [&] {
-      const float* q = inputs[0].data<float>();
-      const float* k = l.packed ? q : inputs[1].data<float>();
-      const float* v = l.packed ? q : inputs[2].data<float>();
-      float* dq = outputs[0].data<float>();
-      float* dk = l.packed ? dq : outputs[1].data<float>();
-      float* dv = l.packed ? dq : outputs[2].data<float>();
-      return [q,
-              k,
-              v,
-              out = inputs[first].data<float>(),
-              lse = inputs[first + 1].data<float>(),
-              d_out = inputs[first + 2].data<float>(),
-              dq,
-              dk,
-              dv,
-              l,
+      return [qkv = inputs[0].data<float>(),
+              out = inputs[1].data<float>(),
+              lse = inputs[2].data<float>(),
+              d_out = inputs[3].data<float>(),
+              d_qkv = outputs[0].data<float>(),
+              layout = Layout::of(inputs[0], heads_),
               block = static_cast<size_t>(block_),
-              scale = scale_]() { fused_attention_vjp(q, k, v, out, lse, d_out, dq, dk, dv, l, block, scale); };
+              scale = scale_]() { fused_attention_vjp(qkv, out, lse, d_out, d_qkv, layout, block, scale); };
     });
   }
 
@@ -862,51 +796,36 @@ class FusedAttentionVjp : public AttentionPrimitive {
   }
 };
 
-// inputs: q, k, v (or qkv, packed); outputs: the attention (or, packed, [batch, length,
-// heads · head_dim]) and the rows' base-2 log-sum-exp [batch · heads, length_q], which the
+// input: qkv [batch, length, 3 · heads · head_dim]; outputs: the attention [batch, length,
+// heads · head_dim] and the rows' base-2 log-sum-exp [batch · heads, length], which the
 // backward pass recomputes the probabilities from.
 class FusedAttention : public AttentionPrimitive {
  public:
   using AttentionPrimitive::AttentionPrimitive;
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    const Layout l = layout(inputs);
     dispatch(stream(), inputs, outputs, [&] {
-      const float* q = inputs[0].data<float>();
-      return [q,
-              k = l.packed ? q : inputs[1].data<float>(),
-              v = l.packed ? q : inputs[2].data<float>(),
+      return [qkv = inputs[0].data<float>(),
               out = outputs[0].data<float>(),
               lse = outputs[1].data<float>(),
-              l,
+              layout = Layout::of(inputs[0], heads_),
               block = static_cast<size_t>(block_),
-              scale = scale_]() { fused_attention(q, k, v, out, lse, l, block, scale); };
+              scale = scale_]() { fused_attention(qkv, out, lse, layout, block, scale); };
     });
   }
 
   std::vector<mx::array> vjp(
       const std::vector<mx::array>& primals,
       const std::vector<mx::array>& cotangents,
-      const std::vector<int>& argnums,
+      const std::vector<int>&,
       const std::vector<mx::array>& outputs) override {
     auto s = stream();
     // The log-sum-exp output is internal: its cotangent (zeros) is ignored.
-    std::vector<mx::array> inputs(primals);
-    inputs.push_back(outputs[0]);
-    inputs.push_back(outputs[1]);
-    inputs.push_back(row_major(cotangents[0], s));
-    std::vector<mx::Shape> shapes;
-    for (const auto& primal : primals) {
-      shapes.push_back(primal.shape());
-    }
-    std::vector<mx::Dtype> dtypes(shapes.size(), mx::float32);
-    auto grads = mx::array::make_arrays(
-        shapes, dtypes, std::make_shared<FusedAttentionVjp>(s, block_, scale_, heads_), inputs);
-    std::vector<mx::array> out;
-    for (int arg : argnums) {
-      out.push_back(grads[arg]);
-    }
-    return out;
+    return {mx::array(
+        primals[0].shape(),
+        mx::float32,
+        std::make_shared<FusedAttentionVjp>(s, block_, scale_, heads_),
+        {primals[0], outputs[0], outputs[1], row_major(cotangents[0], s)})};
   }
 
   const char* name() const override {
@@ -914,10 +833,19 @@ class FusedAttention : public AttentionPrimitive {
   }
 };
 
-void write_error(const std::exception& e, char* error, size_t error_len) {
-  if (error != nullptr && error_len > 0) {
-    std::strncpy(error, e.what(), error_len - 1);
-    error[error_len - 1] = '\0';
+// Runs `build` (which builds a kernel's outputs): 0, or 1 with the message of the exception it
+// threw in `error`, so that no C++ exception crosses into Rust.
+template <typename Build>
+int guarded(char* error, size_t error_len, Build build) {
+  try {
+    build();
+    return 0;
+  } catch (const std::exception& e) {
+    if (error != nullptr && error_len > 0) {
+      std::strncpy(error, e.what(), error_len - 1);
+      error[error_len - 1] = '\0';
+    }
+    return 1;
   }
 }
 
@@ -930,7 +858,7 @@ mx::array& as_array(void* ctx) {
 // The C interface Rust calls. Arrays are passed as mlx-c's handle payload (`mlx_array.ctx`, an
 // `mlx::core::array*`); outputs are new arrays that the caller owns (mlx-c frees them with
 // `delete`); `stream` is mlx-c's stream payload (`mlx_stream.ctx`, an `mlx::core::Stream*`).
-// Returns 0, or 1 with a message in `error`.
+// Returns 0, or 1 with a message in `error` (`guarded`).
 extern "C" {
 
 int energy_online_softmax_block(
@@ -942,7 +870,7 @@ int energy_online_softmax_block(
     void** weight_sum,
     char* error,
     size_t error_len) {
-  try {
+  return guarded(error, error_len, [&] {
     auto s = cpu_stream(stream);
     const auto& sc = as_array(scores);
     const auto& m = as_array(max_old);
@@ -960,15 +888,11 @@ int energy_online_softmax_block(
     *max_new = new mx::array(outputs[0]);
     *weights = new mx::array(outputs[1]);
     *weight_sum = new mx::array(outputs[2]);
-    return 0;
-  } catch (const std::exception& e) {
-    write_error(e, error, error_len);
-    return 1;
-  }
+  });
 }
 
 int energy_gelu(void* stream, void* x, int with_slope, void** y, void** slope, char* error, size_t error_len) {
-  try {
+  return guarded(error, error_len, [&] {
     auto s = cpu_stream(stream);
     const auto& input = as_array(x);
     check_f32(input, "the GELU's input");
@@ -984,11 +908,7 @@ int energy_gelu(void* stream, void* x, int with_slope, void** y, void** slope, c
     if (with_slope) {
       *slope = new mx::array(outputs[1]);
     }
-    return 0;
-  } catch (const std::exception& e) {
-    write_error(e, error, error_len);
-    return 1;
-  }
+  });
 }
 
 int energy_layer_norm(
@@ -1000,7 +920,7 @@ int energy_layer_norm(
     void** y,
     char* error,
     size_t error_len) {
-  try {
+  return guarded(error, error_len, [&] {
     auto s = cpu_stream(stream);
     const auto& input = as_array(x);
     const auto& w = as_array(weight);
@@ -1017,56 +937,10 @@ int energy_layer_norm(
         mx::float32,
         std::make_shared<LayerNormCpu>(s, eps),
         {row_major(input, s), row_major(w, s), row_major(b, s)});
-    return 0;
-  } catch (const std::exception& e) {
-    write_error(e, error, error_len);
-    return 1;
-  }
+  });
 }
 
 int energy_fused_attention(
-    void* stream,
-    void* q,
-    void* k,
-    void* v,
-    int block,
-    float scale,
-    void** out,
-    char* error,
-    size_t error_len) {
-  try {
-    auto s = cpu_stream(stream);
-    const auto& query = as_array(q);
-    const auto& key = as_array(k);
-    const auto& value = as_array(v);
-    check_f32(query, "the query");
-    check_f32(key, "the key");
-    check_f32(value, "the value");
-    const int nd = query.ndim();
-    if (nd < 2 || static_cast<int>(key.ndim()) != nd || value.shape() != key.shape() || query.shape(nd - 1) != key.shape(nd - 1) ||
-        !std::equal(query.shape().begin(), query.shape().end() - 2, key.shape().begin())) {
-      throw std::invalid_argument("the query, key and value must be [..., length, head_dim] with the same leading axes");
-    }
-    if (block < 1) {
-      throw std::invalid_argument("the attention block must be at least 1");
-    }
-    sgemm();
-    auto lse_shape = query.shape();
-    lse_shape.pop_back();
-    auto outputs = mx::array::make_arrays(
-        {query.shape(), lse_shape},
-        {mx::float32, mx::float32},
-        std::make_shared<FusedAttention>(s, block, scale, 0),
-        {row_major(query, s), row_major(key, s), row_major(value, s)});
-    *out = new mx::array(outputs[0]);
-    return 0;
-  } catch (const std::exception& e) {
-    write_error(e, error, error_len);
-    return 1;
-  }
-}
-
-int energy_fused_attention_packed(
     void* stream,
     void* qkv,
     int heads,
@@ -1075,7 +949,7 @@ int energy_fused_attention_packed(
     void** out,
     char* error,
     size_t error_len) {
-  try {
+  return guarded(error, error_len, [&] {
     auto s = cpu_stream(stream);
     const auto& packed = as_array(qkv);
     check_f32(packed, "the packed query, key and value");
@@ -1095,10 +969,6 @@ int energy_fused_attention_packed(
         std::make_shared<FusedAttention>(s, block, scale, heads),
         {row_major(packed, s)});
     *out = new mx::array(outputs[0]);
-    return 0;
-  } catch (const std::exception& e) {
-    write_error(e, error, error_len);
-    return 1;
-  }
+  });
 }
 }

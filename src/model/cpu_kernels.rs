@@ -10,8 +10,8 @@
 //! - [`online_softmax_block`]: `(max_new, weights, weight_sum)` for one block pair;
 //! - [`gelu`]: the exact GELU `x·Φ(x)` with the erf approximation of MLX's CPU kernel, and in a
 //!   training pass its derivative from the same pass;
-//! - [`fused_attention`]: the whole blockwise attention of a layer, forward and backward, each
-//!   block pair's scores kept in cache;
+//! - [`fused_attention`]: the whole blockwise attention of a layer, forward and
+//!   backward, each block pair's scores kept in cache;
 //! - [`layer_norm`]: the layer norm MLX's CPU build computes as about ten operations, forward
 //!   and backward in one pass each.
 //!
@@ -23,6 +23,8 @@ use mlx_rs::Array;
 #[cfg(target_os = "linux")]
 use mlx_rs::Stream;
 use mlx_rs::error::Exception;
+#[cfg(target_os = "linux")]
+use std::ffi::c_void;
 
 #[cfg(target_os = "linux")]
 mod ffi {
@@ -49,17 +51,6 @@ mod ffi {
             error_len: usize,
         ) -> c_int;
         pub fn energy_fused_attention(
-            stream: *mut c_void,
-            q: *mut c_void,
-            k: *mut c_void,
-            v: *mut c_void,
-            block: c_int,
-            scale: f32,
-            out: *mut *mut c_void,
-            error: *mut c_char,
-            error_len: usize,
-        ) -> c_int;
-        pub fn energy_fused_attention_packed(
             stream: *mut c_void,
             qkv: *mut c_void,
             heads: c_int,
@@ -88,11 +79,18 @@ pub fn available() -> bool {
     cfg!(target_os = "linux") && crate::model::streams::on_cpu()
 }
 
+/// Calls a kernel's C entry point `f` with the current stream (mlx-rs's scoped stream or MLX's
+/// default one), `N` output slots and an error buffer; returns the outputs it wrote (a slot it
+/// leaves null stays null), or the message of the exception it caught.
 #[cfg(target_os = "linux")]
-fn call(f: impl FnOnce(*mut std::ffi::c_char, usize) -> std::ffi::c_int) -> Result<(), Exception> {
+fn call<const N: usize>(
+    f: impl FnOnce(*mut c_void, &mut [*mut c_void; N], *mut std::ffi::c_char, usize) -> std::ffi::c_int,
+) -> Result<[*mut c_void; N], Exception> {
+    let stream = Stream::thread_local_or_default();
+    let mut outputs = [std::ptr::null_mut(); N];
     let mut error = [0 as std::ffi::c_char; 512];
-    if f(error.as_mut_ptr(), error.len()) == 0 {
-        return Ok(());
+    if f(stream.as_ptr().ctx, &mut outputs, error.as_mut_ptr(), error.len()) == 0 {
+        return Ok(outputs);
     }
     // SAFETY: the kernel wrote a NUL-terminated message into the buffer (it stays zeroed else).
     let message = unsafe { std::ffi::CStr::from_ptr(error.as_ptr()) }.to_string_lossy().into_owned();
@@ -101,10 +99,16 @@ fn call(f: impl FnOnce(*mut std::ffi::c_char, usize) -> std::ffi::c_int) -> Resu
 
 /// Takes ownership of an `mlx::core::array*` the kernels returned.
 #[cfg(target_os = "linux")]
-fn owned(ctx: *mut std::ffi::c_void) -> Array {
+fn owned(ctx: *mut c_void) -> Array {
     // SAFETY: `ctx` is a new `mlx::core::array` allocated with `new`, which is what an mlx-c
     // handle holds and what mlx-c's `mlx_array_free` deletes.
     unsafe { Array::from_ptr(mlx_sys::mlx_array { ctx }) }
+}
+
+/// What every kernel returns where `build.rs` did not compile them.
+#[cfg(not(target_os = "linux"))]
+fn not_built<T>() -> Result<T, Exception> {
+    Err(Exception::custom("energy's CPU kernels are built on Linux only"))
 }
 
 /// One block pair of the online softmax, in base 2, for every row `r` of `scores`:
@@ -119,13 +123,11 @@ fn owned(ctx: *mut std::ffi::c_void) -> Array {
 pub fn online_softmax_block(scores: &Array, max_old: &Array) -> Result<(Array, Array, Array), Exception> {
     #[cfg(target_os = "linux")]
     {
-        let stream = Stream::thread_local_or_default();
-        let mut outputs = [std::ptr::null_mut(); 3];
-        let [max_new, weights, weight_sum] = &mut outputs;
-        call(|error, len| unsafe {
-            // SAFETY: the inputs are live arrays; the outputs are written on success only.
+        // SAFETY (here and in the other kernels): the inputs are live arrays, and the kernel
+        // writes the output slots on success only.
+        let [max_new, weights, weight_sum] = call(|stream, [max_new, weights, weight_sum], error, len| unsafe {
             ffi::energy_online_softmax_block(
-                stream.as_ptr().ctx,
+                stream,
                 scores.as_ptr().ctx,
                 max_old.as_ptr().ctx,
                 max_new,
@@ -134,14 +136,14 @@ pub fn online_softmax_block(scores: &Array, max_old: &Array) -> Result<(Array, A
                 error,
                 len,
             )
-        })?;
-        let [max_new, weights, weight_sum] = outputs.map(owned);
+        })?
+        .map(owned);
         Ok((max_new, weights, weight_sum))
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = (scores, max_old);
-        Err(Exception::custom("energy's CPU kernels are built on Linux only"))
+        not_built()
     }
 }
 
@@ -150,92 +152,46 @@ pub fn online_softmax_block(scores: &Array, max_old: &Array) -> Result<(Array, A
 pub fn gelu(x: &Array, with_slope: bool) -> Result<(Array, Option<Array>), Exception> {
     #[cfg(target_os = "linux")]
     {
-        let stream = Stream::thread_local_or_default();
-        let (mut y, mut slope) = (std::ptr::null_mut(), std::ptr::null_mut());
-        call(|error, len| unsafe {
-            // SAFETY: as in `online_softmax_block`.
-            ffi::energy_gelu(stream.as_ptr().ctx, x.as_ptr().ctx, i32::from(with_slope), &mut y, &mut slope, error, len)
+        let [y, slope] = call(|stream, [y, slope], error, len| unsafe {
+            ffi::energy_gelu(stream, x.as_ptr().ctx, i32::from(with_slope), y, slope, error, len)
         })?;
         Ok((owned(y), with_slope.then(|| owned(slope))))
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = (x, with_slope);
-        Err(Exception::custom("energy's CPU kernels are built on Linux only"))
+        not_built()
     }
 }
 
-/// Exact, non-causal blockwise attention in one primitive: for every (batch, head) and query
-/// block of `block` rows, the key blocks are folded in one after another with the online
-/// softmax of [`crate::model::attention`] (base-2 scores `scale · q kᵀ`, running maximum,
-/// rescaled sums), each block pair's scores kept in a `block × block` buffer in cache and the
-/// products computed by BLAS. It also keeps each row's log-sum-exp, from which its
-/// vector-Jacobian product (FlashAttention-2's backward pass, on the same blocks) recomputes
-/// each block pair's probabilities instead of storing them.
+/// Exact, non-causal blockwise attention in one primitive, on the QKV projection's output as
+/// it is: each row of `qkv` holds the queries, then the keys, then the values of every head
+/// (`[3, heads, head_dim]`), and the result holds each head's attention side by side
+/// (`[heads, head_dim]`), which is what the output projection takes.
 ///
-/// # Shapes
-/// `q`: [..., length_q, head_dim], `k`, `v`: [..., length_k, head_dim] (f32) → [..., length_q,
-/// head_dim]
-pub fn fused_attention(q: &Array, k: &Array, v: &Array, block: i32, scale: f32) -> Result<Array, Exception> {
-    #[cfg(target_os = "linux")]
-    {
-        let stream = Stream::thread_local_or_default();
-        let mut out = std::ptr::null_mut();
-        call(|error, len| unsafe {
-            // SAFETY: as in `online_softmax_block`.
-            ffi::energy_fused_attention(
-                stream.as_ptr().ctx,
-                q.as_ptr().ctx,
-                k.as_ptr().ctx,
-                v.as_ptr().ctx,
-                block,
-                scale,
-                &mut out,
-                error,
-                len,
-            )
-        })?;
-        Ok(owned(out))
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (q, k, v, block, scale);
-        Err(Exception::custom("energy's CPU kernels are built on Linux only"))
-    }
-}
-
-/// [`fused_attention`] on the QKV projection's output as it is: each row of `qkv` holds the
-/// queries, then the keys, then the values of every head (`[3, heads, head_dim]`), and the
-/// result holds each head's attention side by side (`[heads, head_dim]`), which is what the
-/// output projection takes. The kernel reads and writes the heads through BLAS's leading
-/// dimensions, so no transpose is copied before or after it, nor in its backward pass.
+/// For every (batch, head) and query block of `block` rows, the key blocks are folded in one
+/// after another with the online softmax of [`crate::model::attention`] (base-2 scores
+/// `scale · q kᵀ`, running maximum, rescaled sums), each block pair's scores kept in a
+/// `block × block` buffer in cache and the products computed by BLAS, which reads and writes
+/// the heads through its leading dimensions (no transpose is copied before or after the
+/// kernel). It also keeps each row's log-sum-exp, from which its vector-Jacobian product
+/// (FlashAttention-2's backward pass, on the same blocks) recomputes each block pair's
+/// probabilities instead of storing them.
 ///
 /// # Shapes
 /// `qkv`: [batch, length, 3 · heads · head_dim] (f32) → [batch, length, heads · head_dim]
-pub fn fused_attention_packed(qkv: &Array, heads: i32, block: i32, scale: f32) -> Result<Array, Exception> {
+pub fn fused_attention(qkv: &Array, heads: i32, block: i32, scale: f32) -> Result<Array, Exception> {
     #[cfg(target_os = "linux")]
     {
-        let stream = Stream::thread_local_or_default();
-        let mut out = std::ptr::null_mut();
-        call(|error, len| unsafe {
-            // SAFETY: as in `online_softmax_block`.
-            ffi::energy_fused_attention_packed(
-                stream.as_ptr().ctx,
-                qkv.as_ptr().ctx,
-                heads,
-                block,
-                scale,
-                &mut out,
-                error,
-                len,
-            )
+        let [out] = call(|stream, [out], error, len| unsafe {
+            ffi::energy_fused_attention(stream, qkv.as_ptr().ctx, heads, block, scale, out, error, len)
         })?;
         Ok(owned(out))
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = (qkv, heads, block, scale);
-        Err(Exception::custom("energy's CPU kernels are built on Linux only"))
+        not_built()
     }
 }
 
@@ -248,27 +204,15 @@ pub fn fused_attention_packed(qkv: &Array, heads: i32, block: i32, scale: f32) -
 pub fn layer_norm(x: &Array, weight: &Array, bias: &Array, eps: f32) -> Result<Array, Exception> {
     #[cfg(target_os = "linux")]
     {
-        let stream = Stream::thread_local_or_default();
-        let mut y = std::ptr::null_mut();
-        call(|error, len| unsafe {
-            // SAFETY: as in `online_softmax_block`.
-            ffi::energy_layer_norm(
-                stream.as_ptr().ctx,
-                x.as_ptr().ctx,
-                weight.as_ptr().ctx,
-                bias.as_ptr().ctx,
-                eps,
-                &mut y,
-                error,
-                len,
-            )
+        let [y] = call(|stream, [y], error, len| unsafe {
+            ffi::energy_layer_norm(stream, x.as_ptr().ctx, weight.as_ptr().ctx, bias.as_ptr().ctx, eps, y, error, len)
         })?;
         Ok(owned(y))
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = (x, weight, bias, eps);
-        Err(Exception::custom("energy's CPU kernels are built on Linux only"))
+        not_built()
     }
 }
 
@@ -442,108 +386,74 @@ mod tests {
         Ok(())
     }
 
+    /// The full reference on the heads of a packed `qkv` taken apart, put back side by side.
+    fn packed_reference(qkv: &Array, heads: i32) -> Result<Array, Exception> {
+        use crate::model::attention::reference_attention;
+        let [batch, length, width] = *qkv.shape() else { panic!("qkv is [batch, length, width]") };
+        let head_dim = width / (3 * heads);
+        let parts = qkv.reshape(&[batch, length, 3, heads, head_dim])?.transpose_axes(&[2, 0, 3, 1, 4])?;
+        let part = |i: i32| parts.take_axis(Array::from_int(i), 0);
+        reference_attention(&part(0)?, &part(1)?, &part(2)?, false)?.swap_axes(1, 2)?.reshape(&[
+            batch,
+            length,
+            heads * head_dim,
+        ])
+    }
+
     /// The fused attention against the full reference, over block sizes that divide the
-    /// lengths, leave ragged blocks, or cover everything, with unequal query and key lengths.
+    /// length, leave a ragged block, cover everything, or hold one row.
     #[test]
     fn fused_attention_matches_reference() -> Result<(), Exception> {
-        use crate::model::attention::{LOG2_E, reference_attention};
-        for (length_q, length_k, block) in [(192, 192, 64), (50, 70, 16), (33, 20, 64), (8, 8, 1)] {
-            let q = random(1, &[2, 3, length_q, 16], 1.5);
-            let k = random(2, &[2, 3, length_k, 16], 1.5);
-            let v = random(3, &[2, 3, length_k, 16], 1.0);
-            let got = fused_attention(&q, &k, &v, block, LOG2_E / 4.0)?;
-            let want = reference_attention(&q, &k, &v, false)?;
-            assert_eq!(got.shape(), want.shape());
+        use crate::model::attention::LOG2_E;
+        for (length, block) in [(192, 64), (50, 16), (33, 64), (8, 1)] {
+            let qkv = random(1, &[2, length, 3 * 3 * 16], 1.5);
+            let got = fused_attention(&qkv, 3, block, LOG2_E / 4.0)?;
+            let want = packed_reference(&qkv, 3)?;
+            assert_eq!(got.shape(), &[2, length, 3 * 16]);
             for (g, w) in values(&got).iter().zip(values(&want)) {
-                assert!((g - w).abs() <= 2e-5, "{length_q}×{length_k} block {block}: {g} vs {w}");
+                assert!((g - w).abs() <= 2e-5, "length {length} block {block}: {g} vs {w}");
             }
         }
-        let bad = fused_attention(
-            &random(1, &[2, 4, 16], 1.0),
-            &random(2, &[3, 4, 16], 1.0),
-            &random(3, &[3, 4, 16], 1.0),
-            4,
-            1.0,
+        let qkv = random(1, &[2, 4, 72], 1.0);
+        let bad = fused_attention(&qkv, 5, 16, 1.0).unwrap_err();
+        assert!(
+            bad.to_string().contains("[batch, length, 3 · heads · head_dim]"),
+            "72 columns are not 3 × 5 heads: {bad}"
         );
-        assert!(bad.unwrap_err().to_string().contains("same leading axes"));
+        assert!(fused_attention(&random(1, &[4, 72], 1.0), 3, 16, 1.0).is_err());
         Ok(())
     }
 
-    /// The fused attention's gradients with respect to q, k and v against autodiff through the
-    /// full reference, with ragged blocks and unequal lengths; and the same every run.
+    /// The fused attention's gradient with respect to the packed q, k and v against autodiff
+    /// through the full reference, with ragged blocks; and the same every run.
     #[test]
     fn fused_attention_gradients_match_reference() -> Result<(), Exception> {
-        use crate::model::attention::{LOG2_E, reference_attention};
-        for (length_q, length_k, block) in [(48, 48, 16), (30, 45, 16), (20, 20, 64)] {
-            let inputs = [
-                random(4, &[2, 2, length_q, 8], 1.5),
-                random(5, &[2, 2, length_k, 8], 1.5),
-                random(6, &[2, 2, length_k, 8], 1.0),
-            ];
-            let cotangent = random(7, &[2, 2, length_q, 8], 1.0);
+        use crate::model::attention::LOG2_E;
+        let heads = 3;
+        for (length, block) in [(48, 16), (45, 16), (20, 64)] {
+            let qkv = random(4, &[2, length, 3 * heads * 8], 1.5);
+            let cotangent = random(7, &[2, length, heads * 8], 1.0);
             let loss = |ours: bool| {
                 let cotangent = cotangent.clone();
-                move |x: &[Array]| -> Result<Array, Exception> {
+                move |qkv: &Array| -> Result<Array, Exception> {
                     let out = if ours {
-                        fused_attention(&x[0], &x[1], &x[2], block, LOG2_E / 8f32.sqrt())?
+                        fused_attention(qkv, heads, block, LOG2_E / 8f32.sqrt())?
                     } else {
-                        reference_attention(&x[0], &x[1], &x[2], false)?
+                        packed_reference(qkv, heads)?
                     };
                     out.multiply(&cotangent)?.sum(None)
                 }
             };
-            for argnum in 0..3 {
-                let got = grad_with_argnums(loss(true), &[argnum])(&inputs)?;
-                let again = grad_with_argnums(loss(true), &[argnum])(&inputs)?;
-                let want = grad_with_argnums(loss(false), &[argnum])(&inputs)?;
-                assert_eq!(values(&got), values(&again), "the same gradients every run");
-                let largest = values(&want).iter().fold(0.0f32, |a, b| a.max(b.abs()));
-                assert!(largest > 0.1);
-                for (g, w) in values(&got).iter().zip(values(&want)) {
-                    assert!((g - w).abs() <= 1e-5 * largest.max(1.0), "argument {argnum}: {g} vs {w}");
-                }
+            let got = grad(loss(true))(&qkv)?;
+            let again = grad(loss(true))(&qkv)?;
+            let want = grad(loss(false))(&qkv)?;
+            assert_eq!(values(&got), values(&again), "the same gradients every run");
+            let largest = values(&want).iter().fold(0.0f32, |a, b| a.max(b.abs()));
+            assert!(largest > 0.1);
+            for (g, w) in values(&got).iter().zip(values(&want)) {
+                assert!((g - w).abs() <= 1e-5 * largest.max(1.0), "length {length} block {block}: {g} vs {w}");
             }
         }
-        Ok(())
-    }
-
-    /// The packed attention against the reference on the heads taken apart, in value and in the
-    /// gradient with respect to the packed input, with ragged blocks.
-    #[test]
-    fn packed_attention_matches_reference() -> Result<(), Exception> {
-        use crate::model::attention::{LOG2_E, reference_attention};
-        let (batch, length, heads, head_dim) = (2, 40, 3, 8);
-        let qkv = random(8, &[batch, length, 3 * heads * head_dim], 1.5);
-        let cotangent = random(9, &[batch, length, heads * head_dim], 1.0);
-        let attend = move |qkv: &Array, ours: bool| -> Result<Array, Exception> {
-            if ours {
-                return fused_attention_packed(qkv, heads, 16, LOG2_E / (head_dim as f32).sqrt());
-            }
-            let parts = qkv.reshape(&[batch, length, 3, heads, head_dim])?.transpose_axes(&[2, 0, 3, 1, 4])?;
-            let part = |i: i32| parts.take_axis(Array::from_int(i), 0);
-            reference_attention(&part(0)?, &part(1)?, &part(2)?, false)?.swap_axes(1, 2)?.reshape(&[
-                batch,
-                length,
-                heads * head_dim,
-            ])
-        };
-        for (g, w) in values(&attend(&qkv, true)?).iter().zip(values(&attend(&qkv, false)?)) {
-            assert!((g - w).abs() <= 2e-5, "{g} vs {w}");
-        }
-        let loss = |ours: bool| {
-            let cotangent = cotangent.clone();
-            move |qkv: &Array| -> Result<Array, Exception> { attend(qkv, ours)?.multiply(&cotangent)?.sum(None) }
-        };
-        let got = grad(loss(true))(&qkv)?;
-        let want = grad(loss(false))(&qkv)?;
-        let largest = values(&want).iter().fold(0.0f32, |a, b| a.max(b.abs()));
-        assert!(largest > 0.1);
-        for (g, w) in values(&got).iter().zip(values(&want)) {
-            assert!((g - w).abs() <= 1e-5 * largest.max(1.0), "{g} vs {w}");
-        }
-        let out = fused_attention_packed(&qkv, heads, 16, 1.0)?;
-        assert_eq!(out.shape(), &[batch, length, heads * head_dim]);
-        assert!(fused_attention_packed(&qkv, 5, 16, 1.0).is_err(), "72 columns are not 3 × 5 heads");
         Ok(())
     }
 

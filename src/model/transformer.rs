@@ -294,7 +294,7 @@ impl SelfAttention {
     /// # Shapes
     /// `x`: [batch, positions, d_model] → [batch, positions, d_model]
     /// Over the positions given, on the CPU, the blockwise attention runs as one fused
-    /// primitive with its own backward pass ([`crate::model::cpu_kernels::fused_attention_packed`]:
+    /// primitive with its own backward pass ([`crate::model::cpu_kernels::fused_attention`]:
     /// the same exact online softmax as [`ring_attention`] with one shard); causal blocks,
     /// several shards and other devices build [`ring_attention`]'s graph of MLX operations.
     fn attend(&mut self, x: &Array, attention: Attention) -> Result<Array, Exception> {
@@ -315,8 +315,7 @@ impl SelfAttention {
             // The fused kernel reads the heads out of the projection and writes them side by
             // side: no transpose is copied on either side.
             let scale = crate::model::attention::LOG2_E / (head_dim as f32).sqrt();
-            let attended =
-                crate::model::cpu_kernels::fused_attention_packed(&qkv, self.n_heads, self.block_size, scale)?;
+            let attended = crate::model::cpu_kernels::fused_attention(&qkv, self.n_heads, self.block_size, scale)?;
             return self.output.forward(&attended);
         }
         // [batch, positions, 3·d_model] → 3 × [batch, heads, positions, head_dim], laid out
