@@ -606,7 +606,7 @@ mod tests {
             calendar: RowCalendar {
                 hour_slot: (s / 7) % 24 + if weekday >= 5 { 24 } else { 0 },
                 weekday,
-                holiday: f64::from(u8::from(s % 50 == 0)),
+                holiday: f64::from(u8::from(s.is_multiple_of(50))),
                 year_fraction: (s % 365) as f64 / 365.25,
             },
         }
@@ -662,7 +662,7 @@ mod tests {
             let x = LagRegression::design(true, &at);
             let target = at.level + truth.iter().zip(&x).map(|(w, x)| w * x).sum::<f64>();
             clean.push((at, target));
-            let defect = if s % 33 == 0 { 20.0 } else { 0.0 };
+            let defect = if s.is_multiple_of(33) { 20.0 } else { 0.0 };
             samples.push((1, at, target + 0.1 * (draw() - 0.5) + defect));
         }
         let error = |fitted: &LagRegression| {
