@@ -345,6 +345,33 @@ pub fn is_us_holiday(date: NaiveDate) -> bool {
         || (date.month() == 12 && us_federal_holidays(date.year() + 1).contains(&date))
 }
 
+/// Is `date` a US federal holiday that most businesses keep open (Martin Luther King Jr. Day,
+/// Washington's Birthday, Columbus Day, Veterans Day, Juneteenth): load on it is close to a
+/// working day's, unlike New Year's Day, Memorial Day, Independence Day, Labor Day,
+/// Thanksgiving and Christmas.
+pub fn is_minor_us_holiday(date: NaiveDate) -> bool {
+    let year = date.year();
+    let nth = |month, weekday, n| NaiveDate::from_weekday_of_month_opt(year, month, weekday, n);
+    let observed = |month, day| {
+        NaiveDate::from_ymd_opt(year, month, day).map(|d| match d.weekday() {
+            Weekday::Sat => d - Duration::days(1),
+            Weekday::Sun => d + Duration::days(1),
+            _ => d,
+        })
+    };
+    let mut minor = vec![nth(1, Weekday::Mon, 3), nth(2, Weekday::Mon, 3), nth(10, Weekday::Mon, 2), observed(11, 11)];
+    if year >= 2021 {
+        minor.push(observed(6, 19));
+    }
+    minor.contains(&Some(date))
+}
+
+/// Is `date` the Friday after Thanksgiving (the fourth Thursday of November)?
+pub fn is_day_after_thanksgiving(date: NaiveDate) -> bool {
+    NaiveDate::from_weekday_of_month_opt(date.year(), 11, Weekday::Thu, 4)
+        .is_some_and(|t| date == t + Duration::days(1))
+}
+
 /// Easter Sunday of `year` (Gregorian calendar; the anonymous algorithm of Meeus).
 pub fn easter_sunday(year: i32) -> NaiveDate {
     let (a, b, c) = (year % 19, year / 100, year % 100);
@@ -482,6 +509,23 @@ mod tests {
         assert!(is_us_holiday(d(2022, 12, 26)));
         assert!(is_us_holiday(d(2021, 12, 31)));
         assert!(!us_federal_holidays(2020).contains(&d(2020, 6, 19)));
+    }
+
+    /// The minor holidays are the federal holidays most businesses keep open (observed dates),
+    /// and the major ones are not among them.
+    #[test]
+    fn minor_holidays_and_the_day_after_thanksgiving() {
+        for minor in [d(2019, 1, 21), d(2019, 2, 18), d(2019, 10, 14), d(2018, 11, 12), d(2021, 6, 18), d(2024, 6, 19)]
+        {
+            assert!(is_minor_us_holiday(minor) && is_us_holiday(minor), "{minor}");
+        }
+        for other in [d(2019, 1, 1), d(2019, 5, 27), d(2019, 7, 4), d(2019, 9, 2), d(2019, 11, 28), d(2019, 12, 25)] {
+            assert!(is_us_holiday(other) && !is_minor_us_holiday(other), "{other}");
+        }
+        // Veterans Day on a Sunday is observed on Monday, not on the Sunday; no Juneteenth before 2021
+        assert!(!is_minor_us_holiday(d(2018, 11, 11)) && !is_minor_us_holiday(d(2020, 6, 19)));
+        assert!(is_day_after_thanksgiving(d(2019, 11, 29)) && is_day_after_thanksgiving(d(2024, 11, 29)));
+        assert!(!is_day_after_thanksgiving(d(2019, 11, 28)) && !is_day_after_thanksgiving(d(2019, 11, 22)));
     }
 
     #[test]

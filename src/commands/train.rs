@@ -776,9 +776,10 @@ pub(super) fn print_base(base: Option<&RegressionBase>) {
         let correction = if let Some(lags) = &base.lags {
             format!(
                 "then per lead hour a regression of the load's departure from last week's mean on the calendar, \
-                 the regression, its recent errors and the issue-time lags{} ({} origins; with a refit, both were \
+                 the regression, its recent errors and the issue-time lags{}{} ({} origins; with a refit, both were \
                  fitted again on the training and validation splits)",
                 if lags.seasonal { " and the day of the year" } else { "" },
+                if lags.holidays { ", with holidays on the issue day and a week back, and bridge days" } else { "" },
                 lags.samples
             )
         } else if base.leads.is_empty() {

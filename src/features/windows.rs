@@ -30,7 +30,9 @@
 //! Windows are not made when they need rows outside the table, or when an input is NaN (the
 //! first 168 rows have no `lag_168`, no `roll168_*`). Windows with a target whose stored value
 //! was missing, out of bounds or an outlier are skipped and counted in `skipped_imputed`.
-use super::base::{FITTED_LEADS, LONG_ERROR_HOURS, LagInputs, LagRegression, LeadTerms, RegressionBase, RowCalendar};
+use super::base::{
+    FITTED_LEADS, LONG_ERROR_HOURS, LagDesign, LagInputs, LagRegression, LeadTerms, RegressionBase, RowCalendar,
+};
 use super::calendar::calendar_frame;
 use super::scaler::needs_scaling;
 use super::{CALENDAR_COLUMNS, COL_VALUE, FLAGS_IMPUTED, FeatureError, FeatureTable, Scaler};
@@ -381,6 +383,8 @@ impl FittedBase {
             lags,
             mean_error_long: self.mean_error(origin, LONG_ERROR_HOURS),
             calendar: self.calendar[row],
+            issue_day_holiday: major_holiday(self.calendar[origin]),
+            week_lag_holiday: row.checked_sub(WEEK_LAG).map_or(0.0, |r| major_holiday(self.calendar[r])),
         }
     }
 
@@ -496,7 +500,7 @@ fn fit_lag_regression(
             (lead, fitted.lag_inputs(features, row, origin, terms), f64::from(features.value[row]))
         })
     });
-    let lags = LagRegression::fit(true, leads, samples);
+    let lags = LagRegression::fit(LagDesign::NOW, leads, samples);
     RegressionBase { lags, ..fitted.regression }
 }
 
@@ -506,6 +510,11 @@ fn is_day_ahead_origin(table: &FeatureTable, o: usize, every: usize) -> bool {
     let local = from_us(table.timestamps[o]).with_timezone(&table.zone);
     let since_issue = (local.hour() as usize + HOURS_PER_DAY - DAY_AHEAD_ISSUE_HOUR as usize) % HOURS_PER_DAY;
     since_issue.is_multiple_of(every) && local.minute() == 0
+}
+
+/// 1.0 on a major holiday: a holiday that is not a minor one ([`RowCalendar::minor_holiday`]).
+fn major_holiday(calendar: RowCalendar) -> f64 {
+    calendar.holiday - calendar.minor_holiday
 }
 
 /// Each row's calendar (local time of the hour's start), `extra_rows` hours past the table's
@@ -520,10 +529,17 @@ fn row_calendar(table: &FeatureTable, known: &[Vec<f32>], extra_rows: usize) -> 
             let weekday = local.weekday().num_days_from_monday() as usize;
             let weekend = if weekday >= 5 { 24 } else { 0 };
             let flag = holiday.map_or(0.0, |k| f64::from(known[k][r]));
+            let date = local.date_naive();
+            let minor = flag == 1.0 && crate::time::is_minor_us_holiday(date);
+            // the day after a Thanksgiving that the calendar marks
+            let bridge = crate::time::is_day_after_thanksgiving(date)
+                && r.checked_sub(HOURS_PER_DAY).is_some_and(|before| holiday.is_some_and(|k| known[k][before] == 1.0));
             RowCalendar {
                 hour_slot: local.hour() as usize + weekend,
                 weekday,
                 holiday: if flag.is_finite() { flag } else { 0.0 },
+                minor_holiday: f64::from(u8::from(minor)),
+                bridge_day: f64::from(u8::from(bridge)),
                 year_fraction: (f64::from(local.ordinal0()) + f64::from(local.hour()) / 24.0) / 365.25,
             }
         })
@@ -820,6 +836,34 @@ mod tests {
             let scaler = Scaler::fit_table(&table, 0..1700).unwrap();
             (table, scaler)
         })
+    }
+
+    /// The rows' calendar tells a minor holiday (MLK Day) from a major one (New Year's Day,
+    /// Thanksgiving) and marks the day after Thanksgiving, by local day.
+    #[test]
+    fn the_row_calendar_marks_minor_holidays_and_the_bridge_day() {
+        let table = synthetic_table(340);
+        let scaler = Scaler::fit_table(&table, 0..table.len()).unwrap();
+        let features = Features::new(&table, &scaler, 0).unwrap();
+        let calendar = row_calendar(&table, &features.known, 0);
+        let noon = |month, day| {
+            let date = chrono::NaiveDate::from_ymd_opt(2024, month, day).unwrap();
+            let row = table
+                .timestamps
+                .iter()
+                .position(|t| {
+                    let local = from_us(t - HOUR_US).with_timezone(&table.zone);
+                    local.date_naive() == date && local.hour() == 12
+                })
+                .unwrap();
+            let c = calendar[row];
+            [c.holiday, c.minor_holiday, c.bridge_day, major_holiday(c)]
+        };
+        assert_eq!(noon(1, 1), [1.0, 0.0, 0.0, 1.0]);
+        assert_eq!(noon(1, 15), [1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(noon(1, 16), [0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(noon(11, 28), [1.0, 0.0, 0.0, 1.0]);
+        assert_eq!(noon(11, 29), [0.0, 0.0, 1.0, 0.0]);
     }
 
     fn next24(context: usize, stride: usize) -> WindowSpec {
@@ -1249,7 +1293,7 @@ mod tests {
     /// after the origin (load, observed temperature, forecasts issued later).
     #[test]
     fn the_day_ahead_lag_regression_beats_the_mix_and_does_not_see_past_the_origin() {
-        use crate::features::base::{BaseKind, LagRegression};
+        use crate::features::base::{BaseKind, LagDesign};
         let days = 400;
         let table = issued_table_of(days, |_, _, v| v);
         let train = 0..366 * 24;
@@ -1257,7 +1301,7 @@ mod tests {
         let lags = scaler.base.as_ref().unwrap().lags.as_ref().expect("a year of training fits the lag regression");
         assert!(lags.seasonal);
         assert_eq!(lags.leads.len(), DAY_AHEAD_GAP + 24);
-        assert!(lags.leads.iter().all(|w| w.len() == LagRegression::dimension(true)));
+        assert!(lags.leads.iter().all(|w| w.len() == LagDesign::NOW.dimension()));
         assert!((340..366).contains(&lags.samples), "{} origins", lags.samples);
         // less than a year keeps the φ mix
         let short = Scaler::fit_model(&table, 0..300 * 24, BaseKind::Regression, Protocol::DayAhead).unwrap();

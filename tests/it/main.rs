@@ -16,6 +16,7 @@ mod isolation;
 mod live;
 mod multi;
 mod openmeteo;
+mod real_day_ahead;
 mod realdata;
 mod reliability;
 mod resume;
