@@ -299,9 +299,23 @@ pub fn builtin_zone(region: &str) -> Option<Tz> {
     })
 }
 
-/// The US federal holidays of `year` (observed dates: a Saturday holiday is observed on the
-/// Friday before, a Sunday one on the Monday after), computed by rule (5 U.S.C. 6103).
-pub fn us_federal_holidays(year: i32) -> Vec<NaiveDate> {
+/// Whether a US federal holiday is one that most businesses keep open ([`is_minor_us_holiday`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HolidayKind {
+    Major,
+    Minor,
+}
+
+/// Thanksgiving of `year`: the fourth Thursday of November.
+fn thanksgiving(year: i32) -> NaiveDate {
+    NaiveDate::from_weekday_of_month_opt(year, 11, Weekday::Thu, 4).expect("November has four Thursdays")
+}
+
+/// The US federal holidays of `year` with their kind, sorted (observed dates: a Saturday
+/// holiday is observed on the Friday before, a Sunday one on the Monday after), computed by
+/// rule (5 U.S.C. 6103).
+fn us_federal_holidays_by_kind(year: i32) -> Vec<(NaiveDate, HolidayKind)> {
+    use HolidayKind::{Major, Minor};
     let fixed = |month, day| {
         let date = NaiveDate::from_ymd_opt(year, month, day).expect("valid fixed holiday");
         match date.weekday() {
@@ -320,22 +334,28 @@ pub fn us_federal_holidays(year: i32) -> Vec<NaiveDate> {
         d
     };
     let mut days = vec![
-        fixed(1, 1),
-        nth(1, Weekday::Mon, 3),  // Martin Luther King Jr. Day
-        nth(2, Weekday::Mon, 3),  // Washington's Birthday
-        last_monday_of_may,       // Memorial Day
-        fixed(7, 4),              // Independence Day
-        nth(9, Weekday::Mon, 1),  // Labor Day
-        nth(10, Weekday::Mon, 2), // Columbus Day
-        fixed(11, 11),            // Veterans Day
-        nth(11, Weekday::Thu, 4), // Thanksgiving
-        fixed(12, 25),
+        (fixed(1, 1), Major),
+        (nth(1, Weekday::Mon, 3), Minor),  // Martin Luther King Jr. Day
+        (nth(2, Weekday::Mon, 3), Minor),  // Washington's Birthday
+        (last_monday_of_may, Major),       // Memorial Day
+        (fixed(7, 4), Major),              // Independence Day
+        (nth(9, Weekday::Mon, 1), Major),  // Labor Day
+        (nth(10, Weekday::Mon, 2), Minor), // Columbus Day
+        (fixed(11, 11), Minor),            // Veterans Day
+        (thanksgiving(year), Major),
+        (fixed(12, 25), Major),
     ];
     if year >= 2021 {
-        days.push(fixed(6, 19)); // Juneteenth, observed from 2021
+        days.push((fixed(6, 19), Minor)); // Juneteenth, observed from 2021
     }
-    days.sort();
+    days.sort_by_key(|(date, _)| *date);
     days
+}
+
+/// The US federal holidays of `year` (observed dates: a Saturday holiday is observed on the
+/// Friday before, a Sunday one on the Monday after), computed by rule (5 U.S.C. 6103).
+pub fn us_federal_holidays(year: i32) -> Vec<NaiveDate> {
+    us_federal_holidays_by_kind(year).into_iter().map(|(date, _)| date).collect()
 }
 
 /// Is `date` (a local calendar day) a US federal holiday (observed)?
@@ -350,26 +370,12 @@ pub fn is_us_holiday(date: NaiveDate) -> bool {
 /// working day's, unlike New Year's Day, Memorial Day, Independence Day, Labor Day,
 /// Thanksgiving and Christmas.
 pub fn is_minor_us_holiday(date: NaiveDate) -> bool {
-    let year = date.year();
-    let nth = |month, weekday, n| NaiveDate::from_weekday_of_month_opt(year, month, weekday, n);
-    let observed = |month, day| {
-        NaiveDate::from_ymd_opt(year, month, day).map(|d| match d.weekday() {
-            Weekday::Sat => d - Duration::days(1),
-            Weekday::Sun => d + Duration::days(1),
-            _ => d,
-        })
-    };
-    let mut minor = vec![nth(1, Weekday::Mon, 3), nth(2, Weekday::Mon, 3), nth(10, Weekday::Mon, 2), observed(11, 11)];
-    if year >= 2021 {
-        minor.push(observed(6, 19));
-    }
-    minor.contains(&Some(date))
+    us_federal_holidays_by_kind(date.year()).contains(&(date, HolidayKind::Minor))
 }
 
-/// Is `date` the Friday after Thanksgiving (the fourth Thursday of November)?
+/// Is `date` the Friday after Thanksgiving?
 pub fn is_day_after_thanksgiving(date: NaiveDate) -> bool {
-    NaiveDate::from_weekday_of_month_opt(date.year(), 11, Weekday::Thu, 4)
-        .is_some_and(|t| date == t + Duration::days(1))
+    date == thanksgiving(date.year()) + Duration::days(1)
 }
 
 /// Easter Sunday of `year` (Gregorian calendar; the anonymous algorithm of Meeus).

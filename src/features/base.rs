@@ -465,8 +465,8 @@ fn huber_ridge(rows: &[(Vec<f64>, f64)], n: usize) -> Option<Vec<f64>> {
         let residuals: Vec<f64> =
             rows.iter().map(|(x, y)| y - x.iter().zip(&beta).map(|(a, b)| a * b).sum::<f64>()).collect();
         let mut absolute: Vec<f64> = residuals.iter().map(|r| r.abs()).collect();
-        absolute.sort_by(f64::total_cmp);
-        let threshold = HUBER_K * 1.4826 * absolute[absolute.len() / 2];
+        let middle = absolute.len() / 2;
+        let threshold = HUBER_K * 1.4826 * *absolute.select_nth_unstable_by(middle, f64::total_cmp).1;
         if threshold <= 0.0 {
             break;
         }
